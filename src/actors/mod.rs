@@ -1,0 +1,100 @@
+//! The supervisor tree: registry (sole database writer), intake, transcoder
+//! pool and uploader, wired through [`Peers`] so a restarted child is found
+//! by everyone that talks to it.
+
+pub mod intake;
+pub mod recovery;
+pub mod registry;
+pub mod supervisor;
+pub mod transcoder;
+pub mod uploader;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
+
+use ractor::factory::FactoryMessage;
+use ractor::{ActorRef, Message};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::layout::DataLayout;
+use crate::storage::FinalStorage;
+use crate::store::Store;
+
+/// A child actor's current reference; replaced when the supervisor restarts it.
+pub struct Slot<M: Message>(RwLock<Option<ActorRef<M>>>);
+
+impl<M: Message> Default for Slot<M> {
+    fn default() -> Self {
+        Slot(RwLock::new(None))
+    }
+}
+
+impl<M: Message> Slot<M> {
+    /// The live reference, if the child is running.
+    pub fn get(&self) -> Option<ActorRef<M>> {
+        self.0.read().ok().and_then(|r| r.clone())
+    }
+
+    fn set(&self, actor: Option<ActorRef<M>>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = actor;
+        }
+    }
+}
+
+/// How the actors find each other.
+#[derive(Default)]
+pub struct Peers {
+    /// The status registry.
+    pub registry: Slot<registry::RegistryMsg>,
+    /// The intake actor the HTTP handlers hand staged uploads to.
+    pub intake: Slot<intake::IntakeMsg>,
+    /// The transcoder pool.
+    pub transcoders: Slot<FactoryMessage<Uuid, transcoder::TranscodeJob>>,
+    /// The uploader to final storage.
+    pub uploader: Slot<uploader::UploaderMsg>,
+}
+
+/// Live progress (0-100) of running transcodes, kept in memory only: a tick
+/// is not worth a durable commit.
+#[derive(Default)]
+pub struct ProgressBoard(RwLock<HashMap<Uuid, u8>>);
+
+impl ProgressBoard {
+    /// Progress of one upload, if it is being transcoded.
+    pub fn get(&self, id: Uuid) -> Option<u8> {
+        self.0.read().ok().and_then(|m| m.get(&id).copied())
+    }
+
+    fn set(&self, id: Uuid, percent: u8) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(id, percent);
+        }
+    }
+
+    fn clear(&self, id: Uuid) {
+        if let Ok(mut m) = self.0.write() {
+            m.remove(&id);
+        }
+    }
+}
+
+/// What every actor shares: configuration, storage and the way to its peers.
+pub struct Services {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Folders under the data dir.
+    pub layout: DataLayout,
+    /// The status database; actors other than the registry only read it.
+    pub store: Arc<Store>,
+    /// Final storage backend.
+    pub storage: Arc<dyn FinalStorage>,
+    /// In-memory progress of running transcodes.
+    pub progress: ProgressBoard,
+    /// Accepted uploads not yet picked up by a transcoder (admission control).
+    pub queued: AtomicUsize,
+    /// References to the live children.
+    pub peers: Peers,
+}

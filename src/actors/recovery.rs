@@ -1,0 +1,113 @@
+//! Start-up recovery: remove what no acknowledged upload needs, and resume
+//! every upload that is not terminal from the stage it was in.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use ractor::ActorProcessingErr;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::uploader::UploaderMsg;
+use super::{transcoder, Services};
+use crate::layout::DataLayout;
+use crate::storage::FinalStorage;
+use crate::store::record::Status;
+use crate::store::{Store, StoreError};
+
+/// Removes an upload's local working files: staged body, partial and finished work folders.
+pub async fn discard_local(services: &Services, id: Uuid) -> Result<(), ActorProcessingErr> {
+    let layout = services.layout.clone();
+    tokio::task::spawn_blocking(move || discard_local_sync(&layout, id)).await??;
+    Ok(())
+}
+
+fn discard_local_sync(layout: &DataLayout, id: Uuid) -> std::io::Result<()> {
+    for file in [layout.staged_path(id), layout.part_path(id)] {
+        remove_if_exists(&file)?;
+    }
+    for dir in [layout.work_tmp_dir(id), layout.work_dir(id)] {
+        if dir.exists() {
+            fs::remove_dir_all(dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Before the actors start: deletes partial bodies, interrupted work and
+/// storage folders, and the local files of uploads that are terminal or
+/// unknown. Returns how many entries were removed.
+pub fn clean_orphans(
+    layout: &DataLayout,
+    store: &Store,
+    storage: &dyn FinalStorage,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let unfinished: HashMap<Uuid, Status> = store
+        .unfinished()?
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect();
+    let live = |name: &str, suffix: &str| {
+        name.strip_suffix(suffix)
+            .and_then(|stem| Uuid::parse_str(stem).ok())
+            .is_some_and(|id| unfinished.contains_key(&id))
+    };
+    let mut removed = 0;
+    for entry in fs::read_dir(layout.staging_dir())? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !live(&name, ".upload") {
+            remove_if_exists(&entry.path())?;
+            removed += 1;
+        }
+    }
+    for entry in fs::read_dir(layout.work_root())? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !live(&name, "") {
+            fs::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+    }
+    removed += storage.clean_interrupted()?;
+    Ok(removed)
+}
+
+/// Sends every unfinished upload back to the stage it was in. With
+/// `transcodes_only`, only uploads waiting for or in a transcode (after the
+/// transcoder pool was restarted).
+pub async fn resume(services: &Services, transcodes_only: bool) -> Result<usize, StoreError> {
+    let store = services.store.clone();
+    let unfinished = tokio::task::spawn_blocking(move || store.unfinished())
+        .await
+        .map_err(|e| StoreError::Db(e.to_string()))??;
+    let mut resumed = 0;
+    for record in unfinished {
+        let id = record.id;
+        match record.status {
+            Status::Pending | Status::Processing => {
+                transcoder::enqueue(services, id);
+            }
+            Status::Uploading if !transcodes_only => match services.peers.uploader.get() {
+                Some(uploader) => {
+                    if uploader.cast(UploaderMsg::Store(id)).is_err() {
+                        warn!(upload = %id, "uploader gone; left for the next start");
+                    }
+                }
+                None => warn!(upload = %id, "uploader not running; left for the next start"),
+            },
+            _ => continue,
+        }
+        resumed += 1;
+        info!(upload = %id, status = record.status.text(), "resumed");
+    }
+    Ok(resumed)
+}

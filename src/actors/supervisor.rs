@@ -1,0 +1,172 @@
+//! The supervisor: starts the registry, uploader, transcoder pool and intake
+//! as linked children, restarts any that stops or fails, and resumes
+//! unfinished uploads at start and after the pool restarts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tracing::{error, info, warn};
+
+use super::intake::Intake;
+use super::registry::Registry;
+use super::transcoder::{self, TranscoderFactory};
+use super::uploader::Uploader;
+use super::{recovery, Services};
+
+/// The root of the actor tree.
+pub struct Supervisor;
+
+/// The children, so a supervision event can be matched to what to restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Child {
+    /// The status registry.
+    Registry,
+    /// The uploader.
+    Uploader,
+    /// The transcoder pool.
+    Transcoders,
+    /// The intake actor.
+    Intake,
+}
+
+/// Supervisor state.
+pub struct SupervisorState {
+    /// Shared services, handed to each child it (re)starts.
+    services: Arc<Services>,
+    /// Which child each running actor id is.
+    children: HashMap<ActorId, Child>,
+}
+
+/// Messages to the supervisor.
+pub enum SupervisorMsg {
+    /// Tests and operators: stop one child abruptly to exercise restarts.
+    Kill(Child),
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<Services>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        services: Arc<Services>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            services,
+            children: HashMap::new(),
+        };
+        for child in [
+            Child::Registry,
+            Child::Uploader,
+            Child::Transcoders,
+            Child::Intake,
+        ] {
+            start(&myself, &mut state, child).await?;
+        }
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let resumed = recovery::resume(&state.services, false).await?;
+        info!(resumed, "unfinished uploads resumed");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisorMsg::Kill(child) = msg;
+        if let Some(cell) = cell_of(&state.services, child) {
+            warn!(?child, "killing child on request");
+            cell.kill();
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason),
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
+            _ => return Ok(()),
+        };
+        let Some(child) = state.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        error!(?child, ?reason, "child stopped; restarting");
+        start(&myself, state, child).await?;
+        if child == Child::Transcoders {
+            // Jobs queued in the old pool are gone; the database still has them.
+            state
+                .services
+                .queued
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            recovery::resume(&state.services, true).await?;
+        }
+        Ok(())
+    }
+}
+
+fn cell_of(services: &Services, child: Child) -> Option<ActorCell> {
+    let peers = &services.peers;
+    match child {
+        Child::Registry => peers.registry.get().map(|a| a.get_cell()),
+        Child::Uploader => peers.uploader.get().map(|a| a.get_cell()),
+        Child::Transcoders => peers.transcoders.get().map(|a| a.get_cell()),
+        Child::Intake => peers.intake.get().map(|a| a.get_cell()),
+    }
+}
+
+async fn start(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    child: Child,
+) -> Result<(), ActorProcessingErr> {
+    let services = state.services.clone();
+    let peers = &services.peers;
+    let me = myself.get_cell();
+    let id = match child {
+        Child::Registry => {
+            let (actor, _) = Actor::spawn_linked(None, Registry, services.clone(), me).await?;
+            let id = actor.get_id();
+            peers.registry.set(Some(actor));
+            id
+        }
+        Child::Uploader => {
+            let (actor, _) = Actor::spawn_linked(None, Uploader, services.clone(), me).await?;
+            let id = actor.get_id();
+            peers.uploader.set(Some(actor));
+            id
+        }
+        Child::Transcoders => {
+            let args = transcoder::pool_arguments(&services, services.config.transcoders);
+            let (actor, _) =
+                Actor::spawn_linked(None, TranscoderFactory::default(), args, me).await?;
+            let id = actor.get_id();
+            peers.transcoders.set(Some(actor));
+            id
+        }
+        Child::Intake => {
+            let (actor, _) = Actor::spawn_linked(None, Intake, services.clone(), me).await?;
+            let id = actor.get_id();
+            peers.intake.set(Some(actor));
+            id
+        }
+    };
+    state.children.insert(id, child);
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! The transcoder pool: a ractor factory whose workers each own one named OS
+//! thread holding every libav object. A worker hands its job to the thread
+//! over a crossbeam channel and awaits the result, so the factory sees the
+//! worker busy for the whole transcode and queues the rest.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use ractor::factory::{
+    queues, routing, worker_builder, Factory, FactoryArguments, FactoryMessage, Job, Worker,
+    WorkerId,
+};
+use ractor::{ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::registry::{self, RegistryMsg};
+use super::uploader::UploaderMsg;
+use super::{recovery, Services};
+use crate::layout::fsync_dir;
+use crate::media::{self, MediaError, MediaErrorCode, MediaLimits, OutputProfile, SourceInfo};
+use crate::store::record::{MediaOutputs, Status, TransitionPatch};
+
+/// Name of the file beside the outputs that describes them to the uploader.
+pub const MANIFEST: &str = "outputs.json";
+
+/// One upload to transcode; everything else is read from its record.
+#[derive(Debug, Clone)]
+pub struct TranscodeJob {
+    /// The upload.
+    pub id: Uuid,
+}
+
+/// What a finished transcode leaves in its work folder for the uploader.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Probed source metadata.
+    pub source: SourceInfo,
+    /// The files and their properties.
+    pub outputs: MediaOutputs,
+}
+
+/// Routing of the pool: jobs wait in the factory's queue for a free worker.
+type Routing = routing::QueuerRouting<Uuid, TranscodeJob>;
+/// The factory's queue: first in, first out.
+type JobQueue = queues::DefaultQueue<Uuid, TranscodeJob>;
+
+/// The factory type of the pool.
+pub type TranscoderFactory =
+    Factory<Uuid, TranscodeJob, Arc<Services>, TranscoderWorker, Routing, JobQueue>;
+
+/// Arguments to spawn the pool with `workers` workers.
+pub fn pool_arguments(
+    services: &Arc<Services>,
+    workers: usize,
+) -> FactoryArguments<Uuid, TranscodeJob, Arc<Services>, TranscoderWorker, Routing, JobQueue> {
+    let services = services.clone();
+    FactoryArguments::builder()
+        .worker_builder(Box::new(worker_builder(move |_wid| {
+            (TranscoderWorker, services.clone())
+        })))
+        .queue(Default::default())
+        .router(Default::default())
+        .num_initial_workers(workers)
+        .build()
+}
+
+/// Queues a transcode. Returns false when the pool is not running; the job
+/// stays `pending` in the database and recovery queues it again.
+pub fn enqueue(services: &Services, id: Uuid) -> bool {
+    let Some(pool) = services.peers.transcoders.get() else {
+        warn!(upload = %id, "transcoder pool not running; job left for recovery");
+        return false;
+    };
+    services.queued.fetch_add(1, Ordering::Relaxed);
+    if pool.dispatch(id, TranscodeJob { id }).is_err() {
+        services.queued.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// A worker of the pool.
+pub struct TranscoderWorker;
+
+/// A worker's link to its libav thread.
+pub struct WorkerState {
+    /// Shared services.
+    services: Arc<Services>,
+    /// Jobs to the thread.
+    jobs: crossbeam_channel::Sender<ThreadJob>,
+    /// The thread, joined when the worker stops.
+    thread: Option<JoinHandle<()>>,
+    /// Index of the worker, names the thread.
+    wid: WorkerId,
+}
+
+/// A job as the libav thread sees it: plain paths and settings.
+struct ThreadJob {
+    id: Uuid,
+    input: PathBuf,
+    out_dir: PathBuf,
+    profile: OutputProfile,
+    limits: MediaLimits,
+    /// Where progress ticks go.
+    registry: Option<ActorRef<RegistryMsg>>,
+    /// Test hook: panic instead of transcoding.
+    panic: bool,
+    done: oneshot::Sender<Result<media::TranscodeOutputs, MediaError>>,
+}
+
+fn spawn_thread(
+    wid: WorkerId,
+) -> std::io::Result<(crossbeam_channel::Sender<ThreadJob>, JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::bounded::<ThreadJob>(1);
+    let handle = std::thread::Builder::new()
+        .name(format!("vidpipe-transcode-{wid}"))
+        .spawn(move || {
+            lower_priority();
+            media::init();
+            for job in rx {
+                run_job(job);
+            }
+        })?;
+    Ok((tx, handle))
+}
+
+/// Encoding yields the CPU to the HTTP side: nice 10 for this thread and the
+/// encoder threads it starts (Linux keeps the nice value per thread).
+fn lower_priority() {
+    // SAFETY: setpriority has no memory-safety preconditions; `who = 0` is the calling thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    if rc != 0 {
+        warn!("could not lower transcoder thread priority");
+    }
+}
+
+fn run_job(job: ThreadJob) {
+    let ThreadJob {
+        id,
+        input,
+        out_dir,
+        profile,
+        limits,
+        registry,
+        panic,
+        done,
+    } = job;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        if panic {
+            panic!("injected transcoder panic");
+        }
+        let mut last = 0u8;
+        let mut report = |fraction: f64| {
+            let percent = (fraction.clamp(0.0, 1.0) * 100.0) as u8;
+            if percent != last {
+                last = percent;
+                if let Some(registry) = &registry {
+                    let _ = registry.cast(RegistryMsg::Progress { id, percent });
+                }
+            }
+        };
+        media::transcode(&input, &out_dir, &profile, &limits, &mut report)
+    }));
+    let result = outcome.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(MediaError {
+            code: MediaErrorCode::Internal,
+            message: format!("the transcoder crashed: {what}"),
+        })
+    });
+    let _ = done.send(result);
+}
+
+impl Worker for TranscoderWorker {
+    type Key = Uuid;
+    type Message = TranscodeJob;
+    type State = WorkerState;
+    type Arguments = Arc<Services>;
+
+    async fn pre_start(
+        &self,
+        wid: WorkerId,
+        _factory: &ActorRef<FactoryMessage<Uuid, TranscodeJob>>,
+        services: Arc<Services>,
+    ) -> Result<WorkerState, ActorProcessingErr> {
+        let (jobs, thread) = spawn_thread(wid)?;
+        Ok(WorkerState {
+            services,
+            jobs,
+            thread: Some(thread),
+            wid,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _wid: WorkerId,
+        _factory: &ActorRef<FactoryMessage<Uuid, TranscodeJob>>,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Closing the channel ends the thread after its current job.
+        let (closed, _) = crossbeam_channel::bounded(0);
+        state.jobs = closed;
+        state.thread.take();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _wid: WorkerId,
+        _factory: &ActorRef<FactoryMessage<Uuid, TranscodeJob>>,
+        job: Job<Uuid, TranscodeJob>,
+        state: &mut WorkerState,
+    ) -> Result<Uuid, ActorProcessingErr> {
+        let services = state.services.clone();
+        let _ = services
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if let Err(e) = transcode(&services, state, job.msg.id).await {
+            tracing::error!(upload = %job.msg.id, error = %e, "transcode job aborted");
+        }
+        Ok(job.key)
+    }
+}
+
+async fn transcode(
+    services: &Arc<Services>,
+    state: &mut WorkerState,
+    id: Uuid,
+) -> Result<(), ActorProcessingErr> {
+    let Some(record) = services.store.get(id)? else {
+        return Ok(());
+    };
+    if record.status.is_terminal() {
+        return Ok(());
+    }
+    let layout = &services.layout;
+    let input = layout.staged_path(id);
+    if record.attempts >= services.config.max_attempts {
+        let message = format!("gave up after {} attempts", record.attempts);
+        registry::fail(services, id, "internal_error", message).await?;
+        return recovery::discard_local(services, id).await;
+    }
+    if !input.exists() {
+        registry::fail(
+            services,
+            id,
+            "internal_error",
+            "the staged upload is missing",
+        )
+        .await?;
+        return recovery::discard_local(services, id).await;
+    }
+    let patch = TransitionPatch {
+        count_attempt: true,
+        ..Default::default()
+    };
+    registry::transition(services, id, Status::Processing, patch).await?;
+
+    let out_dir = layout.work_tmp_dir(id);
+    let prepare = out_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        if prepare.exists() {
+            std::fs::remove_dir_all(&prepare)?;
+        }
+        std::fs::create_dir_all(&prepare)
+    })
+    .await??;
+
+    let panic = services
+        .config
+        .faults
+        .panic_on_filename
+        .as_deref()
+        .is_some_and(|needle| record.filename.contains(needle));
+    let (done, result) = oneshot::channel();
+    let job = ThreadJob {
+        id,
+        input,
+        out_dir: out_dir.clone(),
+        profile: services.config.profile.clone(),
+        limits: services.config.media_limits.clone(),
+        registry: services.peers.registry.get(),
+        panic,
+        done,
+    };
+    if state.jobs.send(job).is_err() {
+        restart_thread(state)?;
+        registry::fail(
+            services,
+            id,
+            "internal_error",
+            "the transcoder thread was gone",
+        )
+        .await?;
+        return recovery::discard_local(services, id).await;
+    }
+    let started = std::time::Instant::now();
+    match result.await {
+        Ok(Ok(outputs)) => {
+            let manifest = Manifest {
+                outputs: MediaOutputs {
+                    mp4: file_name(&outputs.mp4),
+                    poster: file_name(&outputs.poster),
+                    width: outputs.width,
+                    height: outputs.height,
+                },
+                source: outputs.source,
+            };
+            info!(upload = %id, seconds = started.elapsed().as_secs_f64(), "transcoded");
+            let work_dir = layout.work_dir(id);
+            let root = layout.work_root();
+            tokio::task::spawn_blocking(move || {
+                publish_work(&out_dir, &work_dir, &root, &manifest)
+            })
+            .await??;
+            match services.peers.uploader.get() {
+                Some(uploader) => uploader.cast(UploaderMsg::Store(id))?,
+                None => warn!(upload = %id, "uploader not running; left for recovery"),
+            }
+        }
+        Ok(Err(e)) => {
+            registry::fail(services, id, e.code.as_str(), e.message).await?;
+            recovery::discard_local(services, id).await?;
+        }
+        Err(_) => {
+            restart_thread(state)?;
+            registry::fail(services, id, "internal_error", "the transcoder thread died").await?;
+            recovery::discard_local(services, id).await?;
+        }
+    }
+    Ok(())
+}
+
+fn restart_thread(state: &mut WorkerState) -> std::io::Result<()> {
+    let (jobs, thread) = spawn_thread(state.wid)?;
+    state.jobs = jobs;
+    state.thread = Some(thread);
+    Ok(())
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Writes the manifest and renames the finished folder into place, durably.
+fn publish_work(
+    out_dir: &std::path::Path,
+    work_dir: &std::path::Path,
+    root: &std::path::Path,
+    manifest: &Manifest,
+) -> std::io::Result<()> {
+    let manifest_path = out_dir.join(MANIFEST);
+    std::fs::write(&manifest_path, serde_json::to_vec(manifest)?)?;
+    for entry in std::fs::read_dir(out_dir)? {
+        std::fs::File::open(entry?.path())?.sync_all()?;
+    }
+    fsync_dir(out_dir)?;
+    if work_dir.exists() {
+        std::fs::remove_dir_all(work_dir)?;
+    }
+    std::fs::rename(out_dir, work_dir)?;
+    fsync_dir(root)
+}

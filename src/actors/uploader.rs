@@ -1,0 +1,102 @@
+//! The uploader: moves a finished transcode's outputs to final storage
+//! (status 5), then completes the upload (status 6).
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::error;
+use uuid::Uuid;
+
+use super::transcoder::{Manifest, MANIFEST};
+use super::{recovery, registry, transcoder, Services};
+use crate::storage::OutputFile;
+use crate::store::record::{Status, TransitionPatch};
+
+/// The uploader actor.
+pub struct Uploader;
+
+/// Messages to the uploader.
+pub enum UploaderMsg {
+    /// Transcoder workers and recovery: the outputs of this upload are complete in its work folder.
+    Store(Uuid),
+}
+
+impl Actor for Uploader {
+    type Msg = UploaderMsg;
+    type State = Arc<Services>;
+    type Arguments = Arc<Services>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        services: Arc<Services>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(services)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        services: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let UploaderMsg::Store(id) = msg;
+        if let Err(e) = store(services, id).await {
+            error!(upload = %id, error = %e, "upload to final storage aborted");
+        }
+        Ok(())
+    }
+}
+
+async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessingErr> {
+    let Some(record) = services.store.get(id)? else {
+        return Ok(());
+    };
+    if record.status.is_terminal() {
+        return Ok(());
+    }
+    let work_dir = services.layout.work_dir(id);
+    let manifest_path = work_dir.join(MANIFEST);
+    let manifest = tokio::task::spawn_blocking(move || -> Option<Manifest> {
+        let bytes = std::fs::read(manifest_path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    })
+    .await?;
+    let Some(manifest) = manifest else {
+        // The work folder is incomplete: transcode again from the staged body.
+        transcoder::enqueue(services, id);
+        return Ok(());
+    };
+    let patch = TransitionPatch {
+        source: Some(manifest.source),
+        ..Default::default()
+    };
+    registry::transition(services, id, Status::Uploading, patch).await?;
+
+    let files: Vec<OutputFile> = [&manifest.outputs.mp4, &manifest.outputs.poster]
+        .into_iter()
+        .map(|name| OutputFile {
+            name: name.clone(),
+            path: work_dir.join(name),
+        })
+        .collect();
+    let storage = services.storage.clone();
+    let token = record.media_token.clone();
+    let put = tokio::task::spawn_blocking(move || storage.put(&token, &files)).await?;
+    match put {
+        Ok(()) => {
+            let patch = TransitionPatch {
+                outputs: Some(manifest.outputs),
+                ..Default::default()
+            };
+            registry::transition(services, id, Status::Completed, patch).await?;
+        }
+        Err(e) => {
+            let storage = services.storage.clone();
+            let token = record.media_token.clone();
+            let _ = tokio::task::spawn_blocking(move || storage.remove(&token)).await?;
+            registry::fail(services, id, "storage_error", e.to_string()).await?;
+        }
+    }
+    recovery::discard_local(services, id).await
+}

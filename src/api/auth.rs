@@ -1,0 +1,32 @@
+//! Bearer-key authentication: resolves `Authorization: Bearer sk-...` to a tenant.
+
+use std::sync::Arc;
+
+use warp::{Filter, Rejection};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// The tenant (API key id) a request is made for.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub String);
+
+/// Extracts the tenant, or rejects with 401.
+pub fn tenant(state: Arc<AppState>) -> impl Filter<Extract = (Tenant,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let state = state.clone();
+        async move {
+            let secret = header
+                .as_deref()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|s| s.starts_with("sk-"))
+                .ok_or_else(|| warp::reject::custom(ApiError::Unauthenticated))?;
+            match state.keys.tenant_for(secret) {
+                Ok(Some(tenant)) => Ok(Tenant(tenant)),
+                Ok(None) => Err(warp::reject::custom(ApiError::Unauthenticated)),
+                Err(e) => Err(warp::reject::custom(ApiError::from(e))),
+            }
+        }
+    })
+}

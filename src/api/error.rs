@@ -1,0 +1,193 @@
+//! Every API error, with its HTTP status and stable machine code, mapped to a
+//! JSON response in one place.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+/// An error answered to an API client.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 401: no key, a malformed header, or a key that is unknown or revoked.
+    Unauthenticated,
+    /// 404: unknown route, or an upload id that is malformed, unknown or another tenant's.
+    NotFound,
+    /// 405: a known path with a method it does not take.
+    MethodNotAllowed,
+    /// 400: the body is not well-formed multipart.
+    MalformedBody(String),
+    /// 413: the body is larger than the configured maximum.
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// 415: the body is not `multipart/form-data` with a boundary.
+    UnsupportedMediaType,
+    /// 422: fields missing or invalid, by field name.
+    Validation(BTreeMap<&'static str, Vec<String>>),
+    /// 503: the processing queue is full; retry after the given time.
+    QueueFull {
+        /// Value of the Retry-After header.
+        retry_after: Duration,
+    },
+    /// 507: the data disk is full.
+    InsufficientStorage,
+    /// 500: something failed on the server's side.
+    Internal(String),
+}
+
+impl warp::reject::Reject for ApiError {}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a BTreeMap<&'static str, Vec<String>>>,
+}
+
+impl ApiError {
+    /// One validation error on one field.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Validation(BTreeMap::from([(field, vec![message.into()])]))
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MalformedBody(_) => "malformed_body",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::QueueFull { .. } => "queue_full",
+            ApiError::InsufficientStorage => "insufficient_storage",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Unauthenticated => "Unauthenticated.".into(),
+            ApiError::NotFound => "Not found.".into(),
+            ApiError::MethodNotAllowed => "Method not allowed.".into(),
+            ApiError::MalformedBody(why) => {
+                format!("The request body is not valid multipart form data: {why}.")
+            }
+            ApiError::PayloadTooLarge { limit } => {
+                format!("The request body is larger than the maximum of {limit} bytes.")
+            }
+            ApiError::UnsupportedMediaType => {
+                "The request body must be multipart/form-data with a boundary.".into()
+            }
+            ApiError::Validation(errors) => {
+                let first = errors
+                    .values()
+                    .flatten()
+                    .next()
+                    .cloned()
+                    .unwrap_or_default();
+                match errors.values().map(Vec::len).sum::<usize>() {
+                    0 | 1 => first,
+                    n => format!(
+                        "{first} (and {} more error{})",
+                        n - 1,
+                        if n > 2 { "s" } else { "" }
+                    ),
+                }
+            }
+            ApiError::QueueFull { .. } => "The processing queue is full. Retry later.".into(),
+            ApiError::InsufficientStorage => {
+                "The server has no space left to store the upload.".into()
+            }
+            ApiError::Internal(_) => "Internal server error.".into(),
+        }
+    }
+
+    /// Errors answered before the request body was read to its end.
+    fn may_leave_body_unread(&self) -> bool {
+        !matches!(self, ApiError::NotFound | ApiError::MethodNotAllowed)
+    }
+
+    /// The JSON response.
+    pub fn to_response(&self) -> Response {
+        if let ApiError::Internal(detail) = self {
+            tracing::error!(error = %detail, "internal error answered 500");
+        }
+        let message = self.message();
+        let errors = match self {
+            ApiError::Validation(errors) => Some(errors),
+            _ => None,
+        };
+        let body = ErrorBody {
+            message: &message,
+            code: self.code(),
+            errors,
+        };
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
+        if let ApiError::QueueFull { retry_after } = self {
+            if let Ok(value) = retry_after.as_secs().max(1).to_string().parse() {
+                response.headers_mut().insert("retry-after", value);
+            }
+        }
+        if self.may_leave_body_unread() {
+            // The body may be unread; tell the client not to reuse the connection.
+            response
+                .headers_mut()
+                .insert("connection", warp::http::HeaderValue::from_static("close"));
+        }
+        if let ApiError::Unauthenticated = self {
+            response.headers_mut().insert(
+                "www-authenticate",
+                warp::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// Maps every rejection, ours and warp's, to a JSON error.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if let Some(e) = rejection.find::<ApiError>() {
+        return Ok(e.to_response());
+    } else if rejection.is_not_found() {
+        ApiError::NotFound
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::MethodNotAllowed
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::PayloadTooLarge { limit: 0 }
+    } else {
+        ApiError::Internal(format!("unhandled rejection: {rejection:?}"))
+    };
+    Ok(error.to_response())
+}

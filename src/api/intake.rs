@@ -1,0 +1,254 @@
+//! `POST /uploads`: streams the `video` part straight to a staging file,
+//! makes it durable, has the intake actor record it, then answers 202.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Buf;
+use futures_util::{Stream, TryStreamExt};
+use multer::{Constraints, Multipart, SizeLimit};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+use super::auth::Tenant;
+use super::error::ApiError;
+use super::folder::{clean_filename, validate_folder};
+use super::view::UploadView;
+use super::AppState;
+use crate::actors::intake::{IntakeError, IntakeMsg, StagedUpload};
+use crate::layout::fsync_dir;
+
+/// Largest value accepted for a text field such as `folder`.
+const MAX_TEXT_FIELD: u64 = 4096;
+/// Room for part headers and text fields on top of the video itself.
+const ENVELOPE: u64 = 64 * 1024;
+
+/// Deletes a staging file unless the upload was handed over; covers errors,
+/// early returns and a client that disconnects mid-body.
+struct StagingGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What the form carried once the body has been read.
+struct ParsedForm {
+    filename: Option<String>,
+    video_bytes: Option<u64>,
+    folder: Option<String>,
+}
+
+/// The handler.
+pub async fn create(
+    tenant: Tenant,
+    content_type: Option<String>,
+    content_length: Option<u64>,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin + 'static,
+    state: Arc<AppState>,
+) -> Result<Response, Rejection> {
+    let config = &state.services.config;
+    if state.services.queued.load(Ordering::Relaxed) >= config.max_queued_jobs {
+        return Err(ApiError::QueueFull {
+            retry_after: config.retry_after,
+        }
+        .into());
+    }
+    let boundary = content_type
+        .as_deref()
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or(ApiError::UnsupportedMediaType)?;
+    let limit = config.max_upload_bytes;
+    if content_length.is_some_and(|len| len > limit + ENVELOPE) {
+        return Err(ApiError::PayloadTooLarge { limit }.into());
+    }
+
+    let id = Uuid::new_v4();
+    let layout = &state.services.layout;
+    let part_path = layout.part_path(id);
+    let mut guard = StagingGuard {
+        path: part_path.clone(),
+        armed: true,
+    };
+    let stream = body.map_ok(|mut buf| buf.copy_to_bytes(buf.remaining()));
+    let constraints = Constraints::new().size_limit(
+        SizeLimit::new()
+            .whole_stream(limit + ENVELOPE)
+            .per_field(MAX_TEXT_FIELD)
+            .for_field("video", limit),
+    );
+    let multipart = Multipart::with_constraints(stream, boundary, constraints);
+    let form = read_form(multipart, &part_path, limit).await?;
+
+    let mut errors = std::collections::BTreeMap::new();
+    match form.folder.as_deref().map(validate_folder) {
+        None => {
+            errors.insert("folder", vec!["The folder field is required.".to_string()]);
+        }
+        Some(Err(message)) => {
+            errors.insert("folder", vec![message]);
+        }
+        Some(Ok(())) => {}
+    }
+    match (form.video_bytes, &form.filename) {
+        (None, _) => {
+            errors.insert("video", vec!["The video field is required.".to_string()]);
+        }
+        (Some(_), None) => {
+            errors.insert("video", vec!["The video must be a file.".to_string()]);
+        }
+        (Some(0), Some(_)) => {
+            errors.insert("video", vec!["The video file is empty.".to_string()]);
+        }
+        _ => {}
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors).into());
+    }
+
+    let staged_path = layout.staged_path(id);
+    let staging_dir = layout.staging_dir();
+    let from = part_path.clone();
+    let to = staged_path.clone();
+    // rename + directory fsync: the body is durable under its final name.
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::rename(&from, &to)?;
+        fsync_dir(&staging_dir)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(storage_error)?;
+    guard.path = staged_path;
+
+    let staged = StagedUpload {
+        id,
+        tenant: tenant.0,
+        filename: clean_filename(form.filename.as_deref().unwrap_or_default()),
+        folder: form.folder.unwrap_or_default(),
+        size_bytes: form.video_bytes.unwrap_or_default(),
+    };
+    let intake = state
+        .services
+        .peers
+        .intake
+        .get()
+        .ok_or_else(|| ApiError::Internal("intake actor is not running".into()))?;
+    let reply = intake
+        .call(|reply| IntakeMsg::Accept(staged, reply), None)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let record = match reply {
+        ractor::rpc::CallResult::Success(Ok(record)) => record,
+        ractor::rpc::CallResult::Success(Err(IntakeError::QueueFull)) => {
+            return Err(ApiError::QueueFull {
+                retry_after: config.retry_after,
+            }
+            .into())
+        }
+        ractor::rpc::CallResult::Success(Err(e)) => {
+            return Err(ApiError::Internal(e.to_string()).into())
+        }
+        _ => return Err(ApiError::Internal("intake actor did not answer".into()).into()),
+    };
+    guard.armed = false;
+    let body = json!({
+        "message": "Upload accepted and is now being processed.",
+        "data": UploadView::new(&record, &state),
+    });
+    Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response())
+}
+
+fn storage_error(e: std::io::Error) -> ApiError {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        ApiError::InsufficientStorage
+    } else {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
+    match e {
+        multer::Error::FieldSizeExceeded { field_name, .. }
+            if field_name.as_deref() != Some("video") =>
+        {
+            let field = if field_name.as_deref() == Some("folder") {
+                "folder"
+            } else {
+                "form"
+            };
+            ApiError::invalid(field, format!("The {field} field is too long."))
+        }
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
+            ApiError::PayloadTooLarge { limit }
+        }
+        other => ApiError::MalformedBody(other.to_string()),
+    }
+}
+
+/// Reads every part: the video to `part_path` (fsynced), text fields into memory.
+async fn read_form(
+    mut multipart: Multipart<'static>,
+    part_path: &Path,
+    limit: u64,
+) -> Result<ParsedForm, ApiError> {
+    let mut form = ParsedForm {
+        filename: None,
+        video_bytes: None,
+        folder: None,
+    };
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, limit))?
+    {
+        match field.name() {
+            Some("video") => {
+                if form.video_bytes.is_some() {
+                    return Err(ApiError::invalid("video", "Send exactly one video file."));
+                }
+                form.filename = field.file_name().map(str::to_string);
+                let mut file = tokio::fs::File::create(part_path)
+                    .await
+                    .map_err(storage_error)?;
+                let mut written = 0u64;
+                while let Some(chunk) =
+                    field.chunk().await.map_err(|e| multipart_error(e, limit))?
+                {
+                    written += chunk.len() as u64;
+                    file.write_all(&chunk).await.map_err(storage_error)?;
+                }
+                file.flush().await.map_err(storage_error)?;
+                file.sync_all().await.map_err(storage_error)?;
+                form.video_bytes = Some(written);
+            }
+            Some("folder") => {
+                if form.folder.is_some() {
+                    return Err(ApiError::invalid("folder", "Send exactly one folder."));
+                }
+                let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
+                form.folder = Some(text);
+            }
+            _ => {
+                // Unknown fields are ignored, within the text-field size limit.
+                while field
+                    .chunk()
+                    .await
+                    .map_err(|e| multipart_error(e, limit))?
+                    .is_some()
+                {}
+            }
+        }
+    }
+    Ok(form)
+}

@@ -1,0 +1,104 @@
+//! The HTTP API under `/api/client/v1`, and media serving under `/media`.
+//! Routes are small functions; handlers are plain `async fn`s in their own
+//! files; every error becomes JSON in [`error::recover`].
+
+pub mod auth;
+pub mod error;
+pub mod folder;
+pub mod intake;
+pub mod uploads;
+pub mod view;
+
+use std::sync::Arc;
+
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::actors::Services;
+use crate::store::keys::KeyCache;
+
+/// What the handlers need.
+pub struct AppState {
+    /// Actors, database and storage.
+    pub services: Arc<Services>,
+    /// API keys.
+    pub keys: KeyCache,
+    /// Base URL put in front of media paths.
+    pub base_url: String,
+}
+
+fn with_state(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// Every route of the server, with errors mapped to JSON.
+pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
+    let api = warp::path!("api" / "client" / "v1" / ..);
+    let uploads = api.and(warp::path("uploads"));
+
+    let create = uploads
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(auth::tenant(state.clone()))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .and(with_state(state.clone()))
+        .and_then(intake::create);
+    let list = uploads
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(auth::tenant(state.clone()))
+        .and(with_state(state.clone()))
+        .and_then(uploads::list);
+    let show = uploads
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(auth::tenant(state.clone()))
+        .and(with_state(state.clone()))
+        .and_then(uploads::show);
+    let media = media(&state);
+
+    create
+        .or(list)
+        .unify()
+        .or(show)
+        .unify()
+        .or(media)
+        .unify()
+        .recover(error::recover)
+        .unify()
+        .boxed()
+}
+
+/// Completed outputs at `/media/{token}/{file}`, with Range support (206) and
+/// content types; folders of unfinished uploads (`.incoming-*`) are hidden.
+fn media(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    let root = state.services.layout.media_root();
+    warp::path("media")
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::path::peek())
+        .and_then(|rest: warp::path::Peek| async move {
+            let hidden = rest.segments().any(|s| s.starts_with('.'));
+            if hidden || rest.segments().count() != 2 {
+                Err(warp::reject::custom(error::ApiError::NotFound))
+            } else {
+                Ok(())
+            }
+        })
+        .untuple_one()
+        .and(warp::fs::dir(root))
+        .map(|file: warp::fs::File| {
+            let mut response = file.into_response();
+            response.headers_mut().insert(
+                "cache-control",
+                warp::http::HeaderValue::from_static("public, max-age=31536000, immutable"),
+            );
+            response
+        })
+        .boxed()
+}

@@ -1,0 +1,42 @@
+//! `GET /uploads` and `GET /uploads/{id}`: read the database directly, never
+//! through the registry's mailbox.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use uuid::Uuid;
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+use super::auth::Tenant;
+use super::error::ApiError;
+use super::view::UploadView;
+use super::AppState;
+
+/// How many uploads `GET /uploads` lists.
+pub const LIST_LIMIT: usize = 50;
+
+/// The caller's most recent uploads, newest first.
+pub async fn list(tenant: Tenant, state: Arc<AppState>) -> Result<Response, Rejection> {
+    let records = state
+        .services
+        .store
+        .list_recent(&tenant.0, LIST_LIMIT)
+        .map_err(ApiError::from)?;
+    let views: Vec<UploadView> = records.iter().map(|r| UploadView::new(r, &state)).collect();
+    Ok(warp::reply::json(&json!({ "data": views })).into_response())
+}
+
+/// One upload of the caller; anything else is 404.
+pub async fn show(id: String, tenant: Tenant, state: Arc<AppState>) -> Result<Response, Rejection> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let record = state
+        .services
+        .store
+        .get(id)
+        .map_err(ApiError::from)?
+        .filter(|r| r.tenant == tenant.0)
+        .ok_or(ApiError::NotFound)?;
+    let view = UploadView::new(&record, &state);
+    Ok(warp::reply::json(&json!({ "data": view })).into_response())
+}

@@ -1,0 +1,82 @@
+//! The JSON shapes of the API, built from records.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::media::SourceInfo;
+use crate::store::record::{Status, UploadError, UploadRecord};
+
+use super::AppState;
+
+/// An upload as clients see it. Fields beyond the seed's are additions; the
+/// seed's fields keep their meaning.
+#[derive(Debug, Serialize)]
+pub struct UploadView<'a> {
+    id: Uuid,
+    filename: &'a str,
+    folder: &'a str,
+    status: u8,
+    status_text: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: time::OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<u8>,
+    size_bytes: u64,
+    source: Option<&'a SourceInfo>,
+    playback: Option<Playback>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a UploadError>,
+}
+
+/// Where to play a completed upload.
+#[derive(Debug, Serialize)]
+pub struct Playback {
+    mp4_url: String,
+    poster_url: String,
+    hls_url: Option<String>,
+}
+
+impl<'a> UploadView<'a> {
+    /// The view of one record, with live progress and playback URLs.
+    pub fn new(record: &'a UploadRecord, state: &AppState) -> UploadView<'a> {
+        let progress = match record.status {
+            Status::Pending => Some(0),
+            Status::Processing => Some(state.services.progress.get(record.id).unwrap_or(0)),
+            Status::Uploading | Status::Completed => Some(100),
+            Status::Failed => None,
+        };
+        let playback = record
+            .outputs
+            .as_ref()
+            .filter(|_| record.status == Status::Completed)
+            .map(|out| {
+                let url = |name: &str| {
+                    state
+                        .services
+                        .storage
+                        .url(&state.base_url, &record.media_token, name)
+                };
+                Playback {
+                    mp4_url: url(&out.mp4),
+                    poster_url: url(&out.poster),
+                    hls_url: None,
+                }
+            });
+        UploadView {
+            id: record.id,
+            filename: &record.filename,
+            folder: &record.folder,
+            status: record.status.code(),
+            status_text: record.status.text(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            progress,
+            size_bytes: record.size_bytes,
+            source: record.source.as_ref(),
+            playback,
+            error: record.error.as_ref(),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! One documented configuration for the server, validated at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::media::{MediaLimits, OutputProfile};
+
+/// Everything the server needs to run. Every limit and duration has a
+/// documented default; [`Config::new`] fills them in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server binds. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Root of everything the server keeps (database, staging, media). Default `./data`.
+    pub data_dir: PathBuf,
+    /// Base URL put in front of media paths in `playback` (no trailing slash).
+    /// Default: `http://` + the bound listen address.
+    pub public_url: Option<String>,
+    /// Number of transcoder workers, each owning one OS thread. Default: the number of CPUs.
+    pub transcoders: usize,
+    /// Largest accepted request body in bytes. Default 4 GiB.
+    pub max_upload_bytes: u64,
+    /// Accepted uploads waiting for a transcoder before `POST /uploads` answers 503. Default 1000.
+    pub max_queued_jobs: usize,
+    /// Times a job is started (first run plus retries after crashes) before it fails. Default 3.
+    pub max_attempts: u32,
+    /// Seconds a client waits before retrying after a 503. Default 5 s.
+    pub retry_after: Duration,
+    /// Time allowed to send the request headers. Default 30 s.
+    pub header_read_timeout: Duration,
+    /// Grace period for in-flight requests on shutdown. Default 30 s.
+    pub shutdown_grace: Duration,
+    /// Output encoding settings. Default: H.264 CRF 23 veryfast, AAC 128 kb/s, with
+    /// `threads` (libav threads per job) = CPUs / transcoders, at least 1.
+    pub profile: OutputProfile,
+    /// Limits on what the media pipeline accepts. Default: 3840x2160 class, 6 h.
+    pub media_limits: MediaLimits,
+    /// Faults to inject, for tests of the failure paths only. Default: none.
+    #[doc(hidden)]
+    pub faults: FaultInjection,
+}
+
+/// Deliberate failures a test can switch on to exercise recovery paths.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct FaultInjection {
+    /// Panic inside the transcoder thread for uploads whose filename contains this text.
+    pub panic_on_filename: Option<String>,
+}
+
+impl Config {
+    /// A configuration with every default filled in.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Config {
+        let cpus = num_cpus::get().max(1);
+        let transcoders = cpus;
+        let profile = OutputProfile {
+            threads: (cpus / transcoders).max(1),
+            ..OutputProfile::default()
+        };
+        Config {
+            listen,
+            data_dir,
+            public_url: None,
+            transcoders,
+            max_upload_bytes: 4 * 1024 * 1024 * 1024,
+            max_queued_jobs: 1000,
+            max_attempts: 3,
+            retry_after: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            profile,
+            media_limits: MediaLimits::default(),
+            faults: FaultInjection::default(),
+        }
+    }
+
+    /// Sets the number of transcoders and re-derives the per-job thread budget.
+    pub fn with_transcoders(mut self, transcoders: usize) -> Config {
+        self.transcoders = transcoders.max(1);
+        self.profile.threads = (num_cpus::get() / self.transcoders).max(1);
+        self
+    }
+
+    /// Checks the values that cannot be caught by types.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.transcoders == 0 {
+            return Err("transcoders must be at least 1".into());
+        }
+        if self.max_upload_bytes == 0 {
+            return Err("max_upload_bytes must be above 0".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("max_attempts must be at least 1".into());
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+                return Err(format!(
+                    "public_url {url:?} must start with http:// or https:// and have no trailing slash"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the status database lives.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("vidpipe.redb")
+    }
+}

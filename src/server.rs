@@ -1,0 +1,220 @@
+//! Starting and stopping the whole service: database, recovery, actor tree
+//! and HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use ractor::{Actor, ActorRef};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::actors::supervisor::{Child, Supervisor, SupervisorMsg};
+use crate::actors::{recovery, Peers, ProgressBoard, Services};
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::layout::DataLayout;
+use crate::storage::{FinalStorage, LocalStorage};
+use crate::store::keys::KeyCache;
+use crate::store::Store;
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data dir could not be prepared.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The data dir.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database could not be opened (for example, another server holds it).
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Start-up recovery or the actor tree failed.
+    #[error("start-up failed: {0}")]
+    Startup(String),
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_done: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    http_done: JoinHandle<()>,
+    services: Arc<Services>,
+    keys_active: usize,
+}
+
+impl Server {
+    /// Opens the data dir, resumes unfinished uploads and starts serving.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        crate::media::init();
+        let layout = DataLayout::new(&config.data_dir);
+        layout.ensure().map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let db_path = config.database_path();
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
+            .await
+            .map_err(|e| StartError::Startup(e.to_string()))??;
+        let store = Arc::new(store);
+        let storage: Arc<dyn FinalStorage> = Arc::new(LocalStorage::new(&layout.media_root()));
+        {
+            let (layout, store, storage) = (layout.clone(), store.clone(), storage.clone());
+            let removed = tokio::task::spawn_blocking(move || {
+                recovery::clean_orphans(&layout, &store, storage.as_ref())
+            })
+            .await
+            .map_err(|e| StartError::Startup(e.to_string()))?
+            .map_err(|e| StartError::Startup(e.to_string()))?;
+            if removed > 0 {
+                info!(removed, "removed leftovers of interrupted work");
+            }
+        }
+        let keys = KeyCache::new(&config.data_dir)?;
+        let keys_active = keys.active_count();
+
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let base_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let config = Arc::new(config);
+        let services = Arc::new(Services {
+            config: config.clone(),
+            layout,
+            store,
+            storage,
+            progress: ProgressBoard::default(),
+            queued: AtomicUsize::new(0),
+            peers: Peers::default(),
+        });
+        let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, services.clone())
+            .await
+            .map_err(|e| StartError::Startup(e.to_string()))?;
+
+        let state = Arc::new(AppState {
+            services: services.clone(),
+            keys,
+            base_url,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let http_done = tokio::spawn(serve(listener, api::routes(state), config, stopped));
+        info!(%addr, "listening");
+        Ok(Server {
+            addr,
+            supervisor,
+            supervisor_done,
+            stop,
+            http_done,
+            services,
+            keys_active,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many API keys were active at start.
+    pub fn active_keys(&self) -> usize {
+        self.keys_active
+    }
+
+    /// Shared services, for tests and tools.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Abruptly stops one child actor; the supervisor must restart it.
+    #[doc(hidden)]
+    pub fn kill_child(&self, child: Child) {
+        let _ = self.supervisor.cast(SupervisorMsg::Kill(child));
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish within the
+    /// grace period, then stops the actors. Unfinished uploads resume at the next start.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.http_done.await;
+        self.supervisor.stop(None);
+        let _ = self.supervisor_done.await;
+        info!("stopped");
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    config: Arc<Config>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = ConnBuilder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(warp::service(routes.clone()));
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stopped.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("grace period over; closing remaining connections");
+    }
+}

@@ -1,0 +1,261 @@
+//! API keys. Each key is a tenant. Only the SHA-256 of a key is stored, in its
+//! own small database (`keys.redb`) so the `vidpipe keys` commands work while
+//! the server runs: the server opens it only briefly, to reload after a change.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::StoreError;
+
+/// Key id -> JSON [`ApiKey`].
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+
+/// How long to wait for the other process (server or CLI) to close the key file.
+const OPEN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// A key file modified less than this before the last load is read again.
+const MTIME_SLACK: Duration = Duration::from_secs(2);
+
+/// A stored API key: everything but the secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Stable id; also the tenant id the key's uploads belong to.
+    pub id: String,
+    /// Human label given at creation.
+    pub name: String,
+    /// Hex SHA-256 of the full secret.
+    pub hash: String,
+    /// First characters of the secret, to recognise it in listings.
+    pub prefix: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was revoked; a revoked key authenticates nothing.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// The key file of one data dir.
+pub struct KeyFile {
+    path: PathBuf,
+}
+
+impl KeyFile {
+    /// The key file inside `data_dir`.
+    pub fn new(data_dir: &Path) -> KeyFile {
+        KeyFile {
+            path: data_dir.join("keys.redb"),
+        }
+    }
+
+    fn open(&self) -> Result<Database, StoreError> {
+        let deadline = Instant::now() + OPEN_PATIENCE;
+        loop {
+            match Database::create(&self.path) {
+                Ok(db) => return Ok(db),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Creates a key and returns it with its secret, which is shown once and never stored.
+    pub fn create(&self, name: &str) -> Result<(ApiKey, String), StoreError> {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
+        let secret = format!("sk-{}", hex::encode(raw));
+        let key = ApiKey {
+            id: uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
+            name: name.to_string(),
+            hash: hash_secret(&secret),
+            prefix: secret[..10].to_string(),
+            created_at: super::record::now_utc(),
+            revoked_at: None,
+        };
+        let db = self.open()?;
+        let txn = db.begin_write()?;
+        txn.open_table(KEYS)?
+            .insert(key.id.as_str(), serde_json::to_vec(&key)?.as_slice())?;
+        txn.commit()?;
+        Ok((key, secret))
+    }
+
+    /// Every key, revoked ones included, oldest first.
+    pub fn list(&self) -> Result<Vec<ApiKey>, StoreError> {
+        if !self.path.exists() {
+            return Ok(Vec::new());
+        }
+        let db = self.open()?;
+        let txn = db.begin_write()?;
+        txn.open_table(KEYS)?;
+        txn.commit()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(KEYS)?;
+        let mut keys = Vec::new();
+        for entry in table.iter()? {
+            let (_, bytes) = entry?;
+            keys.push(serde_json::from_slice::<ApiKey>(bytes.value())?);
+        }
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+
+    /// Revokes a key by id. Returns false when there is no such key.
+    pub fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+        let db = self.open()?;
+        let txn = db.begin_write()?;
+        let found = {
+            let mut table = txn.open_table(KEYS)?;
+            let existing = table
+                .get(id)?
+                .map(|bytes| serde_json::from_slice::<ApiKey>(bytes.value()))
+                .transpose()?;
+            match existing {
+                Some(mut key) => {
+                    key.revoked_at.get_or_insert_with(super::record::now_utc);
+                    table.insert(id, serde_json::to_vec(&key)?.as_slice())?;
+                    true
+                }
+                None => false,
+            }
+        };
+        txn.commit()?;
+        Ok(found)
+    }
+
+    fn modified(&self) -> Option<(SystemTime, u64)> {
+        let meta = std::fs::metadata(&self.path).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    }
+}
+
+/// Hex SHA-256 of a secret: what is stored and compared.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The server's view of the keys: active key hashes mapped to tenant ids,
+/// reloaded whenever the key file changes, so a new or revoked key takes
+/// effect on the next request.
+pub struct KeyCache {
+    file: KeyFile,
+    state: RwLock<CacheState>,
+    /// Serialises reloads so concurrent requests do not contend for the file.
+    reloading: Mutex<()>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    /// File modification stamp the map was loaded from.
+    stamp: Option<(SystemTime, u64)>,
+    /// When the map was loaded.
+    loaded_at: Option<SystemTime>,
+    /// Hash of an active secret -> tenant id.
+    active: HashMap<String, String>,
+}
+
+impl KeyCache {
+    /// A cache over the key file of `data_dir`, loaded now.
+    pub fn new(data_dir: &Path) -> Result<KeyCache, StoreError> {
+        let cache = KeyCache {
+            file: KeyFile::new(data_dir),
+            state: RwLock::new(CacheState::default()),
+            reloading: Mutex::new(()),
+        };
+        cache.reload_if_changed()?;
+        Ok(cache)
+    }
+
+    /// Number of active keys.
+    pub fn active_count(&self) -> usize {
+        self.state.read().map(|s| s.active.len()).unwrap_or(0)
+    }
+
+    /// The tenant a bearer secret belongs to, if it is an active key.
+    /// Blocking: stats the key file and may reload it.
+    pub fn tenant_for(&self, secret: &str) -> Result<Option<String>, StoreError> {
+        self.reload_if_changed()?;
+        let hash = hash_secret(secret);
+        let state = self
+            .state
+            .read()
+            .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
+        Ok(state.active.get(&hash).cloned())
+    }
+
+    fn is_fresh(&self, stamp: Option<(SystemTime, u64)>) -> Result<bool, StoreError> {
+        let state = self
+            .state
+            .read()
+            .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
+        // File timestamps are coarse: a write in the same tick as the last load
+        // keeps the stamp, so a recently modified file is always re-read.
+        Ok(match (stamp, state.stamp, state.loaded_at) {
+            (Some(now), Some(then), Some(loaded)) => now == then && now.0 + MTIME_SLACK < loaded,
+            _ => false,
+        })
+    }
+
+    fn reload_if_changed(&self) -> Result<(), StoreError> {
+        if self.is_fresh(self.file.modified())? {
+            return Ok(());
+        }
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
+        let stamp = self.file.modified();
+        if self.is_fresh(stamp)? {
+            return Ok(());
+        }
+        let loaded_at = SystemTime::now();
+        let active = self
+            .file
+            .list()?
+            .into_iter()
+            .filter(|k| k.revoked_at.is_none())
+            .map(|k| (k.hash, k.id))
+            .collect();
+        let mut state = self
+            .state
+            .write()
+            .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
+        // Stamp taken before reading, so a change during the read triggers another reload.
+        state.stamp = stamp;
+        state.loaded_at = Some(loaded_at);
+        state.active = active;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_authenticate_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyFile::new(dir.path());
+        let cache = KeyCache::new(dir.path()).unwrap();
+        assert_eq!(cache.active_count(), 0);
+        let (key, secret) = file.create("ci").unwrap();
+        assert!(secret.starts_with("sk-") && secret.len() == 67);
+        assert_eq!(cache.tenant_for(&secret).unwrap(), Some(key.id.clone()));
+        assert_eq!(cache.tenant_for("sk-wrong").unwrap(), None);
+        let listed = file.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_ne!(listed[0].hash, secret, "only the hash is stored");
+        assert!(file.revoke(&key.id).unwrap());
+        assert!(!file.revoke("nope").unwrap());
+        assert_eq!(cache.tenant_for(&secret).unwrap(), None);
+    }
+}

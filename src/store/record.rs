@@ -1,0 +1,172 @@
+//! The upload record as persisted, and its status machine.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::media::SourceInfo;
+
+/// Where an upload is in its life. The numbers are the documented API codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    /// Durably staged, waiting for a transcoder.
+    Pending,
+    /// A transcoder is working on it.
+    Processing,
+    /// Outputs are being moved to final storage.
+    Uploading,
+    /// Outputs are in final storage, ready for playback.
+    Completed,
+    /// Processing ended with an error; see `error`.
+    Failed,
+}
+
+impl Status {
+    /// The documented numeric code.
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Pending => 1,
+            Status::Processing => 3,
+            Status::Uploading => 5,
+            Status::Completed => 6,
+            Status::Failed => 7,
+        }
+    }
+
+    /// The documented text.
+    pub fn text(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Processing => "processing",
+            Status::Uploading => "uploading",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// True once nothing more will happen to the upload.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed)
+    }
+}
+
+/// Why an upload failed: a stable machine code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadError {
+    /// Stable machine code, e.g. `unsupported_media`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// One upload as kept in the database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Public identifier.
+    pub id: Uuid,
+    /// Creation order, unique per database; orders the per-tenant listing.
+    pub seq: u64,
+    /// Id of the API key (tenant) that owns the upload.
+    pub tenant: String,
+    /// Client-supplied file name; never used as a path.
+    pub filename: String,
+    /// Collection path, validated at intake.
+    pub folder: String,
+    /// Current status.
+    pub status: Status,
+    /// When the upload was accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the status last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Size of the staged body in bytes.
+    pub size_bytes: u64,
+    /// Probed metadata of the source, once known.
+    pub source: Option<SourceInfo>,
+    /// Random name of the final storage folder; unguessable, so media URLs need no key.
+    pub media_token: String,
+    /// Names of the files in final storage, once completed.
+    pub outputs: Option<MediaOutputs>,
+    /// Set when the upload failed.
+    pub error: Option<UploadError>,
+    /// How many times a transcode was started; bounds retries after crashes.
+    pub attempts: u32,
+}
+
+/// The files an upload produced in final storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaOutputs {
+    /// Progressive MP4 file name.
+    pub mp4: String,
+    /// JPEG poster file name.
+    pub poster: String,
+    /// Output width in pixels.
+    pub width: u32,
+    /// Output height in pixels.
+    pub height: u32,
+}
+
+/// One status change, appended to the transitions table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Status before, `None` for the creation.
+    pub from: Option<Status>,
+    /// Status after.
+    pub to: Status,
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Error code when the transition is to `failed`.
+    pub error_code: Option<String>,
+}
+
+/// What a transition changes besides the status.
+#[derive(Debug, Clone, Default)]
+pub struct TransitionPatch {
+    /// Probed source metadata.
+    pub source: Option<SourceInfo>,
+    /// Outputs now in final storage.
+    pub outputs: Option<MediaOutputs>,
+    /// The failure, for a transition to `failed`.
+    pub error: Option<UploadError>,
+    /// Count one more transcode attempt.
+    pub count_attempt: bool,
+}
+
+impl UploadRecord {
+    /// Applies a transition to the record, stamping `updated_at`.
+    pub fn apply(&mut self, to: Status, patch: TransitionPatch, at: OffsetDateTime) -> Transition {
+        let from = self.status;
+        self.status = to;
+        self.updated_at = at;
+        if patch.source.is_some() {
+            self.source = patch.source;
+        }
+        if patch.outputs.is_some() {
+            self.outputs = patch.outputs;
+        }
+        if patch.error.is_some() {
+            self.error = patch.error;
+        }
+        if patch.count_attempt {
+            self.attempts += 1;
+        }
+        Transition {
+            from: Some(from),
+            to,
+            at,
+            error_code: self
+                .error
+                .as_ref()
+                .filter(|_| to == Status::Failed)
+                .map(|e| e.code.clone()),
+        }
+    }
+}
+
+/// The current time in UTC, in whole seconds, the precision the API shows.
+pub fn now_utc() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}

@@ -1,0 +1,138 @@
+//! Shared helpers: a real server on an ephemeral port, keys, uploads, polling.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vidpipe::config::Config;
+use vidpipe::server::Server;
+use vidpipe::store::keys::KeyFile;
+
+/// How long a test waits for an upload to reach a terminal status.
+pub const TERMINAL_DEADLINE: Duration = Duration::from_secs(180);
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+pub fn test_config(data_dir: &Path) -> Config {
+    Config::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir.to_path_buf(),
+    )
+    .with_transcoders(2)
+}
+
+pub struct TestServer {
+    pub server: Server,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let server = Server::start(config).await.expect("server starts");
+        let base = format!("http://{}/api/client/v1", server.addr());
+        TestServer {
+            server,
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+pub fn create_key(data_dir: &Path, name: &str) -> String {
+    std::fs::create_dir_all(data_dir).unwrap();
+    KeyFile::new(data_dir).create(name).unwrap().1
+}
+
+/// A multipart form with a video file part and a folder field.
+pub fn video_form(bytes: Vec<u8>, filename: &str, folder: &str) -> reqwest::multipart::Form {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(filename.to_string())
+        .mime_str("video/mp4")
+        .unwrap();
+    reqwest::multipart::Form::new()
+        .part("video", part)
+        .text("folder", folder.to_string())
+}
+
+pub async fn upload(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    fixture_name: &str,
+    folder: &str,
+) -> (u16, Value) {
+    let bytes = std::fs::read(fixture(fixture_name)).unwrap();
+    let response = client
+        .post(format!("{base}/uploads"))
+        .bearer_auth(key)
+        .multipart(video_form(bytes, fixture_name, folder))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+pub async fn get_json(client: &reqwest::Client, url: &str, key: &str) -> (u16, Value) {
+    let response = client.get(url).bearer_auth(key).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Polls `GET /uploads/{id}` until the status is terminal (6 or 7), or panics at the deadline.
+pub async fn wait_terminal(client: &reqwest::Client, base: &str, key: &str, id: &str) -> Value {
+    let deadline = Instant::now() + TERMINAL_DEADLINE;
+    loop {
+        let (code, body) = get_json(client, &format!("{base}/uploads/{id}"), key).await;
+        assert_eq!(code, 200, "{body}");
+        let status = body["data"]["status"].as_u64().unwrap();
+        if status == 6 || status == 7 {
+            return body["data"].clone();
+        }
+        assert!(Instant::now() < deadline, "upload {id} stuck: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Top-level MP4 box names in file order.
+pub fn mp4_top_level_boxes(bytes: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= bytes.len() {
+        let mut size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as u64;
+        let name = String::from_utf8_lossy(&bytes[at + 4..at + 8]).into_owned();
+        if size == 1 && at + 16 <= bytes.len() {
+            size = u64::from_be_bytes(bytes[at + 8..at + 16].try_into().unwrap());
+        } else if size == 0 {
+            size = (bytes.len() - at) as u64;
+        }
+        names.push(name);
+        if size < 8 {
+            break;
+        }
+        at += size as usize;
+    }
+    names
+}
+
+/// Files directly inside a folder (empty when it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
