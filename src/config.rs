@@ -1,4 +1,7 @@
 //! One documented configuration for the server, validated at start.
+//! [`file`] reads it from a TOML file with env and flag overrides.
+
+pub mod file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +26,14 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Accepted uploads waiting for a transcoder before `POST /uploads` answers 503. Default 1000.
     pub max_queued_jobs: usize,
+    /// Uploads of one tenant accepted and not yet terminal before `POST /uploads` answers 429. Default 100.
+    pub max_in_flight_per_tenant: usize,
+    /// Time a client may pause mid-body before the upload is refused with 408. Default 60 s.
+    pub body_idle_timeout: Duration,
+    /// Most parts in one multipart body. Default 16.
+    pub max_form_parts: usize,
+    /// Largest header block of one multipart part, in bytes. Default 16 KiB.
+    pub max_part_header_bytes: u64,
     /// Times a job is started (first run plus retries after crashes) before it fails. Default 3.
     pub max_attempts: u32,
     /// Seconds a client waits before retrying after a 503. Default 5 s.
@@ -36,10 +47,33 @@ pub struct Config {
     pub profile: OutputProfile,
     /// Limits on what the media pipeline accepts. Default: 3840x2160 class, 6 h.
     pub media_limits: MediaLimits,
+    /// Bearer token `GET /metrics` requires. Default: none (the endpoint is open).
+    pub metrics_token: Option<String>,
+    /// Log output: human-readable `text` or one JSON object per line. Default `text`.
+    pub log_format: LogFormat,
+    /// Which logs to write, as a `tracing` filter (e.g. `info,vidpipe=debug`). Default `info`.
+    pub log_filter: String,
     /// Faults to inject, for tests of the failure paths only. Default: none.
     #[doc(hidden)]
     pub faults: FaultInjection,
 }
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The x264 speed presets, fastest first.
+pub const X264_PRESETS: [&str; 10] = [
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+    "veryslow", "placebo",
+];
 
 /// Deliberate failures a test can switch on to exercise recovery paths.
 #[doc(hidden)]
@@ -47,6 +81,8 @@ pub struct Config {
 pub struct FaultInjection {
     /// Panic inside the transcoder thread for uploads whose filename contains this text.
     pub panic_on_filename: Option<String>,
+    /// Wait this long before each transcode, to hold uploads in flight.
+    pub transcode_delay: Option<Duration>,
 }
 
 impl Config {
@@ -65,12 +101,19 @@ impl Config {
             transcoders,
             max_upload_bytes: 4 * 1024 * 1024 * 1024,
             max_queued_jobs: 1000,
+            max_in_flight_per_tenant: 100,
+            body_idle_timeout: Duration::from_secs(60),
+            max_form_parts: 16,
+            max_part_header_bytes: 16 * 1024,
             max_attempts: 3,
             retry_after: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             profile,
             media_limits: MediaLimits::default(),
+            metrics_token: None,
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
             faults: FaultInjection::default(),
         }
     }
@@ -93,6 +136,8 @@ impl Config {
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
         }
+        self.validate_operations()?;
+        self.validate_media()?;
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
                 return Err(format!(

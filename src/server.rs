@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::actors::supervisor::{Child, Supervisor, SupervisorMsg};
-use crate::actors::{recovery, Peers, ProgressBoard, Services};
+use crate::actors::{recovery, Peers, ProgressBoard, Services, TenantLoad};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::layout::DataLayout;
@@ -93,6 +93,10 @@ impl Server {
                 info!(removed, "removed leftovers of interrupted work");
             }
         }
+        let tenant_load = TenantLoad::default();
+        for record in store.unfinished()? {
+            tenant_load.add(&record.tenant);
+        }
         let keys = KeyCache::new(&config.data_dir)?;
         let keys_active = keys.active_count();
 
@@ -119,6 +123,7 @@ impl Server {
             storage,
             progress: ProgressBoard::default(),
             queued: AtomicUsize::new(0),
+            tenant_load,
             peers: Peers::default(),
         });
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, services.clone())

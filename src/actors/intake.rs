@@ -34,6 +34,9 @@ pub enum IntakeError {
     /// Too many accepted uploads are waiting for a transcoder.
     #[error("the processing queue is full")]
     QueueFull,
+    /// The tenant has too many uploads in flight.
+    #[error("too many uploads in flight for this key")]
+    TenantBusy,
     /// The record could not be made durable.
     #[error("could not record the upload: {0}")]
     Store(String),
@@ -77,6 +80,9 @@ async fn accept(services: &Services, staged: StagedUpload) -> Result<UploadRecor
     if services.queued.load(Ordering::Relaxed) >= services.config.max_queued_jobs {
         return Err(IntakeError::QueueFull);
     }
+    if services.tenant_load.get(&staged.tenant) >= services.config.max_in_flight_per_tenant {
+        return Err(IntakeError::TenantBusy);
+    }
     let now = now_utc();
     let record = UploadRecord {
         id: staged.id,
@@ -112,6 +118,7 @@ async fn accept(services: &Services, staged: StagedUpload) -> Result<UploadRecor
         }
         _ => return Err(IntakeError::Store("status registry did not answer".into())),
     };
+    services.tenant_load.add(&record.tenant);
     // Durable now: if the pool is down, recovery re-queues it from the database.
     transcoder::enqueue(services, record.id);
     Ok(record)

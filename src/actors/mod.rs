@@ -11,7 +11,7 @@ pub mod uploader;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ractor::factory::FactoryMessage;
 use ractor::{ActorRef, Message};
@@ -81,6 +81,39 @@ impl ProgressBoard {
     }
 }
 
+/// Uploads accepted and not yet terminal, per tenant: the per-tenant limit.
+#[derive(Default)]
+pub struct TenantLoad(Mutex<HashMap<String, usize>>);
+
+impl TenantLoad {
+    /// Uploads of `tenant` in flight.
+    pub fn get(&self, tenant: &str) -> usize {
+        self.0
+            .lock()
+            .map(|m| m.get(tenant).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Counts one more upload of `tenant`.
+    pub fn add(&self, tenant: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(tenant.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Counts one upload of `tenant` as finished.
+    pub fn finish(&self, tenant: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            if let Some(n) = m.get_mut(tenant) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(tenant);
+                }
+            }
+        }
+    }
+}
+
 /// What every actor shares: configuration, storage and the way to its peers.
 pub struct Services {
     /// Validated configuration.
@@ -95,6 +128,8 @@ pub struct Services {
     pub progress: ProgressBoard,
     /// Accepted uploads not yet picked up by a transcoder (admission control).
     pub queued: AtomicUsize,
+    /// Uploads in flight per tenant (admission control).
+    pub tenant_load: TenantLoad,
     /// References to the live children.
     pub peers: Peers,
 }

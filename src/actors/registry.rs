@@ -89,6 +89,9 @@ impl Actor for Registry {
                         if to != Status::Processing {
                             services.progress.clear(id);
                         }
+                        if to.is_terminal() {
+                            services.tenant_load.finish(&record.tenant);
+                        }
                         let code = record.error.as_ref().map(|e| e.code.as_str());
                         info!(upload = %id, to = to.text(), error = ?code, "transition");
                     }

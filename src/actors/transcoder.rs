@@ -266,6 +266,9 @@ async fn transcode(
         ..Default::default()
     };
     registry::transition(services, id, Status::Processing, patch).await?;
+    if let Some(delay) = services.config.faults.transcode_delay {
+        tokio::time::sleep(delay).await;
+    }
 
     let out_dir = layout.work_tmp_dir(id);
     let prepare = out_dir.clone();

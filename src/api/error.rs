@@ -30,6 +30,13 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 422: fields missing or invalid, by field name.
     Validation(BTreeMap<&'static str, Vec<String>>),
+    /// 408: the client stopped sending the body.
+    RequestTimeout,
+    /// 429: the tenant has too many uploads in flight.
+    TooManyUploads {
+        /// Value of the Retry-After header.
+        retry_after: Duration,
+    },
     /// 503: the processing queue is full; retry after the given time.
     QueueFull {
         /// Value of the Retry-After header.
@@ -67,6 +74,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,6 +92,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::TooManyUploads { .. } => "too_many_uploads",
             ApiError::QueueFull { .. } => "queue_full",
             ApiError::InsufficientStorage => "insufficient_storage",
             ApiError::Internal(_) => "internal_error",
@@ -119,6 +130,10 @@ impl ApiError {
                     ),
                 }
             }
+            ApiError::RequestTimeout => "The request body stopped arriving.".into(),
+            ApiError::TooManyUploads { .. } => {
+                "Too many of your uploads are still being processed. Retry later.".into()
+            }
             ApiError::QueueFull { .. } => "The processing queue is full. Retry later.".into(),
             ApiError::InsufficientStorage => {
                 "The server has no space left to store the upload.".into()
@@ -149,7 +164,8 @@ impl ApiError {
         };
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
-        if let ApiError::QueueFull { retry_after } = self {
+        if let ApiError::QueueFull { retry_after } | ApiError::TooManyUploads { retry_after } = self
+        {
             if let Ok(value) = retry_after.as_secs().max(1).to_string().parse() {
                 response.headers_mut().insert("retry-after", value);
             }

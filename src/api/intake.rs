@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Buf;
-use futures_util::{Stream, TryStreamExt};
+use futures_util::Stream;
 use multer::{Constraints, Multipart, SizeLimit};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -16,6 +16,7 @@ use warp::reply::Response;
 use warp::{Rejection, Reply};
 
 use super::auth::Tenant;
+use super::body::{guarded, BodyError, HeaderWatch};
 use super::error::ApiError;
 use super::folder::{clean_filename, validate_folder};
 use super::view::UploadView;
@@ -55,12 +56,19 @@ pub async fn create(
     tenant: Tenant,
     content_type: Option<String>,
     content_length: Option<u64>,
-    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin + 'static,
+    body: impl Stream<Item = Result<impl Buf + Send, warp::Error>> + Send + Unpin + 'static,
     state: Arc<AppState>,
 ) -> Result<Response, Rejection> {
     let config = &state.services.config;
+    // Admission control answers before a byte of the body is read.
     if state.services.queued.load(Ordering::Relaxed) >= config.max_queued_jobs {
         return Err(ApiError::QueueFull {
+            retry_after: config.retry_after,
+        }
+        .into());
+    }
+    if state.services.tenant_load.get(&tenant.0) >= config.max_in_flight_per_tenant {
+        return Err(ApiError::TooManyUploads {
             retry_after: config.retry_after,
         }
         .into());
@@ -81,7 +89,8 @@ pub async fn create(
         path: part_path.clone(),
         armed: true,
     };
-    let stream = body.map_ok(|mut buf| buf.copy_to_bytes(buf.remaining()));
+    let watch = HeaderWatch::new(config.max_part_header_bytes);
+    let stream = guarded(body, watch.clone(), config.body_idle_timeout);
     let constraints = Constraints::new().size_limit(
         SizeLimit::new()
             .whole_stream(limit + ENVELOPE)
@@ -89,7 +98,11 @@ pub async fn create(
             .for_field("video", limit),
     );
     let multipart = Multipart::with_constraints(stream, boundary, constraints);
-    let form = read_form(multipart, &part_path, limit).await?;
+    let limits = FormLimits {
+        body_bytes: limit,
+        parts: config.max_form_parts,
+    };
+    let form = read_form(multipart, &watch, &part_path, limits).await?;
 
     let mut errors = std::collections::BTreeMap::new();
     match form.folder.as_deref().map(validate_folder) {
@@ -156,6 +169,12 @@ pub async fn create(
             }
             .into())
         }
+        ractor::rpc::CallResult::Success(Err(IntakeError::TenantBusy)) => {
+            return Err(ApiError::TooManyUploads {
+                retry_after: config.retry_after,
+            }
+            .into())
+        }
         ractor::rpc::CallResult::Success(Err(e)) => {
             return Err(ApiError::Internal(e.to_string()).into())
         }
@@ -192,26 +211,52 @@ fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
         multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
             ApiError::PayloadTooLarge { limit }
         }
+        multer::Error::StreamReadFailed(inner) => match inner.downcast_ref::<BodyError>() {
+            Some(BodyError::IdleTimeout(_)) => ApiError::RequestTimeout,
+            Some(e) => ApiError::MalformedBody(e.to_string()),
+            None => ApiError::MalformedBody(inner.to_string()),
+        },
         other => ApiError::MalformedBody(other.to_string()),
     }
+}
+
+/// Bounds on one form.
+#[derive(Clone, Copy)]
+struct FormLimits {
+    /// Largest video in bytes.
+    body_bytes: u64,
+    /// Most parts.
+    parts: usize,
 }
 
 /// Reads every part: the video to `part_path` (fsynced), text fields into memory.
 async fn read_form(
     mut multipart: Multipart<'static>,
+    watch: &HeaderWatch,
     part_path: &Path,
-    limit: u64,
+    limits: FormLimits,
 ) -> Result<ParsedForm, ApiError> {
+    let limit = limits.body_bytes;
     let mut form = ParsedForm {
         filename: None,
         video_bytes: None,
         folder: None,
     };
-    while let Some(mut field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| multipart_error(e, limit))?
-    {
+    let mut parts = 0;
+    loop {
+        watch.arm();
+        let next = multipart.next_field().await;
+        watch.disarm();
+        let Some(mut field) = next.map_err(|e| multipart_error(e, limit))? else {
+            break;
+        };
+        parts += 1;
+        if parts > limits.parts {
+            return Err(ApiError::MalformedBody(format!(
+                "more than {} parts",
+                limits.parts
+            )));
+        }
         match field.name() {
             Some("video") => {
                 if form.video_bytes.is_some() {

@@ -3,6 +3,7 @@
 //! files; every error becomes JSON in [`error::recover`].
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod folder;
 pub mod intake;

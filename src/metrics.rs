@@ -1,0 +1,283 @@
+//! Prometheus metrics of one server. Every server owns its own
+//! [`prometheus::Registry`] (no process-global recorder), so several servers
+//! in one process (as in the tests) keep separate counts.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::store::record::Status;
+
+/// Content type of [`Metrics::render`]: the Prometheus text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every status an upload can move to, so each series exists from the start.
+const STATUSES: [Status; 5] = [
+    Status::Pending,
+    Status::Processing,
+    Status::Uploading,
+    Status::Completed,
+    Status::Failed,
+];
+
+/// Seconds a transcode takes, from a short clip to a long film.
+const TRANSCODE_SECONDS_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// Seconds of media per second of wall time; above 1 is faster than real time.
+const REALTIME_FACTOR_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0,
+];
+
+/// Seconds to answer a request: status polls take milliseconds, uploads minutes.
+const HTTP_SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0,
+];
+
+/// Where a storage error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageStage {
+    /// Writing an incoming body to the staging folder.
+    Staging,
+    /// Moving finished outputs to final storage.
+    Final,
+}
+
+impl StorageStage {
+    fn label(self) -> &'static str {
+        match self {
+            StorageStage::Staging => "staging",
+            StorageStage::Final => "final",
+        }
+    }
+}
+
+/// The metrics of one server and the registry they are exposed from.
+pub struct Metrics {
+    /// The server's own registry, rendered at `/metrics`.
+    registry: Registry,
+    /// Status transitions by the status moved to (`pending` counts accepted uploads).
+    transitions: IntCounterVec,
+    /// Bytes of accepted uploads.
+    ingested_bytes: IntCounter,
+    /// Accepted uploads waiting for a transcoder; set at each scrape.
+    queue_depth: IntGauge,
+    /// Transcodes running now.
+    jobs_running: IntGauge,
+    /// Wall time of successful transcodes.
+    transcode_seconds: Histogram,
+    /// Media seconds per wall second of successful transcodes.
+    realtime_factor: Histogram,
+    /// Answered requests by route template, method and status.
+    http_requests: IntCounterVec,
+    /// Time to the response head, by route template and method.
+    http_seconds: HistogramVec,
+    /// Failed writes to staging or final storage.
+    storage_errors: IntCounterVec,
+}
+
+/// Counts a transcode as running until dropped.
+pub struct RunningJob<'a>(&'a IntGauge);
+
+impl Drop for RunningJob<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in a new registry.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "vidpipe_upload_transitions_total",
+                "Upload status transitions, by the status moved to (pending = accepted).",
+            ),
+            &["status"],
+        )?;
+        let ingested_bytes = IntCounter::new(
+            "vidpipe_ingested_bytes_total",
+            "Bytes of video accepted (bodies answered 202).",
+        )?;
+        let queue_depth = IntGauge::new(
+            "vidpipe_queue_depth",
+            "Accepted uploads waiting for a transcoder.",
+        )?;
+        let jobs_running = IntGauge::new(
+            "vidpipe_transcode_jobs_running",
+            "Transcodes running in the transcoder pool.",
+        )?;
+        let transcode_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "vidpipe_transcode_duration_seconds",
+                "Wall time of successful transcodes.",
+            )
+            .buckets(TRANSCODE_SECONDS_BUCKETS.to_vec()),
+        )?;
+        let realtime_factor = Histogram::with_opts(
+            HistogramOpts::new(
+                "vidpipe_transcode_realtime_factor",
+                "Seconds of media transcoded per second of wall time (above 1 is faster than real time).",
+            )
+            .buckets(REALTIME_FACTOR_BUCKETS.to_vec()),
+        )?;
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "vidpipe_http_requests_total",
+                "HTTP requests answered, by route template, method and status.",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let http_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "vidpipe_http_request_duration_seconds",
+                "Time from request to response head, by route template and method.",
+            )
+            .buckets(HTTP_SECONDS_BUCKETS.to_vec()),
+            &["route", "method"],
+        )?;
+        let storage_errors = IntCounterVec::new(
+            Opts::new(
+                "vidpipe_storage_errors_total",
+                "Failed writes, by stage (staging = incoming bodies, final = final storage).",
+            ),
+            &["stage"],
+        )?;
+        let build_info = IntGauge::with_opts(
+            Opts::new("vidpipe_build_info", "Always 1; the version is a label.")
+                .const_label("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        build_info.set(1);
+
+        registry.register(Box::new(transitions.clone()))?;
+        registry.register(Box::new(ingested_bytes.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(jobs_running.clone()))?;
+        registry.register(Box::new(transcode_seconds.clone()))?;
+        registry.register(Box::new(realtime_factor.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_seconds.clone()))?;
+        registry.register(Box::new(storage_errors.clone()))?;
+        registry.register(Box::new(build_info))?;
+
+        for status in STATUSES {
+            transitions.with_label_values(&[status.text()]);
+        }
+        for stage in [StorageStage::Staging, StorageStage::Final] {
+            storage_errors.with_label_values(&[stage.label()]);
+        }
+        Ok(Metrics {
+            registry,
+            transitions,
+            ingested_bytes,
+            queue_depth,
+            jobs_running,
+            transcode_seconds,
+            realtime_factor,
+            http_requests,
+            http_seconds,
+            storage_errors,
+        })
+    }
+
+    /// An upload moved to `to`.
+    pub fn transition(&self, to: Status) {
+        self.transitions.with_label_values(&[to.text()]).inc();
+    }
+
+    /// An upload of `bytes` was accepted.
+    pub fn ingested(&self, bytes: u64) {
+        self.ingested_bytes.inc_by(bytes);
+    }
+
+    /// Counts a transcode as running until the guard is dropped.
+    pub fn job_running(&self) -> RunningJob<'_> {
+        self.jobs_running.inc();
+        RunningJob(&self.jobs_running)
+    }
+
+    /// A transcode succeeded after `elapsed`, on `media_seconds` of media when known.
+    pub fn transcoded(&self, elapsed: Duration, media_seconds: Option<f64>) {
+        let wall = elapsed.as_secs_f64();
+        self.transcode_seconds.observe(wall);
+        if let Some(media) = media_seconds.filter(|m| m.is_finite() && *m > 0.0) {
+            if wall > 0.0 {
+                self.realtime_factor.observe(media / wall);
+            }
+        }
+    }
+
+    /// A write to storage failed.
+    pub fn storage_error(&self, stage: StorageStage) {
+        self.storage_errors.with_label_values(&[stage.label()]).inc();
+    }
+
+    /// A request to `route` (a template, never a raw path) was answered.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, latency: Duration) {
+        self.http_requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.http_seconds
+            .with_label_values(&[route, method])
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Every metric in the Prometheus text format, with gauges sampled now.
+    pub fn render(&self, queue_depth: usize) -> Result<String, prometheus::Error> {
+        self.queue_depth
+            .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_and_counts() {
+        let metrics = Metrics::new().unwrap();
+        metrics.transition(Status::Pending);
+        metrics.ingested(42);
+        metrics.transcoded(Duration::from_secs(2), Some(4.0));
+        metrics.http_request("/healthz", "GET", 200, Duration::from_millis(3));
+        metrics.storage_error(StorageStage::Final);
+        {
+            let _job = metrics.job_running();
+            assert!(metrics
+                .render(7)
+                .unwrap()
+                .contains("vidpipe_transcode_jobs_running 1"));
+        }
+        let text = metrics.render(3).unwrap();
+        for line in [
+            "vidpipe_upload_transitions_total{status=\"pending\"} 1",
+            "vidpipe_upload_transitions_total{status=\"failed\"} 0",
+            "vidpipe_ingested_bytes_total 42",
+            "vidpipe_queue_depth 3",
+            "vidpipe_transcode_jobs_running 0",
+            "vidpipe_transcode_duration_seconds_count 1",
+            "vidpipe_transcode_realtime_factor_sum 2",
+            "vidpipe_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1",
+            "vidpipe_storage_errors_total{stage=\"final\"} 1",
+            "vidpipe_storage_errors_total{stage=\"staging\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn two_servers_keep_separate_counts() {
+        let (a, b) = (Metrics::new().unwrap(), Metrics::new().unwrap());
+        a.ingested(5);
+        assert!(b.render(0).unwrap().contains("vidpipe_ingested_bytes_total 0"));
+    }
+}
