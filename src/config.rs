@@ -47,6 +47,8 @@ pub struct Config {
     pub profile: OutputProfile,
     /// Limits on what the media pipeline accepts. Default: 3840x2160 class, 6 h.
     pub media_limits: MediaLimits,
+    /// Time `GET /readyz` gives each check before reporting it failed. Default 5 s.
+    pub readiness_timeout: Duration,
     /// Bearer token `GET /metrics` requires. Default: none (the endpoint is open).
     pub metrics_token: Option<String>,
     /// Log output: human-readable `text` or one JSON object per line. Default `text`.
@@ -59,7 +61,17 @@ pub struct Config {
 }
 
 /// How log lines are written to stderr.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -71,8 +83,16 @@ pub enum LogFormat {
 
 /// The x264 speed presets, fastest first.
 pub const X264_PRESETS: [&str; 10] = [
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-    "veryslow", "placebo",
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
 ];
 
 /// Deliberate failures a test can switch on to exercise recovery paths.
@@ -111,6 +131,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(30),
             profile,
             media_limits: MediaLimits::default(),
+            readiness_timeout: Duration::from_secs(5),
             metrics_token: None,
             log_format: LogFormat::Text,
             log_filter: "info".into(),
@@ -152,4 +173,87 @@ impl Config {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("vidpipe.redb")
     }
+
+    fn validate_operations(&self) -> Result<(), String> {
+        let at_least_one = [
+            ("max_queued_jobs", self.max_queued_jobs as u64),
+            (
+                "max_in_flight_per_tenant",
+                self.max_in_flight_per_tenant as u64,
+            ),
+            ("max_form_parts", self.max_form_parts as u64),
+            ("max_part_header_bytes", self.max_part_header_bytes),
+        ];
+        if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        let durations = [
+            ("retry_after_secs", self.retry_after),
+            ("header_read_timeout_secs", self.header_read_timeout),
+            ("body_idle_timeout_secs", self.body_idle_timeout),
+            ("readiness_timeout_secs", self.readiness_timeout),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, value)| value.is_zero()) {
+            return Err(format!("{name} must be above 0"));
+        }
+        if let Some(token) = &self.metrics_token {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(
+                    "metrics_token must be non-empty printable ASCII without spaces".into(),
+                );
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_filter).map_err(|e| {
+            format!(
+                "log_filter {:?} is not a valid filter: {e}",
+                self.log_filter
+            )
+        })?;
+        Ok(())
+    }
+
+    fn validate_media(&self) -> Result<(), String> {
+        let profile = &self.profile;
+        if profile.crf > 51 {
+            return Err(format!("profile.crf must be 0 to 51, not {}", profile.crf));
+        }
+        if !X264_PRESETS.contains(&profile.preset.as_str()) {
+            return Err(format!(
+                "profile.preset {:?} is not one of {}",
+                profile.preset,
+                X264_PRESETS.join(", ")
+            ));
+        }
+        if profile.max_long_side < 16 {
+            return Err("profile.max_long_side must be at least 16".into());
+        }
+        if !(8_000..=512_000).contains(&profile.audio_bit_rate) {
+            return Err("profile.audio_bit_rate must be 8000 to 512000".into());
+        }
+        if !AAC_SAMPLE_RATES.contains(&profile.audio_sample_rate) {
+            return Err(format!(
+                "profile.audio_sample_rate must be one of {AAC_SAMPLE_RATES:?}"
+            ));
+        }
+        if !(profile.hls_segment_secs > 0.0 && profile.hls_segment_secs <= 60.0) {
+            return Err("profile.hls_segment_secs must be above 0 and at most 60".into());
+        }
+        let limits = &self.media_limits;
+        if limits.max_width == 0
+            || limits.max_height == 0
+            || limits.max_pixels == 0
+            || limits.max_frames == 0
+        {
+            return Err("media_limits values must be above 0".into());
+        }
+        if !(limits.max_duration_secs.is_finite() && limits.max_duration_secs > 0.0) {
+            return Err("media_limits.max_duration_secs must be above 0".into());
+        }
+        Ok(())
+    }
 }
+
+/// Sample rates FFmpeg's AAC encoder takes.
+const AAC_SAMPLE_RATES: [u32; 12] = [
+    8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000, 64_000, 88_200, 96_000,
+];

@@ -6,19 +6,27 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the one documented `Config`, every default stated.
+//! - [`config`]: the one documented `Config`, every default stated; read from a TOML file,
+//!   environment and flags by [`config::file`].
 //! - [`server`]: start and stop the whole service (database, recovery, actors, HTTP).
 //! - [`api`]: warp routes, handlers, auth, JSON views, error mapping.
 //! - [`actors`]: supervisor, intake, transcoder pool, uploader, status registry.
 //! - [`media`]: probing and the decode -> scale -> encode -> mux pipeline; no tokio, no ractor.
 //! - [`store`]: redb tables for uploads, their transition history and API keys; sync code.
 //! - [`storage`]: final storage trait and the local-folder backend.
+//! - `faults`: crash points for the crash-matrix harness (hidden).
 //! - [`layout`]: where files live under the data dir.
+//! - [`metrics`]: the server's Prometheus registry and what it counts.
+//! - [`logging`]: log output as text or JSON lines.
 pub mod actors;
 pub mod api;
 pub mod config;
+#[doc(hidden)]
+pub mod faults;
 pub mod layout;
+pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod server;
 pub mod storage;
 pub mod store;

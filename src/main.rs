@@ -1,17 +1,23 @@
 //! The `vidpipe` command: parse the command line, set up logging, call into the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vidpipe::config::Config;
+use vidpipe::config::file::{self, ConfigArgs, ConfigFile};
+use vidpipe::config::{Config, LogFormat};
 use vidpipe::server::Server;
 use vidpipe::store::keys::KeyFile;
 
 /// Self-hosted Video Uploads API: multipart intake, in-process transcoding, durable status.
+///
+/// Settings come from built-in defaults, then a TOML config file (--config),
+/// then environment variables, then flags; each overrides the one before.
+/// `vidpipe config example` prints a config file with every setting and its default.
 #[derive(Parser)]
-#[command(name = "vidpipe", version, about)]
+#[command(name = "vidpipe", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,93 +26,105 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP API server.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "VIDPIPE_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Folder for everything the server keeps.
-        #[arg(long, env = "VIDPIPE_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
-        /// Number of transcoder workers [default: number of CPUs].
-        #[arg(long, env = "VIDPIPE_TRANSCODERS")]
-        transcoders: Option<usize>,
-        /// Largest accepted upload in bytes [default: 4 GiB].
-        #[arg(long, env = "VIDPIPE_MAX_UPLOAD_BYTES")]
-        max_upload_bytes: Option<u64>,
-        /// Base URL in front of media URLs [default: http://LISTEN].
-        #[arg(long, env = "VIDPIPE_PUBLIC_URL")]
-        public_url: Option<String>,
+    ///
+    /// Serves the Uploads API under /api/client/v1 (OpenAPI description at
+    /// /api/client/v1/openapi.json), media under /media, and /healthz, /readyz
+    /// and /metrics for operators. Stops gracefully on SIGINT or SIGTERM.
+    Serve(Box<ConfigArgs>),
+    /// Check a configuration, or print a sample one.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
-    /// Manage API keys (each key is a tenant).
+    /// Manage API keys (each key is a tenant and sees only its own uploads).
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Run the media pipeline on a file, offline: INPUT to OUTDIR/video.mp4 and poster.jpg.
+    /// Run the media pipeline on a file, offline: INPUT to OUTDIR/video.mp4, poster.jpg
+    /// and the HLS ladder OUTDIR/hls/master.m3u8 (the hls folder is replaced).
+    ///
+    /// Uses the [profile] and [media_limits] of the config file when one is
+    /// given, and every CPU. Shows a progress bar on a terminal and ends with
+    /// a summary: time, realtime factor and output sizes.
     Transcode {
         /// Input video file.
         input: PathBuf,
         /// Output folder (created if missing).
         outdir: PathBuf,
+        /// TOML config file whose [profile] and [media_limits] apply [default: none]
+        #[arg(long, env = "VIDPIPE_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Write only the MP4 and the poster, no HLS ladder [default: off, the ladder is
+        /// written unless the config file's profile.hls is false]
+        #[arg(long, env = "VIDPIPE_NO_HLS")]
+        no_hls: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration `serve` would use (file, environment and flags)
+    /// and print the effective settings as TOML; exits with status 1 on an error.
+    Check(Box<ConfigArgs>),
+    /// Print a sample config file with every setting, commented, at its default.
+    Example,
+}
+
+/// Where the key commands find the data dir.
+#[derive(clap::Args)]
+struct DataDirArgs {
+    /// Data dir of the server [default: the config file's data_dir, else ./data]
+    #[arg(long, env = "VIDPIPE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file to take data_dir from [default: none]
+    #[arg(long, env = "VIDPIPE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key; prints it once, as the last line of output.
     Create {
-        /// Data dir of the server.
-        #[arg(long, env = "VIDPIPE_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDirArgs,
         /// A label for the key.
         #[arg(long)]
         name: String,
     },
     /// List keys (never their secrets).
     List {
-        /// Data dir of the server.
-        #[arg(long, env = "VIDPIPE_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDirArgs,
     },
     /// Revoke a key by id; takes effect on the next request.
     Revoke {
-        /// Data dir of the server.
-        #[arg(long, env = "VIDPIPE_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDirArgs,
         /// The key id shown by `keys list`.
         id: String,
     },
 }
 
+/// A sample config file with every setting at its default.
+const EXAMPLE_CONFIG: &str = include_str!("../vidpipe.example.toml");
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VIDPIPE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let result = match cli.command {
-        Command::Serve {
-            listen,
-            data_dir,
-            transcoders,
-            max_upload_bytes,
-            public_url,
-        } => {
-            let mut config = Config::new(listen, data_dir);
-            if let Some(n) = transcoders {
-                config = config.with_transcoders(n);
-            }
-            if let Some(max) = max_upload_bytes {
-                config.max_upload_bytes = max;
-            }
-            config.public_url = public_url;
+        Command::Serve(args) => args.load().map_err(Into::into).and_then(|config| {
+            init_logging(config.log_format, &config.log_filter)?;
             serve(config)
-        }
-        Command::Keys { command } => keys(command),
-        Command::Transcode { input, outdir } => transcode(&input, &outdir),
+        }),
+        Command::Config { command } => config_command(command),
+        Command::Keys { command } => init_default_logging().and_then(|()| keys(command)),
+        Command::Transcode {
+            input,
+            outdir,
+            config,
+            no_hls,
+        } => init_default_logging()
+            .and_then(|()| transcode(&input, &outdir, config.as_deref(), no_hls)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,7 +135,22 @@ fn main() -> ExitCode {
     }
 }
 
-type CliResult = Result<(), Box<dyn std::error::Error>>;
+type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn init_logging(format: LogFormat, filter: &str) -> CliResult {
+    vidpipe::logging::init(format, filter)
+}
+
+/// Logging for the commands that take no config: `VIDPIPE_LOG_FORMAT` and `VIDPIPE_LOG`.
+fn init_default_logging() -> CliResult {
+    let format = match std::env::var("VIDPIPE_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        Ok("text") | Err(_) => LogFormat::Text,
+        Ok(other) => return Err(format!("VIDPIPE_LOG_FORMAT {other:?} is not text or json").into()),
+    };
+    let filter = std::env::var("VIDPIPE_LOG").unwrap_or_else(|_| "info".into());
+    init_logging(format, &filter)
+}
 
 fn serve(config: Config) -> CliResult {
     let runtime = tokio::runtime::Runtime::new()?;
@@ -145,9 +178,26 @@ async fn wait_for_signal() -> std::io::Result<()> {
     }
 }
 
+fn config_command(command: ConfigCommand) -> CliResult {
+    match command {
+        ConfigCommand::Check(args) => {
+            let config = args.load()?;
+            let source = match &args.config {
+                Some(path) => format!("{}, environment and flags", path.display()),
+                None => "built-in defaults, environment and flags".to_string(),
+            };
+            println!("# The configuration is valid. Effective settings ({source}):");
+            print!("{}", ConfigFile::effective(&config).to_toml()?);
+        }
+        ConfigCommand::Example => print!("{EXAMPLE_CONFIG}"),
+    }
+    Ok(())
+}
+
 fn keys(command: KeysCommand) -> CliResult {
     match command {
-        KeysCommand::Create { data_dir, name } => {
+        KeysCommand::Create { dir, name } => {
+            let data_dir = dir.resolve()?;
             std::fs::create_dir_all(&data_dir)?;
             let (key, secret) = KeyFile::new(&data_dir).create(&name)?;
             println!(
@@ -156,12 +206,12 @@ fn keys(command: KeysCommand) -> CliResult {
             );
             println!("{secret}");
         }
-        KeysCommand::List { data_dir } => {
+        KeysCommand::List { dir } => {
             println!(
                 "{:<18} {:<14} {:<22} {:<22} NAME",
                 "ID", "PREFIX", "CREATED", "REVOKED"
             );
-            for key in KeyFile::new(&data_dir).list()? {
+            for key in KeyFile::new(&dir.resolve()?).list()? {
                 let revoked = key
                     .revoked_at
                     .map(|t| t.to_string())
@@ -176,8 +226,8 @@ fn keys(command: KeysCommand) -> CliResult {
                 );
             }
         }
-        KeysCommand::Revoke { data_dir, id } => {
-            if !KeyFile::new(&data_dir).revoke(&id)? {
+        KeysCommand::Revoke { dir, id } => {
+            if !KeyFile::new(&dir.resolve()?).revoke(&id)? {
                 return Err(format!("no key with id {id}").into());
             }
             println!("Revoked key {id}.");
@@ -186,16 +236,42 @@ fn keys(command: KeysCommand) -> CliResult {
     Ok(())
 }
 
-fn transcode(input: &std::path::Path, outdir: &std::path::Path) -> CliResult {
+impl DataDirArgs {
+    fn resolve(self) -> Result<PathBuf, file::ConfigError> {
+        file::data_dir(self.config.as_deref(), self.data_dir)
+    }
+}
+
+fn transcode(input: &Path, outdir: &Path, config_file: Option<&Path>, no_hls: bool) -> CliResult {
+    let config = match config_file {
+        Some(path) => ConfigFile::read(path)?.to_config()?,
+        None => Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), PathBuf::from(".")),
+    };
     vidpipe::media::init();
     std::fs::create_dir_all(outdir)?;
-    let config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), PathBuf::from("."));
     let mut profile = config.profile.clone();
     profile.threads = num_cpus::get();
+    profile.hls &= !no_hls;
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] [{bar:40}] {percent:>3}% (eta {eta})",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
     let started = std::time::Instant::now();
-    let out = vidpipe::media::transcode(input, outdir, &profile, &config.media_limits, &mut |_| {})
-        .map_err(|e| format!("{} ({})", e.message, e.code.as_str()))?;
+    let result = vidpipe::media::transcode(
+        input,
+        outdir,
+        &profile,
+        &config.media_limits,
+        &mut |fraction| bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0) as u64),
+    );
+    bar.finish_and_clear();
+    let out = result.map_err(|e| format!("{} ({})", e.message, e.code.as_str()))?;
     let elapsed = started.elapsed().as_secs_f64();
+    let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     println!(
         "{} -> {} ({}x{}, {:.2} s of video in {:.2} s, {:.2}x realtime)",
         input.display(),
@@ -206,5 +282,43 @@ fn transcode(input: &std::path::Path, outdir: &std::path::Path) -> CliResult {
         elapsed,
         out.duration / elapsed.max(1e-9)
     );
+    println!(
+        "  {}: {}\n  {}: {}",
+        out.mp4.display(),
+        human_bytes(size(&out.mp4)),
+        out.poster.display(),
+        human_bytes(size(&out.poster))
+    );
+    if let Some(hls) = &out.hls {
+        println!("  {}", outdir.join(&hls.master).display());
+        for rendition in &hls.renditions {
+            let bytes: u64 = rendition.segments.iter().map(|s| s.bytes).sum();
+            println!(
+                "    {} {}x{}, {} segments, {}, peak {} kb/s",
+                rendition.name,
+                rendition.width,
+                rendition.height,
+                rendition.segments.len(),
+                human_bytes(bytes),
+                rendition.bandwidth / 1000
+            );
+        }
+    }
     Ok(())
+}
+
+/// `1234567` as `1.2 MB (1234567 bytes)`.
+fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {} ({bytes} bytes)", units[unit])
+    }
 }

@@ -35,8 +35,7 @@ const REALTIME_FACTOR_BUCKETS: &[f64] = &[
 
 /// Seconds to answer a request: status polls take milliseconds, uploads minutes.
 const HTTP_SECONDS_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    300.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// Where a storage error happened.
@@ -215,7 +214,9 @@ impl Metrics {
 
     /// A write to storage failed.
     pub fn storage_error(&self, stage: StorageStage) {
-        self.storage_errors.with_label_values(&[stage.label()]).inc();
+        self.storage_errors
+            .with_label_values(&[stage.label()])
+            .inc();
     }
 
     /// A request to `route` (a template, never a raw path) was answered.
@@ -278,6 +279,9 @@ mod tests {
     fn two_servers_keep_separate_counts() {
         let (a, b) = (Metrics::new().unwrap(), Metrics::new().unwrap());
         a.ingested(5);
-        assert!(b.render(0).unwrap().contains("vidpipe_ingested_bytes_total 0"));
+        assert!(b
+            .render(0)
+            .unwrap()
+            .contains("vidpipe_ingested_bytes_total 0"));
     }
 }

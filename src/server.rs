@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::actors::registry;
 use crate::actors::supervisor::{Child, Supervisor, SupervisorMsg};
 use crate::actors::{recovery, Peers, ProgressBoard, Services, TenantLoad};
 use crate::api::{self, AppState};
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::layout::DataLayout;
 use crate::storage::{FinalStorage, LocalStorage};
 use crate::store::keys::KeyCache;
+use crate::store::record::{Status, TransitionPatch};
 use crate::store::Store;
 
 /// Why the server did not start.
@@ -125,6 +127,8 @@ impl Server {
             queued: AtomicUsize::new(0),
             tenant_load,
             peers: Peers::default(),
+            metrics: crate::metrics::Metrics::new()
+                .map_err(|e| StartError::Startup(format!("metrics: {e}")))?,
         });
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, services.clone())
             .await
@@ -136,7 +140,7 @@ impl Server {
             base_url,
         });
         let (stop, stopped) = watch::channel(false);
-        let http_done = tokio::spawn(serve(listener, api::routes(state), config, stopped));
+        let http_done = tokio::spawn(serve(listener, api::service(state), config, stopped));
         info!(%addr, "listening");
         Ok(Server {
             addr,
@@ -175,6 +179,28 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.http_done.await;
+        // Checkpoint: running transcodes go back to `pending` without using up
+        // an attempt, and start over at the next start.
+        for id in self.services.progress.running() {
+            let still_running = self.services.store.get(id).ok().flatten();
+            if still_running.is_none_or(|r| r.status != Status::Processing) {
+                continue;
+            }
+            let patch = TransitionPatch {
+                release_attempt: true,
+                ..Default::default()
+            };
+            if let Err(e) = registry::transition(&self.services, id, Status::Pending, patch).await {
+                warn!(upload = %id, error = %e, "could not checkpoint a running job");
+            }
+        }
+        let _ = self
+            .supervisor
+            .call(
+                SupervisorMsg::Shutdown,
+                Some(std::time::Duration::from_secs(60)),
+            )
+            .await;
         self.supervisor.stop(None);
         let _ = self.supervisor_done.await;
         info!("stopped");
@@ -183,7 +209,7 @@ impl Server {
 
 async fn serve(
     listener: TcpListener,
-    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    http: api::observe::HttpService,
     config: Arc<Config>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -205,7 +231,7 @@ async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(warp::service(routes.clone()));
+                let service = TowerToHyperService::new(http.clone());
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {

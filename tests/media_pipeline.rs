@@ -38,8 +38,8 @@ fn error_code<T: std::fmt::Debug>(result: Result<T, MediaError>) -> MediaErrorCo
     }
 }
 
-/// Offsets of the top-level MP4 boxes, by four-character type.
-fn top_level_boxes(bytes: &[u8]) -> Vec<(String, usize)> {
+/// The top-level MP4 boxes: (four-character type, offset, size).
+fn top_level_boxes(bytes: &[u8]) -> Vec<(String, usize, usize)> {
     let mut boxes = Vec::new();
     let mut offset = 0usize;
     while offset + 8 <= bytes.len() {
@@ -51,17 +51,18 @@ fn top_level_boxes(bytes: &[u8]) -> Vec<(String, usize)> {
             n => n,
         };
         assert!(size >= 8, "malformed box {kind} at {offset}");
-        boxes.push((kind, offset));
+        boxes.push((kind, offset, size));
         offset += size;
     }
     boxes
 }
 
-fn box_offset(boxes: &[(String, usize)], kind: &str) -> usize {
+/// (offset, size) of the first top-level box of type `kind`.
+fn find_box(boxes: &[(String, usize, usize)], kind: &str) -> (usize, usize) {
     boxes
         .iter()
-        .find(|(k, _)| k == kind)
-        .map(|(_, offset)| *offset)
+        .find(|(k, _, _)| k == kind)
+        .map(|(_, offset, size)| (*offset, *size))
         .unwrap_or_else(|| panic!("no {kind} box in {boxes:?}"))
 }
 
@@ -117,7 +118,7 @@ fn sample_becomes_a_faststart_h264_aac_mp4_with_a_poster() {
     let bytes = std::fs::read(&outputs.mp4).expect("read mp4");
     let boxes = top_level_boxes(&bytes);
     assert!(
-        box_offset(&boxes, "moov") < box_offset(&boxes, "mdat"),
+        find_box(&boxes, "moov").0 < find_box(&boxes, "mdat").0,
         "not faststart: {boxes:?}"
     );
 
@@ -326,9 +327,9 @@ fn truncated_upload_keeps_what_decodes() {
 fn upload_whose_media_is_garbage_is_corrupt() {
     let mut bytes = std::fs::read(fixture("no-audio.mp4")).unwrap();
     let boxes = top_level_boxes(&bytes);
-    let mdat = box_offset(&boxes, "mdat");
-    // Keep the index, zero every media byte after the mdat header.
-    for byte in &mut bytes[mdat + 8..] {
+    let (mdat, size) = find_box(&boxes, "mdat");
+    // Keep the index, zero every media byte.
+    for byte in &mut bytes[mdat + 8..mdat + size] {
         *byte = 0;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -3,96 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use vidpipe::store::Store;
-
-const BIN: &str = env!("CARGO_BIN_EXE_vidpipe");
-
-struct Running {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(data_dir: &Path) -> Running {
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--transcoders",
-            "1",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("vidpipe listening on"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "server did not start: {:?}",
-            log.lock().unwrap()
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "server exited: {:?}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Running {
-        child,
-        base: format!("http://127.0.0.1:{port}/api/client/v1"),
-        log,
-    }
-}
-
-fn keys_create(data_dir: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["keys", "create", "--name", "restart-test"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout.lines().last().unwrap().trim().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_restart_finishes_every_accepted_upload() {
@@ -100,7 +14,7 @@ async fn kill_9_and_restart_finishes_every_accepted_upload() {
     let data = dir.path().join("data");
     let client = reqwest::Client::new();
 
-    let mut server = start(&data);
+    let mut server = start(&data, &[]);
     let hint = server.log.lock().unwrap().join("\n");
     assert!(
         hint.contains("vidpipe keys create"),
@@ -136,7 +50,7 @@ async fn kill_9_and_restart_finishes_every_accepted_upload() {
         );
     }
 
-    let mut server = start(&data);
+    let mut server = start(&data, &[]);
     for id in &accepted {
         let record = wait_terminal(&client, &server.base, &key, id).await;
         assert_eq!(record["status"], 6, "{record}");
@@ -154,7 +68,7 @@ async fn a_body_cut_off_by_a_crash_leaves_no_trace() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = keys_create(&data);
-    let mut server = start(&data);
+    let mut server = start(&data, &[]);
 
     // Send half a body, then kill the server while it waits for the rest.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
@@ -188,7 +102,7 @@ async fn a_body_cut_off_by_a_crash_leaves_no_trace() {
         "the cut-off request got no answer"
     );
 
-    let mut server = start(&data);
+    let mut server = start(&data, &[]);
     let (_, list) = get_json(
         &reqwest::Client::new(),
         &format!("{}/uploads", server.base),
@@ -208,4 +122,60 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = keys_create(&data);
+    let mut server = start(&data, &[]);
+
+    // A request whose body is still arriving when SIGTERM comes.
+    let sample = std::fs::read(fixture("sample.mp4")).unwrap();
+    let head = b"--B\r\nContent-Disposition: form-data; name=\"folder\"\r\n\r\nroot\r\n--B\r\nContent-Disposition: form-data; name=\"video\"; filename=\"late.mp4\"\r\n\r\n".to_vec();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tx.send(Ok(head)).await.unwrap();
+    tx.send(Ok(sample[..sample.len() / 2].to_vec()))
+        .await
+        .unwrap();
+    let request = reqwest::Client::new()
+        .post(format!("{}/uploads", server.base))
+        .bearer_auth(&key)
+        .header("content-type", "multipart/form-data; boundary=B")
+        .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
+        .send();
+    let pending = tokio::spawn(request);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Ok(sample[sample.len() / 2..].to_vec()))
+        .await
+        .unwrap();
+    tx.send(Ok(b"\r\n--B--\r\n".to_vec())).await.unwrap();
+    drop(tx);
+    let response = pending.await.unwrap().unwrap();
+    assert_eq!(response.status(), 202, "the in-flight upload is accepted");
+    let body: serde_json::Value = response.json().await.unwrap();
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+
+    let server = start(&data, &[]);
+    let record = wait_terminal(&reqwest::Client::new(), &server.base, &key, &id).await;
+    assert_eq!(record["status"], 6, "{record}");
+    let mut server = server;
+    server.kill9();
 }

@@ -74,6 +74,23 @@ impl ProgressBoard {
         }
     }
 
+    /// Records a tick of a running transcode; a late tick of a finished one is dropped.
+    fn update(&self, id: Uuid, percent: u8) {
+        if let Ok(mut m) = self.0.write() {
+            if let Some(p) = m.get_mut(&id) {
+                *p = percent;
+            }
+        }
+    }
+
+    /// Uploads being transcoded now.
+    pub fn running(&self) -> Vec<Uuid> {
+        self.0
+            .read()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     fn clear(&self, id: Uuid) {
         if let Ok(mut m) = self.0.write() {
             m.remove(&id);
@@ -132,4 +149,6 @@ pub struct Services {
     pub tenant_load: TenantLoad,
     /// References to the live children.
     pub peers: Peers,
+    /// The server's Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
 }

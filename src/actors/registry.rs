@@ -1,16 +1,18 @@
 //! The status registry: the only writer of the status database. Every
-//! transition updates the record and is appended to the history in one
-//! durable commit. Readers go to the database directly.
+//! transition updates the record and is appended to the history; concurrent
+//! writes share one durable commit (group commit on the registry's own
+//! thread), and each caller is answered once its write is on disk. Readers
+//! go to the database directly.
 
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::info;
+use tracing::{error, info};
 use uuid::Uuid;
 
 use super::Services;
 use crate::store::record::{Status, TransitionPatch, UploadRecord};
-use crate::store::StoreError;
+use crate::store::{StoreError, WriteOp};
 
 /// The registry actor.
 pub struct Registry;
@@ -33,6 +35,16 @@ pub enum RegistryMsg {
         /// Receives the updated record.
         reply: RpcReplyPort<Result<UploadRecord, StoreError>>,
     },
+    /// Workers: change fields without a status change (the source, once probed); the
+    /// reply comes once it is durable. Not a transition: no history entry, no metric.
+    Patch {
+        /// The upload.
+        id: Uuid,
+        /// What changes.
+        patch: Box<TransitionPatch>,
+        /// Receives the updated record.
+        reply: RpcReplyPort<Result<UploadRecord, StoreError>>,
+    },
     /// Transcoder threads: progress of a running transcode, kept in memory only.
     Progress {
         /// The upload.
@@ -42,9 +54,28 @@ pub enum RegistryMsg {
     },
 }
 
+/// Most writes folded into one commit.
+const MAX_BATCH: usize = 512;
+
+/// A write waiting for the committer, with the port its caller waits on.
+struct PendingWrite {
+    op: WriteOp,
+    reply: RpcReplyPort<Result<UploadRecord, StoreError>>,
+}
+
+/// The registry's state: the queue to its committer thread.
+pub struct RegistryState {
+    /// Shared services.
+    services: Arc<Services>,
+    /// Writes to commit, in arrival order. Replacing it ends the committer.
+    writes: crossbeam_channel::Sender<PendingWrite>,
+    /// The committer thread, joined on stop so the database is closed after.
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
 impl Actor for Registry {
     type Msg = RegistryMsg;
-    type State = Arc<Services>;
+    type State = RegistryState;
     type Arguments = Arc<Services>;
 
     async fn pre_start(
@@ -52,59 +83,132 @@ impl Actor for Registry {
         _myself: ActorRef<Self::Msg>,
         services: Arc<Services>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(services)
+        let (writes, queue) = crossbeam_channel::unbounded();
+        let committer = services.clone();
+        // Commits fsync: they run on a dedicated thread, never on the executor.
+        let committer = std::thread::Builder::new()
+            .name("vidpipe-registry-commit".into())
+            .spawn(move || commit_loop(&committer, &queue))?;
+        Ok(RegistryState {
+            services,
+            writes,
+            committer: Some(committer),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Closing the queue lets the committer finish what it holds and exit.
+        state.writes = crossbeam_channel::unbounded().0;
+        if let Some(committer) = state.committer.take() {
+            // Joining blocks until the last commit is done: off the executor.
+            tokio::task::spawn_blocking(move || committer.join())
+                .await?
+                .ok();
+        }
+        Ok(())
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
-        services: &mut Self::State,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            RegistryMsg::Create(mut record, reply) => {
-                let store = services.store.clone();
-                // redb commits fsync: keep them off the executor.
-                let result = tokio::task::spawn_blocking(move || {
-                    store.insert(&mut record).map(|()| *record)
-                })
-                .await?;
-                if let Ok(record) = &result {
-                    info!(upload = %record.id, tenant = %record.tenant, to = "pending", "transition");
-                }
-                let _ = reply.send(result);
-            }
+        let (op, reply) = match msg {
+            RegistryMsg::Create(record, reply) => (WriteOp::Insert(record), reply),
             RegistryMsg::Transition {
                 id,
                 to,
                 patch,
                 reply,
-            } => {
-                let store = services.store.clone();
-                // redb commits fsync: keep them off the executor.
-                let result =
-                    tokio::task::spawn_blocking(move || store.transition(id, to, *patch)).await?;
-                match &result {
-                    Ok(record) => {
-                        if to != Status::Processing {
-                            services.progress.clear(id);
-                        }
-                        if to.is_terminal() {
-                            services.tenant_load.finish(&record.tenant);
-                        }
-                        let code = record.error.as_ref().map(|e| e.code.as_str());
-                        info!(upload = %id, to = to.text(), error = ?code, "transition");
-                    }
-                    Err(e) => {
-                        tracing::error!(upload = %id, to = to.text(), error = %e, "transition failed")
-                    }
-                }
-                let _ = reply.send(result);
+            } => (WriteOp::Transition { id, to, patch }, reply),
+            RegistryMsg::Patch { id, patch, reply } => (WriteOp::Patch { id, patch }, reply),
+            RegistryMsg::Progress { id, percent } => {
+                state.services.progress.update(id, percent.min(100));
+                return Ok(());
             }
-            RegistryMsg::Progress { id, percent } => services.progress.set(id, percent.min(100)),
-        }
+        };
+        state
+            .writes
+            .send(PendingWrite { op, reply })
+            .map_err(|_| "the registry committer stopped")?;
         Ok(())
     }
+}
+
+/// Group commit: takes every write that is waiting (up to [`MAX_BATCH`]),
+/// commits them in one transaction, then answers each caller. Under load
+/// many transitions share one fsync; alone, a write commits at once.
+fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingWrite>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(write) => batch.push(write),
+                Err(_) => break,
+            }
+        }
+        let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.op, w.reply)).unzip();
+        // Patches are not transitions: they get no bookkeeping.
+        let kinds: Vec<Option<(Option<Uuid>, Status)>> = ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Insert(record) => Some((None, record.status)),
+                WriteOp::Transition { id, to, .. } => Some((Some(*id), *to)),
+                WriteOp::Patch { .. } => None,
+            })
+            .collect();
+        match services.store.apply_batch(ops) {
+            Ok(results) => {
+                for ((result, reply), kind) in results.into_iter().zip(replies).zip(kinds) {
+                    if let Some((id, to)) = kind {
+                        after_commit(services, &result, id, to);
+                    }
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                error!(error = %e, writes = replies.len(), "status commit failed");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Db(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// In-memory bookkeeping and the log line of one durable write.
+fn after_commit(
+    services: &Services,
+    result: &Result<UploadRecord, StoreError>,
+    id: Option<Uuid>,
+    to: Status,
+) {
+    let record = match result {
+        Ok(record) => record,
+        Err(e) => {
+            error!(upload = ?id, to = to.text(), error = %e, "transition failed");
+            return;
+        }
+    };
+    if id.is_none() {
+        services.metrics.ingested(record.size_bytes);
+    }
+    if to == Status::Processing {
+        services.progress.set(record.id, 0);
+    } else {
+        services.progress.clear(record.id);
+    }
+    if to.is_terminal() {
+        services.tenant_load.finish(&record.tenant);
+    }
+    services.metrics.transition(to);
+    let code = record.error.as_ref().map(|e| e.code.as_str());
+    info!(upload = %record.id, tenant = %record.tenant, to = to.text(), error = code, "transition");
 }
 
 /// Asks the registry to apply a transition and waits until it is durable.
@@ -114,23 +218,38 @@ pub async fn transition(
     to: Status,
     patch: TransitionPatch,
 ) -> Result<UploadRecord, ActorProcessingErr> {
+    let patch = Box::new(patch);
+    write(services, |reply| RegistryMsg::Transition {
+        id,
+        to,
+        patch,
+        reply,
+    })
+    .await
+}
+
+/// Asks the registry to change fields of a record without a status change, and
+/// waits until it is durable.
+pub async fn patch(
+    services: &Services,
+    id: Uuid,
+    patch: TransitionPatch,
+) -> Result<UploadRecord, ActorProcessingErr> {
+    let patch = Box::new(patch);
+    write(services, |reply| RegistryMsg::Patch { id, patch, reply }).await
+}
+
+/// Sends one durable write to the registry and waits for the updated record.
+async fn write(
+    services: &Services,
+    message: impl FnOnce(RpcReplyPort<Result<UploadRecord, StoreError>>) -> RegistryMsg,
+) -> Result<UploadRecord, ActorProcessingErr> {
     let registry = services
         .peers
         .registry
         .get()
         .ok_or("status registry is not running")?;
-    let result = registry
-        .call(
-            |reply| RegistryMsg::Transition {
-                id,
-                to,
-                patch: Box::new(patch),
-                reply,
-            },
-            None,
-        )
-        .await?;
-    match result {
+    match registry.call(message, None).await? {
         ractor::rpc::CallResult::Success(r) => Ok(r?),
         _ => Err("status registry did not answer".into()),
     }

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 use tracing::{error, info, warn};
 
 use super::intake::Intake;
@@ -13,6 +15,9 @@ use super::registry::Registry;
 use super::transcoder::{self, TranscoderFactory};
 use super::uploader::Uploader;
 use super::{recovery, Services};
+
+/// How long shutdown waits for each child to stop.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The root of the actor tree.
 pub struct Supervisor;
@@ -36,12 +41,17 @@ pub struct SupervisorState {
     services: Arc<Services>,
     /// Which child each running actor id is.
     children: HashMap<ActorId, Child>,
+    /// Set by `Shutdown`: stopped children are not restarted.
+    stopping: bool,
 }
 
 /// Messages to the supervisor.
 pub enum SupervisorMsg {
     /// Tests and operators: stop one child abruptly to exercise restarts.
     Kill(Child),
+    /// The server: stop every child, in an order that lets the registry
+    /// commit what the others send it last, and reply once they are gone.
+    Shutdown(RpcReplyPort<()>),
 }
 
 impl Actor for Supervisor {
@@ -57,6 +67,7 @@ impl Actor for Supervisor {
         let mut state = SupervisorState {
             services,
             children: HashMap::new(),
+            stopping: false,
         };
         for child in [
             Child::Registry,
@@ -85,10 +96,27 @@ impl Actor for Supervisor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let SupervisorMsg::Kill(child) = msg;
-        if let Some(cell) = cell_of(&state.services, child) {
-            warn!(?child, "killing child on request");
-            cell.kill();
+        match msg {
+            SupervisorMsg::Kill(child) => {
+                if let Some(cell) = cell_of(&state.services, child) {
+                    warn!(?child, "killing child on request");
+                    cell.kill();
+                }
+            }
+            SupervisorMsg::Shutdown(reply) => {
+                state.stopping = true;
+                for child in [
+                    Child::Intake,
+                    Child::Transcoders,
+                    Child::Uploader,
+                    Child::Registry,
+                ] {
+                    if let Some(cell) = cell_of(&state.services, child) {
+                        let _ = cell.stop_and_wait(None, Some(SHUTDOWN_WAIT)).await;
+                    }
+                }
+                let _ = reply.send(());
+            }
         }
         Ok(())
     }
@@ -107,6 +135,9 @@ impl Actor for Supervisor {
         let Some(child) = state.children.remove(&cell.get_id()) else {
             return Ok(());
         };
+        if state.stopping {
+            return Ok(());
+        }
         error!(?child, ?reason, "child stopped; restarting");
         start(&myself, state, child).await?;
         if child == Child::Transcoders {

@@ -24,7 +24,7 @@ use super::uploader::UploaderMsg;
 use super::{recovery, Services};
 use crate::layout::fsync_dir;
 use crate::media::{self, MediaError, MediaErrorCode, MediaLimits, OutputProfile, SourceInfo};
-use crate::store::record::{MediaOutputs, Status, TransitionPatch};
+use crate::store::record::{MediaOutputs, RenditionOutput, Status, TransitionPatch};
 
 /// Name of the file beside the outputs that describes them to the uploader.
 pub const MANIFEST: &str = "outputs.json";
@@ -43,6 +43,10 @@ pub struct Manifest {
     pub source: SourceInfo,
     /// The files and their properties.
     pub outputs: MediaOutputs,
+    /// Every file to store, relative to the work folder (`video.mp4`, `hls/720p/seg_00000.ts`, ...).
+    /// Empty in manifests from before the ladder: then the MP4 and the poster.
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 /// Routing of the pool: jobs wait in the factory's queue for a free worker.
@@ -111,6 +115,8 @@ struct ThreadJob {
     registry: Option<ActorRef<RegistryMsg>>,
     /// Test hook: panic instead of transcoding.
     panic: bool,
+    /// Gets the probed source before transcoding starts (dropped if the probe fails).
+    probed: oneshot::Sender<SourceInfo>,
     done: oneshot::Sender<Result<media::TranscodeOutputs, MediaError>>,
 }
 
@@ -149,6 +155,7 @@ fn run_job(job: ThreadJob) {
         limits,
         registry,
         panic,
+        probed,
         done,
     } = job;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -157,6 +164,9 @@ fn run_job(job: ThreadJob) {
         }
         let mut last = 0u8;
         let mut report = |fraction: f64| {
+            if fraction > 0.3 {
+                crate::faults::crash_if(crate::faults::CrashPoint::MidTranscode);
+            }
             let percent = (fraction.clamp(0.0, 1.0) * 100.0) as u8;
             if percent != last {
                 last = percent;
@@ -165,6 +175,9 @@ fn run_job(job: ThreadJob) {
                 }
             }
         };
+        // Probe first, so the record shows the source while the transcode runs.
+        let source = media::probe(&input, &limits)?;
+        let _ = probed.send(source);
         media::transcode(&input, &out_dir, &profile, &limits, &mut report)
     }));
     let result = outcome.unwrap_or_else(|panic| {
@@ -287,6 +300,7 @@ async fn transcode(
         .as_deref()
         .is_some_and(|needle| record.filename.contains(needle));
     let (done, result) = oneshot::channel();
+    let (probed, source) = oneshot::channel();
     let job = ThreadJob {
         id,
         input,
@@ -295,6 +309,7 @@ async fn transcode(
         limits: services.config.media_limits.clone(),
         registry: services.peers.registry.get(),
         panic,
+        probed,
         done,
     };
     if state.jobs.send(job).is_err() {
@@ -309,18 +324,20 @@ async fn transcode(
         return recovery::discard_local(services, id).await;
     }
     let started = std::time::Instant::now();
+    let _running = services.metrics.job_running();
+    if let Ok(source) = source.await {
+        let patch = TransitionPatch {
+            source: Some(source),
+            ..Default::default()
+        };
+        registry::patch(services, id, patch).await?;
+    }
     match result.await {
         Ok(Ok(outputs)) => {
-            let manifest = Manifest {
-                outputs: MediaOutputs {
-                    mp4: file_name(&outputs.mp4),
-                    poster: file_name(&outputs.poster),
-                    width: outputs.width,
-                    height: outputs.height,
-                },
-                source: outputs.source,
-            };
-            info!(upload = %id, seconds = started.elapsed().as_secs_f64(), "transcoded");
+            let elapsed = started.elapsed();
+            services.metrics.transcoded(elapsed, Some(outputs.duration));
+            let manifest = manifest(outputs);
+            info!(upload = %id, seconds = elapsed.as_secs_f64(), "transcoded");
             let work_dir = layout.work_dir(id);
             let root = layout.work_root();
             tokio::task::spawn_blocking(move || {
@@ -358,6 +375,39 @@ fn file_name(path: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
+/// What the uploader needs to know about a finished transcode.
+fn manifest(outputs: media::TranscodeOutputs) -> Manifest {
+    let files = outputs.files();
+    let (hls_master, renditions) = match &outputs.hls {
+        Some(hls) => (
+            Some(hls.master.clone()),
+            hls.renditions
+                .iter()
+                .map(|r| RenditionOutput {
+                    name: r.name.clone(),
+                    width: r.width,
+                    height: r.height,
+                    bandwidth: r.bandwidth,
+                    playlist: r.playlist.clone(),
+                })
+                .collect(),
+        ),
+        None => (None, Vec::new()),
+    };
+    Manifest {
+        outputs: MediaOutputs {
+            mp4: file_name(&outputs.mp4),
+            poster: file_name(&outputs.poster),
+            width: outputs.width,
+            height: outputs.height,
+            hls_master,
+            renditions,
+        },
+        source: outputs.source,
+        files,
+    }
+}
+
 /// Writes the manifest and renames the finished folder into place, durably.
 fn publish_work(
     out_dir: &std::path::Path,
@@ -367,13 +417,23 @@ fn publish_work(
 ) -> std::io::Result<()> {
     let manifest_path = out_dir.join(MANIFEST);
     std::fs::write(&manifest_path, serde_json::to_vec(manifest)?)?;
-    for entry in std::fs::read_dir(out_dir)? {
-        std::fs::File::open(entry?.path())?.sync_all()?;
-    }
-    fsync_dir(out_dir)?;
+    fsync_tree(out_dir)?;
     if work_dir.exists() {
         std::fs::remove_dir_all(work_dir)?;
     }
     std::fs::rename(out_dir, work_dir)?;
     fsync_dir(root)
+}
+
+/// Fsyncs every file under `dir` (the ladder has subfolders), then each folder, deepest first.
+fn fsync_tree(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fsync_tree(&entry.path())?;
+        } else {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    fsync_dir(dir)
 }

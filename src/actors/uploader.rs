@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::transcoder::{Manifest, MANIFEST};
 use super::{recovery, registry, transcoder, Services};
+use crate::metrics::StorageStage;
 use crate::storage::OutputFile;
 use crate::store::record::{Status, TransitionPatch};
 
@@ -73,11 +74,16 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
     };
     registry::transition(services, id, Status::Uploading, patch).await?;
 
-    let files: Vec<OutputFile> = [&manifest.outputs.mp4, &manifest.outputs.poster]
+    let names = if manifest.files.is_empty() {
+        vec![manifest.outputs.mp4.clone(), manifest.outputs.poster.clone()]
+    } else {
+        manifest.files
+    };
+    let files: Vec<OutputFile> = names
         .into_iter()
         .map(|name| OutputFile {
-            name: name.clone(),
-            path: work_dir.join(name),
+            path: work_dir.join(&name),
+            name,
         })
         .collect();
     let storage = services.storage.clone();
@@ -92,6 +98,7 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
             registry::transition(services, id, Status::Completed, patch).await?;
         }
         Err(e) => {
+            services.metrics.storage_error(StorageStage::Final);
             let storage = services.storage.clone();
             let token = record.media_token.clone();
             let _ = tokio::task::spawn_blocking(move || storage.remove(&token)).await?;

@@ -22,6 +22,7 @@ use super::folder::{clean_filename, validate_folder};
 use super::view::UploadView;
 use super::AppState;
 use crate::actors::intake::{IntakeError, IntakeMsg, StagedUpload};
+use crate::config::Config;
 use crate::layout::fsync_dir;
 
 /// Largest value accepted for a text field such as `folder`.
@@ -89,46 +90,11 @@ pub async fn create(
         path: part_path.clone(),
         armed: true,
     };
-    let watch = HeaderWatch::new(config.max_part_header_bytes);
-    let stream = guarded(body, watch.clone(), config.body_idle_timeout);
-    let constraints = Constraints::new().size_limit(
-        SizeLimit::new()
-            .whole_stream(limit + ENVELOPE)
-            .per_field(MAX_TEXT_FIELD)
-            .for_field("video", limit),
-    );
-    let multipart = Multipart::with_constraints(stream, boundary, constraints);
-    let limits = FormLimits {
-        body_bytes: limit,
-        parts: config.max_form_parts,
-    };
-    let form = read_form(multipart, &watch, &part_path, limits).await?;
+    let form = parse_form(body, boundary, config, &part_path)
+        .await
+        .inspect_err(|e| count_storage_error(&state, e))?;
 
-    let mut errors = std::collections::BTreeMap::new();
-    match form.folder.as_deref().map(validate_folder) {
-        None => {
-            errors.insert("folder", vec!["The folder field is required.".to_string()]);
-        }
-        Some(Err(message)) => {
-            errors.insert("folder", vec![message]);
-        }
-        Some(Ok(())) => {}
-    }
-    match (form.video_bytes, &form.filename) {
-        (None, _) => {
-            errors.insert("video", vec!["The video field is required.".to_string()]);
-        }
-        (Some(_), None) => {
-            errors.insert("video", vec!["The video must be a file.".to_string()]);
-        }
-        (Some(0), Some(_)) => {
-            errors.insert("video", vec!["The video file is empty.".to_string()]);
-        }
-        _ => {}
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors).into());
-    }
+    validate(&form)?;
 
     let staged_path = layout.staged_path(id);
     let staging_dir = layout.staging_dir();
@@ -141,8 +107,10 @@ pub async fn create(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(storage_error)?;
+    .map_err(storage_error)
+    .inspect_err(|e| count_storage_error(&state, e))?;
     guard.path = staged_path;
+    crate::faults::crash_if(crate::faults::CrashPoint::AfterStaging);
 
     let staged = StagedUpload {
         id,
@@ -181,11 +149,23 @@ pub async fn create(
         _ => return Err(ApiError::Internal("intake actor did not answer".into()).into()),
     };
     guard.armed = false;
+    // Inside the request span: ties the request id to the upload id.
+    tracing::info!(upload = %record.id, size_bytes = record.size_bytes, "upload accepted");
     let body = json!({
         "message": "Upload accepted and is now being processed.",
         "data": UploadView::new(&record, &state),
     });
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response())
+}
+
+/// Staging writes fail only as these two (see [`storage_error`]).
+fn count_storage_error(state: &AppState, e: &ApiError) {
+    if matches!(e, ApiError::InsufficientStorage | ApiError::Internal(_)) {
+        state
+            .services
+            .metrics
+            .storage_error(crate::metrics::StorageStage::Staging);
+    }
 }
 
 fn storage_error(e: std::io::Error) -> ApiError {
@@ -227,6 +207,79 @@ struct FormLimits {
     body_bytes: u64,
     /// Most parts.
     parts: usize,
+}
+
+/// The field rules: a `video` file that is not empty and a valid `folder`.
+fn validate(form: &ParsedForm) -> Result<(), ApiError> {
+    let mut errors = std::collections::BTreeMap::new();
+    match form.folder.as_deref().map(validate_folder) {
+        None => {
+            errors.insert("folder", vec!["The folder field is required.".to_string()]);
+        }
+        Some(Err(message)) => {
+            errors.insert("folder", vec![message]);
+        }
+        Some(Ok(())) => {}
+    }
+    match (form.video_bytes, &form.filename) {
+        (None, _) => {
+            errors.insert("video", vec!["The video field is required.".to_string()]);
+        }
+        (Some(_), None) => {
+            errors.insert("video", vec!["The video must be a file.".to_string()]);
+        }
+        (Some(0), Some(_)) => {
+            errors.insert("video", vec!["The video file is empty.".to_string()]);
+        }
+        _ => {}
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(())
+}
+
+/// Parses a multipart body under the configured limits: the video to
+/// `part_path` (fsynced), text fields into memory.
+async fn parse_form<S, B>(
+    body: S,
+    boundary: String,
+    config: &Config,
+    part_path: &Path,
+) -> Result<ParsedForm, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf + Send,
+{
+    let limit = config.max_upload_bytes;
+    let watch = HeaderWatch::new(config.max_part_header_bytes);
+    let stream = guarded(body, watch.clone(), config.body_idle_timeout);
+    let constraints = Constraints::new().size_limit(
+        SizeLimit::new()
+            .whole_stream(limit + ENVELOPE)
+            .per_field(MAX_TEXT_FIELD)
+            .for_field("video", limit),
+    );
+    let multipart = Multipart::with_constraints(stream, boundary, constraints);
+    let limits = FormLimits {
+        body_bytes: limit,
+        parts: config.max_form_parts,
+    };
+    read_form(multipart, &watch, part_path, limits).await
+}
+
+/// Fuzzing entry point: parses `body` as the handler would (limits from
+/// `config`, the video written to `part_path`), then validates the fields.
+#[doc(hidden)]
+pub async fn parse_and_validate(
+    body: bytes::Bytes,
+    boundary: &str,
+    config: &Config,
+    part_path: &Path,
+) -> Result<(), ApiError> {
+    let chunks = futures_util::stream::iter([Ok::<_, warp::Error>(body)]);
+    let form = parse_form(chunks, boundary.to_string(), config, part_path).await?;
+    validate(&form)
 }
 
 /// Reads every part: the video to `part_path` (fsynced), text fields into memory.

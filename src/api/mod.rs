@@ -1,12 +1,16 @@
 //! The HTTP API under `/api/client/v1`, and media serving under `/media`.
 //! Routes are small functions; handlers are plain `async fn`s in their own
-//! files; every error becomes JSON in [`error::recover`].
+//! files; every error becomes JSON in [`error::recover`]. Operator endpoints
+//! (health, readiness, metrics, OpenAPI) are in [`ops`]; [`observe`] wraps it
+//! all with request ids, request logs and HTTP metrics.
 
 pub mod auth;
 pub mod body;
 pub mod error;
 pub mod folder;
 pub mod intake;
+pub mod observe;
+pub mod ops;
 pub mod uploads;
 pub mod view;
 
@@ -71,13 +75,22 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(media)
         .unify()
+        .or(ops::routes(&state))
+        .unify()
         .recover(error::recover)
         .unify()
         .boxed()
 }
 
-/// Completed outputs at `/media/{token}/{file}`, with Range support (206) and
-/// content types; folders of unfinished uploads (`.incoming-*`) are hidden.
+/// The routes as the HTTP service, with request ids, logs and metrics.
+pub fn service(state: Arc<AppState>) -> observe::HttpService {
+    let services = state.services.clone();
+    observe::HttpService::new(routes(state), services)
+}
+
+/// Completed outputs at `/media/{token}/{file}` (and `/media/{token}/hls/...` for the
+/// ladder), with Range support (206) and content types; folders of unfinished
+/// uploads (`.incoming-*`) and any other path segment starting with `.` are hidden.
 fn media(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     let root = state.services.layout.media_root();
     warp::path("media")
@@ -85,7 +98,8 @@ fn media(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::path::peek())
         .and_then(|rest: warp::path::Peek| async move {
             let hidden = rest.segments().any(|s| s.starts_with('.'));
-            if hidden || rest.segments().count() != 2 {
+            // `{token}/{file}`, or deeper for the HLS ladder (`{token}/hls/720p/seg_00000.ts`).
+            if hidden || rest.segments().count() < 2 {
                 Err(warp::reject::custom(error::ApiError::NotFound))
             } else {
                 Ok(())
@@ -94,7 +108,14 @@ fn media(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .untuple_one()
         .and(warp::fs::dir(root))
         .map(|file: warp::fs::File| {
+            let hls_type = hls_content_type(file.path());
             let mut response = file.into_response();
+            if let Some(content_type) = hls_type {
+                response.headers_mut().insert(
+                    "content-type",
+                    warp::http::HeaderValue::from_static(content_type),
+                );
+            }
             response.headers_mut().insert(
                 "cache-control",
                 warp::http::HeaderValue::from_static("public, max-age=31536000, immutable"),
@@ -102,4 +123,15 @@ fn media(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
             response
         })
         .boxed()
+}
+
+/// The registered HLS types (RFC 8216), where file-extension guessing says
+/// `audio/x-mpegurl` and `video/vnd.dlna.mpeg-tts`.
+fn hls_content_type(path: &std::path::Path) -> Option<&'static str> {
+    match path.extension()?.to_str()? {
+        "m3u8" => Some("application/vnd.apple.mpegurl"),
+        "ts" => Some("video/mp2t"),
+        "m4s" => Some("video/iso.segment"),
+        _ => None,
+    }
 }

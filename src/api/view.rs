@@ -26,6 +26,8 @@ pub struct UploadView<'a> {
     size_bytes: u64,
     source: Option<&'a SourceInfo>,
     playback: Option<Playback>,
+    /// The HLS ladder's renditions once completed (top first; empty without a ladder).
+    renditions: Option<Vec<RenditionView<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a UploadError>,
 }
@@ -38,6 +40,17 @@ pub struct Playback {
     hls_url: Option<String>,
 }
 
+/// One rendition of the HLS ladder, as clients see it.
+#[derive(Debug, Serialize)]
+pub struct RenditionView<'a> {
+    name: &'a str,
+    width: u32,
+    height: u32,
+    /// Peak bit rate in bits per second (the master playlist's `BANDWIDTH`).
+    bandwidth: u64,
+    playlist_url: String,
+}
+
 impl<'a> UploadView<'a> {
     /// The view of one record, with live progress and playback URLs.
     pub fn new(record: &'a UploadRecord, state: &AppState) -> UploadView<'a> {
@@ -47,23 +60,33 @@ impl<'a> UploadView<'a> {
             Status::Uploading | Status::Completed => Some(100),
             Status::Failed => None,
         };
-        let playback = record
+        let completed = record
             .outputs
             .as_ref()
-            .filter(|_| record.status == Status::Completed)
-            .map(|out| {
-                let url = |name: &str| {
-                    state
-                        .services
-                        .storage
-                        .url(&state.base_url, &record.media_token, name)
-                };
-                Playback {
-                    mp4_url: url(&out.mp4),
-                    poster_url: url(&out.poster),
-                    hls_url: None,
-                }
-            });
+            .filter(|_| record.status == Status::Completed);
+        let url = |name: &str| {
+            state
+                .services
+                .storage
+                .url(&state.base_url, &record.media_token, name)
+        };
+        let playback = completed.map(|out| Playback {
+            mp4_url: url(&out.mp4),
+            poster_url: url(&out.poster),
+            hls_url: out.hls_master.as_deref().map(url),
+        });
+        let renditions = completed.map(|out| {
+            out.renditions
+                .iter()
+                .map(|r| RenditionView {
+                    name: &r.name,
+                    width: r.width,
+                    height: r.height,
+                    bandwidth: r.bandwidth,
+                    playlist_url: url(&r.playlist),
+                })
+                .collect()
+        });
         UploadView {
             id: record.id,
             filename: &record.filename,
@@ -76,6 +99,7 @@ impl<'a> UploadView<'a> {
             size_bytes: record.size_bytes,
             source: record.source.as_ref(),
             playback,
+            renditions,
             error: record.error.as_ref(),
         }
     }

@@ -2,13 +2,14 @@
 //! 1024-sample frames -> native AAC-LC encoder.
 
 use ffmpeg_next::codec;
-use ffmpeg_next::format::{self, sample, Sample};
+use ffmpeg_next::format::{sample, Sample};
 use ffmpeg_next::software::resampling;
-use ffmpeg_next::util::error::EAGAIN;
 use ffmpeg_next::{decoder, encoder, frame, ChannelLayout, Error, Packet, Rational, Stream};
 
+use super::codec_io::{drain_encoder, receive_frame, send_packet, Decoded};
 use super::error::{internal, MediaError};
 use super::input::open_audio_decoder;
+use super::mux::Muxers;
 use super::probe::seconds;
 use super::profile::{MediaLimits, OutputProfile};
 
@@ -24,9 +25,9 @@ const MAX_FLUSH_ROUNDS: usize = 64;
 pub(crate) struct AudioStage {
     /// Index of the source audio stream in the input.
     pub(crate) input_index: usize,
-    /// Index of the AAC stream in the output.
-    output_index: usize,
+    /// Decoder of the source stream (single-threaded; audio is cheap).
     decoder: decoder::Audio,
+    /// Native AAC-LC encoder, stereo float planar at `rate`.
     encoder: encoder::Audio,
     /// Converter for the current decoded format; rebuilt if the source format changes.
     resampler: Option<resampling::Context>,
@@ -42,10 +43,9 @@ pub(crate) struct AudioStage {
     origin_secs: f64,
     /// Pts (in 1/rate) of the next encoder frame; set by the first decoded frame.
     next_pts: Option<i64>,
-    /// Output stream time base; only known after `write_header`.
-    output_time_base: Rational,
     /// Decode errors seen (salvaged around), for the log.
     decode_errors: u64,
+    /// Duration limit, re-checked as samples arrive (headers can lie).
     limits: MediaLimits,
 }
 
@@ -53,7 +53,6 @@ impl AudioStage {
     pub(crate) fn new(
         stream: &Stream,
         origin_secs: f64,
-        octx: &mut format::context::Output,
         profile: &OutputProfile,
         limits: &MediaLimits,
     ) -> Result<Self, MediaError> {
@@ -63,11 +62,6 @@ impl AudioStage {
             .map_err(|_| MediaError::internal("setting up AAC", "sample rate out of range"))?;
         let codec = encoder::find_by_name("aac")
             .ok_or_else(|| MediaError::internal("opening the AAC encoder", "aac missing"))?;
-        let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
-        let output_index = octx
-            .add_stream(codec)
-            .map_err(internal("adding the audio stream"))?
-            .index();
         let mut setup = codec::Context::new_with_codec(codec)
             .encoder()
             .audio()
@@ -78,22 +72,15 @@ impl AudioStage {
         setup.set_format(AAC_FORMAT);
         setup.set_bit_rate(profile.audio_bit_rate);
         setup.set_time_base(Rational(1, rate_i32));
-        if global_header {
-            setup.set_flags(codec::Flags::GLOBAL_HEADER);
-        }
+        // Out-of-band AudioSpecificConfig: the MP4 needs it; MPEG-TS makes ADTS headers from it.
+        setup.set_flags(codec::Flags::GLOBAL_HEADER);
         let encoder = setup.open_as(codec).map_err(internal("opening AAC"))?;
-        let mut ost = octx
-            .stream_mut(output_index)
-            .ok_or_else(|| MediaError::internal("adding the audio stream", "stream vanished"))?;
-        ost.set_parameters(&encoder);
-        ost.set_time_base(Rational(1, rate_i32));
         let frame_size = match encoder.frame_size() {
             0 => 1024,
             n => n as usize,
         };
         Ok(Self {
             input_index: stream.index(),
-            output_index,
             decoder,
             encoder,
             resampler: None,
@@ -103,15 +90,19 @@ impl AudioStage {
             input_time_base: stream.time_base(),
             origin_secs,
             next_pts: None,
-            output_time_base: Rational(1, rate_i32),
             decode_errors: 0,
             limits: limits.clone(),
         })
     }
 
-    /// Records the output stream time base the muxer settled on in `write_header`.
-    pub(crate) fn set_output_time_base(&mut self, time_base: Rational) {
-        self.output_time_base = time_base;
+    /// The AAC stream's parameters and time base, for the muxers.
+    pub(crate) fn stream_setup(&self) -> (codec::Parameters, Rational) {
+        (codec::Parameters::from(&self.encoder), self.time_base())
+    }
+
+    /// Time base of encoded packets: one tick per sample.
+    fn time_base(&self) -> Rational {
+        Rational(1, self.rate as i32)
     }
 
     /// Decode errors salvaged around.
@@ -126,43 +117,31 @@ impl AudioStage {
         })
     }
 
-    pub(crate) fn send_packet_to_decoder(
+    /// Feeds one packet of the audio stream, then encodes every whole frame it yields.
+    pub(crate) fn transcode_packet(
         &mut self,
         packet: &Packet,
-        octx: &mut format::context::Output,
+        muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
-        let mut result = self.decoder.send_packet(packet);
-        if matches!(result, Err(Error::Other { errno: EAGAIN })) {
-            self.receive_and_process_decoded_frames(octx)?;
-            result = self.decoder.send_packet(packet);
+        if let Err(err) = send_packet(&mut self.decoder, packet) {
+            self.note_decode_error(err);
         }
-        match result {
-            Ok(()) | Err(Error::Eof) => Ok(()),
-            Err(err) => {
-                self.note_decode_error(err);
-                Ok(())
-            }
-        }
+        self.receive_and_process_decoded_frames(muxers)
     }
 
-    pub(crate) fn send_eof_to_decoder(&mut self) {
-        // Only fails if already flushed; draining afterwards is what matters.
-        let _ = self.decoder.send_eof();
-    }
-
-    pub(crate) fn receive_and_process_decoded_frames(
+    fn receive_and_process_decoded_frames(
         &mut self,
-        octx: &mut format::context::Output,
+        muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
         let mut decoded = frame::Audio::empty();
         loop {
-            match self.decoder.receive_frame(&mut decoded) {
-                Ok(()) => {
+            match receive_frame(&mut self.decoder, &mut decoded) {
+                Decoded::Frame => {
                     self.resample_into_fifo(&mut decoded)?;
-                    self.encode_whole_frames(octx)?;
+                    self.encode_whole_frames(muxers)?;
                 }
-                Err(Error::Eof) | Err(Error::Other { errno: EAGAIN }) => return Ok(()),
-                Err(err) => {
+                Decoded::Drained => return Ok(()),
+                Decoded::Failed(err) => {
                     self.note_decode_error(err);
                     return Ok(());
                 }
@@ -202,25 +181,28 @@ impl AudioStage {
         let rate = self.rate;
         let resampler = match &mut self.resampler {
             Some(resampler) => resampler,
-            slot => slot.insert(
-                resampling::Context::get(
-                    input.format,
-                    input.channel_layout,
-                    input.rate,
-                    AAC_FORMAT,
-                    ChannelLayout::STEREO,
-                    rate,
-                )
-                .map_err(|err| {
-                    MediaError::unsupported(format!("cannot convert the audio ({err})"))
-                })?,
-            ),
+            slot => match resampling::Context::get(
+                input.format,
+                input.channel_layout,
+                input.rate,
+                AAC_FORMAT,
+                ChannelLayout::STEREO,
+                rate,
+            ) {
+                Ok(resampler) => slot.insert(resampler),
+                Err(err) => {
+                    // Audio libswresample cannot read is skipped, not fatal to the video.
+                    self.note_decode_error(err);
+                    return Ok(());
+                }
+            },
         };
         let capacity = decoded.samples() * rate as usize / input.rate as usize + RESAMPLE_SLACK;
         let mut resampled = output_frame(capacity, rate);
-        resampler
-            .run(decoded, &mut resampled)
-            .map_err(internal("resampling audio"))?;
+        if let Err(err) = resampler.run(decoded, &mut resampled) {
+            self.note_decode_error(err);
+            return Ok(());
+        }
         self.fifo.push(&resampled);
         self.limits.check_duration(self.end_secs() - 1.0)
     }
@@ -246,10 +228,10 @@ impl AudioStage {
     /// Encodes every whole `frame_size` block in the FIFO.
     fn encode_whole_frames(
         &mut self,
-        octx: &mut format::context::Output,
+        muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
         while self.fifo.len() >= self.frame_size {
-            self.encode_from_fifo(self.frame_size, octx)?;
+            self.encode_from_fifo(self.frame_size, muxers)?;
         }
         Ok(())
     }
@@ -257,7 +239,7 @@ impl AudioStage {
     fn encode_from_fifo(
         &mut self,
         samples: usize,
-        octx: &mut format::context::Output,
+        muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
         let mut block = output_frame(samples, self.rate);
         self.fifo.pop_into(&mut block, samples);
@@ -267,43 +249,27 @@ impl AudioStage {
         self.encoder
             .send_frame(&block)
             .map_err(internal("encoding audio"))?;
-        self.receive_and_write_encoded_packets(octx)
+        self.receive_and_write_encoded_packets(muxers)
     }
 
     /// End of input: empties decoder, resampler and FIFO (the last frame may be short), then the encoder.
-    pub(crate) fn flush(&mut self, octx: &mut format::context::Output) -> Result<(), MediaError> {
-        self.send_eof_to_decoder();
-        self.receive_and_process_decoded_frames(octx)?;
+    pub(crate) fn flush(&mut self, muxers: &mut Muxers) -> Result<(), MediaError> {
+        // Only fails if already flushed; draining afterwards is what matters.
+        let _ = self.decoder.send_eof();
+        self.receive_and_process_decoded_frames(muxers)?;
         self.flush_resampler()?;
-        self.encode_whole_frames(octx)?;
+        self.encode_whole_frames(muxers)?;
         if self.fifo.len() > 0 {
-            self.encode_from_fifo(self.fifo.len(), octx)?;
+            self.encode_from_fifo(self.fifo.len(), muxers)?;
         }
         self.encoder
             .send_eof()
             .map_err(internal("flushing the AAC encoder"))?;
-        self.receive_and_write_encoded_packets(octx)
+        self.receive_and_write_encoded_packets(muxers)
     }
 
-    fn receive_and_write_encoded_packets(
-        &mut self,
-        octx: &mut format::context::Output,
-    ) -> Result<(), MediaError> {
-        let encoder_time_base = Rational(1, self.rate as i32);
-        let mut encoded = Packet::empty();
-        loop {
-            match self.encoder.receive_packet(&mut encoded) {
-                Ok(()) => {
-                    encoded.set_stream(self.output_index);
-                    encoded.rescale_ts(encoder_time_base, self.output_time_base);
-                    encoded
-                        .write_interleaved(octx)
-                        .map_err(internal("writing an audio packet"))?;
-                }
-                Err(Error::Eof) | Err(Error::Other { errno: EAGAIN }) => return Ok(()),
-                Err(err) => return Err(MediaError::internal("encoding audio", err)),
-            }
-        }
+    fn receive_and_write_encoded_packets(&mut self, muxers: &mut Muxers) -> Result<(), MediaError> {
+        drain_encoder(&mut self.encoder, |packet| muxers.write_audio(packet))
     }
 }
 

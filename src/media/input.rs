@@ -19,8 +19,14 @@ use super::rotate::Rotation;
 const FORMAT_WHITELIST: &str =
     "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,ogg,asf,mxf,dv,ivf,wav,mp3,aac,flac";
 
-/// Opens `path` with the container allow-list and probes its streams.
-pub(crate) fn open_input(path: &Path) -> Result<format::context::Input, MediaError> {
+/// Opens `path` with the container allow-list, refuses frame sizes over `limits`
+/// that the container headers already show, then probes the streams with
+/// decoders held to `limits.max_pixels` (probing decodes a few frames, and a
+/// frame's own header may claim any size).
+pub(crate) fn open_input(
+    path: &Path,
+    limits: &MediaLimits,
+) -> Result<format::context::Input, MediaError> {
     let url = file_url(path)?;
     let metadata =
         std::fs::metadata(path).map_err(|err| MediaError::internal("reading the upload", err))?;
@@ -34,8 +40,125 @@ pub(crate) fn open_input(path: &Path) -> Result<format::context::Input, MediaErr
     let mut options = Dictionary::new();
     options.set("format_whitelist", FORMAT_WHITELIST);
     options.set("protocol_whitelist", "file");
-    format::input_with_dictionary(&url, options)
-        .map_err(|err| MediaError::unsupported(format!("not a supported video file ({err})")))
+    let unreadable = |err: ffmpeg_next::Error| match allowed_container_by_content(path) {
+        // An MP4 cut off before its index (a phone recording interrupted) and the like.
+        Some(name) => MediaError::corrupt(format!(
+            "the file is a {name} container but cannot be read ({err}); it may be truncated"
+        )),
+        None => MediaError::unsupported(format!("not a supported video file ({err})")),
+    };
+    let mut input = open_container(&url, options).map_err(unreadable)?;
+    for stream in input.streams() {
+        let is_picture = stream.parameters().medium() == media::Type::Video
+            && !stream.disposition().contains(Disposition::ATTACHED_PIC);
+        let (width, height) = coded_size(&stream);
+        if is_picture && width > 0 && height > 0 {
+            limits.check_frame_size(width, height)?;
+        }
+    }
+    find_stream_info(&mut input, limits).map_err(unreadable)?;
+    Ok(input)
+}
+
+/// `avformat_open_input` alone: the container header, no decoding yet.
+fn open_container(
+    url: &str,
+    options: Dictionary,
+) -> Result<format::context::Input, ffmpeg_next::Error> {
+    let url = std::ffi::CString::new(url).map_err(|_| ffmpeg_next::Error::InvalidData)?;
+    // SAFETY: `url` is a valid C string; `opts` is an owned dictionary whose
+    // leftovers we take back and free; on success libavformat hands us a context
+    // that `Input::wrap` owns (and closes on drop); on failure it frees it itself.
+    unsafe {
+        let mut context = std::ptr::null_mut();
+        let mut opts = options.disown();
+        let result = ffmpeg_next::ffi::avformat_open_input(
+            &mut context,
+            url.as_ptr(),
+            std::ptr::null(),
+            &mut opts,
+        );
+        Dictionary::own(opts);
+        if result < 0 {
+            return Err(ffmpeg_next::Error::from(result));
+        }
+        Ok(format::context::Input::wrap(context))
+    }
+}
+
+/// `avformat_find_stream_info` with every probing decoder's `max_pixels` set from `limits`.
+fn find_stream_info(
+    input: &mut format::context::Input,
+    limits: &MediaLimits,
+) -> Result<(), ffmpeg_next::Error> {
+    let max_pixels = limits.max_pixels.min(i32::MAX as u64).to_string();
+    let max_pixels =
+        std::ffi::CString::new(max_pixels).map_err(|_| ffmpeg_next::Error::InvalidData)?;
+    // SAFETY: the context is open and owned by `input`; libavformat reads one
+    // options dictionary per stream present now, each of which we free afterwards.
+    unsafe {
+        let context = input.as_mut_ptr();
+        let streams = (*context).nb_streams as usize;
+        let mut per_stream = vec![std::ptr::null_mut(); streams];
+        for options in per_stream.iter_mut() {
+            ffmpeg_next::ffi::av_dict_set(options, c"max_pixels".as_ptr(), max_pixels.as_ptr(), 0);
+        }
+        let options = if streams == 0 {
+            std::ptr::null_mut()
+        } else {
+            per_stream.as_mut_ptr()
+        };
+        let result = ffmpeg_next::ffi::avformat_find_stream_info(context, options);
+        for options in per_stream.iter_mut() {
+            ffmpeg_next::ffi::av_dict_free(options);
+        }
+        if result < 0 {
+            return Err(ffmpeg_next::Error::from(result));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of the file's start that content sniffing looks at.
+const SNIFF_BYTES: usize = 64 * 1024;
+
+/// The allow-listed container the first bytes of `path` clearly are (a score above
+/// what a file extension alone gives), if any. Reads only; opens no demuxer.
+fn allowed_container_by_content(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let padding = ffmpeg_next::ffi::AVPROBE_PADDING_SIZE as usize;
+    let mut head = vec![0u8; SNIFF_BYTES + padding];
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut filled = 0;
+    while filled < SNIFF_BYTES {
+        match file.read(&mut head[filled..SNIFF_BYTES]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    let probe = ffmpeg_next::ffi::AVProbeData {
+        filename: c"".as_ptr(),
+        buf: head.as_mut_ptr(),
+        buf_size: i32::try_from(filled).ok()?,
+        mime_type: std::ptr::null(),
+    };
+    let mut score = ffmpeg_next::ffi::AVPROBE_SCORE_EXTENSION;
+    // SAFETY: `probe.buf` points to `filled` bytes followed by AVPROBE_PADDING_SIZE
+    // zeroes, all owned by `head`, which outlives the call; the returned format is
+    // a static libavformat table entry (or null).
+    let name = unsafe {
+        let format = ffmpeg_next::ffi::av_probe_input_format2(&probe, 1, &mut score);
+        if format.is_null() || (*format).name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr((*format).name)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let allowed = name
+        .split(',')
+        .any(|n| FORMAT_WHITELIST.split(',').any(|w| w == n));
+    allowed.then_some(name)
 }
 
 /// `file:` + the path, so a colon in a file name is never read as a protocol;
@@ -97,6 +220,18 @@ pub(crate) fn stream_rotation(stream: &Stream) -> Rotation {
         .get("rotate")
         .and_then(|value| value.parse::<f64>().ok())
         .map_or(Rotation::None, Rotation::from_clockwise_degrees)
+}
+
+/// Coded width and height from the stream's header, read before any decoder is opened.
+pub(crate) fn coded_size(stream: &Stream) -> (u32, u32) {
+    let parameters = stream.parameters();
+    // SAFETY: `parameters` wraps the stream's live AVCodecParameters, owned by
+    // the open input context `stream` borrows; we only read two ints.
+    let (width, height) = unsafe { ((*parameters.as_ptr()).width, (*parameters.as_ptr()).height) };
+    (
+        u32::try_from(width).unwrap_or(0),
+        u32::try_from(height).unwrap_or(0),
+    )
 }
 
 /// Opens the decoder for a video stream; `threads` 0 means libav's auto.

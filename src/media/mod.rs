@@ -5,12 +5,20 @@
 //! the libav objects it creates (scalers especially) stay on that thread.
 //!
 //! - [`probe`]: what an upload is, checked against [`MediaLimits`].
-//! - [`transcode`]: `video.mp4` (H.264 + AAC, faststart) and `poster.jpg`, per [`OutputProfile`].
+//! - [`transcode`]: `video.mp4` (H.264 + AAC, faststart), `poster.jpg` and the HLS ladder
+//!   (`hls/master.m3u8` over one folder of MPEG-TS segments per rendition), per [`OutputProfile`].
 //! - Inputs are only ever opened through a container allow-list (`input.rs`).
+//! - `ladder.rs` decides the renditions and their threads; `video.rs` decodes once and
+//!   encodes each rendition once; `mux.rs` sends the top rendition's packets to both the
+//!   MP4 and its HLS variant; `hls.rs` cuts segments and writes the playlists.
 
 mod audio;
+mod codec_io;
 mod error;
+mod hls;
 mod input;
+mod ladder;
+mod mux;
 mod pipeline;
 mod poster;
 mod probe;
@@ -21,8 +29,9 @@ mod video;
 use std::sync::Once;
 
 pub use error::{MediaError, MediaErrorCode};
+pub use hls::{HlsLadder, HlsRendition, HlsSegment, HLS_DIR, MASTER_PLAYLIST};
 pub use pipeline::{transcode, TranscodeOutputs, MP4_FILE_NAME, POSTER_FILE_NAME};
-pub use probe::{probe, probe_pixel_format, SourceInfo};
+pub use probe::{probe, probe_details, probe_pixel_format, SourceInfo, StreamDetails};
 pub use profile::{MediaLimits, OutputProfile};
 
 /// Initialises libav once per process and turns its own logging down to errors.

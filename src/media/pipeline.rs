@@ -1,21 +1,26 @@
-//! `transcode`: one upload in, `video.mp4` and `poster.jpg` out.
+//! `transcode`: one upload in; `video.mp4`, `poster.jpg` and the HLS ladder
+//! (`hls/master.m3u8`, one folder of segments per rendition) out.
 //!
 //! Shaped like ffmpeg-next's `transcode-x264` example: a `Transcoder` whose
 //! methods are the stages, driven by explicit `Packet::read` calls so read
-//! errors are seen, with explicit flushing at the end.
+//! errors are seen, with explicit flushing at the end. One decode feeds every
+//! rendition; the MP4 reuses the top rendition's packets.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ffmpeg_next::util::error::EAGAIN;
-use ffmpeg_next::{format, Dictionary, Error, Packet};
+use ffmpeg_next::{format, Error, Packet};
 
 use super::audio::AudioStage;
 use super::error::{internal, MediaError};
-use super::input::{file_url, open_input};
+use super::hls::{master_playlist, HlsLadder, HLS_DIR, MASTER_PLAYLIST};
+use super::input::open_input;
+use super::ladder::RenditionLadder;
+use super::mux::{LadderSetup, Muxers, StreamSetup};
 use super::poster::write_jpeg;
 use super::probe::{Source, SourceInfo};
-use super::profile::{MediaLimits, OutputProfile};
+use super::profile::{fit_within, MediaLimits, OutputProfile};
 use super::video::VideoStage;
 
 /// File name of the transcoded video inside `out_dir`.
@@ -42,9 +47,24 @@ pub struct TranscodeOutputs {
     pub height: u32,
     /// Duration of the output in seconds.
     pub duration: f64,
+    /// The HLS ladder under `out_dir/hls`, unless `OutputProfile::hls` is off.
+    pub hls: Option<HlsLadder>,
 }
 
-/// Transcodes `input` into `out_dir/video.mp4` and `out_dir/poster.jpg`.
+impl TranscodeOutputs {
+    /// Every output file, relative to the output folder, `/`-separated: the MP4, the
+    /// poster, then the ladder's playlists and segments.
+    pub fn files(&self) -> Vec<String> {
+        let mut files = vec![MP4_FILE_NAME.to_owned(), POSTER_FILE_NAME.to_owned()];
+        if let Some(hls) = &self.hls {
+            files.extend(hls.files());
+        }
+        files
+    }
+}
+
+/// Transcodes `input` into `out_dir`: `video.mp4`, `poster.jpg` and (with
+/// `profile.hls`) the ladder under `hls/`, which is replaced if it exists.
 ///
 /// Runs on the calling thread (which must own every libav object it creates:
 /// call it from a dedicated OS thread). `progress` gets fractions in 0..=1 at
@@ -57,111 +77,146 @@ pub fn transcode(
     progress: &mut dyn FnMut(f64),
 ) -> Result<TranscodeOutputs, MediaError> {
     super::init();
-    let mp4 = out_dir.join(MP4_FILE_NAME);
-    let poster = out_dir.join(POSTER_FILE_NAME);
-    let result = run(input, &mp4, &poster, profile, limits, progress);
+    let paths = OutputPaths {
+        mp4: out_dir.join(MP4_FILE_NAME),
+        poster: out_dir.join(POSTER_FILE_NAME),
+        hls: out_dir.join(HLS_DIR),
+    };
+    let result = paths
+        .clear_ladder()
+        .and_then(|()| run(input, &paths, profile, limits, progress));
     if result.is_err() {
         // Best effort: a half-written file must not look like a result.
-        let _ = std::fs::remove_file(&mp4);
-        let _ = std::fs::remove_file(&poster);
+        let _ = std::fs::remove_file(&paths.mp4);
+        let _ = std::fs::remove_file(&paths.poster);
+        let _ = paths.clear_ladder();
     }
     let (source, finished) = result?;
     progress(1.0);
     Ok(TranscodeOutputs {
-        mp4,
-        poster,
+        mp4: paths.mp4,
+        poster: paths.poster,
         source,
         width: finished.width,
         height: finished.height,
         duration: finished.duration,
+        hls: finished.hls,
     })
+}
+
+/// Where the outputs of one job go.
+struct OutputPaths {
+    mp4: PathBuf,
+    poster: PathBuf,
+    /// The ladder's folder; ours alone.
+    hls: PathBuf,
+}
+
+impl OutputPaths {
+    fn clear_ladder(&self) -> Result<(), MediaError> {
+        match std::fs::remove_dir_all(&self.hls) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(MediaError::internal("clearing the HLS folder", err))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn run(
     input: &Path,
-    mp4: &Path,
-    poster: &Path,
+    paths: &OutputPaths,
     profile: &OutputProfile,
     limits: &MediaLimits,
     progress: &mut dyn FnMut(f64),
 ) -> Result<(SourceInfo, Finished), MediaError> {
-    let mut ictx = open_input(input)?;
+    let mut ictx = open_input(input, limits)?;
     let source = Source::inspect(&ictx, input, limits)?;
-    let mut transcoder = Transcoder::new(&ictx, &source, mp4, profile, limits)?;
-    transcoder.write_header()?;
+    let mut transcoder = Transcoder::new(&ictx, &source, paths, profile, limits)?;
     let mut reporter =
         ProgressReporter::new(source.info.duration, source.info.size_bytes, progress);
     transcoder.transcode_packets(&mut ictx, &mut reporter)?;
     let finished = transcoder.finish()?;
-    write_jpeg(&finished.poster_frame, poster)?;
+    write_jpeg(&finished.poster_frame, &paths.poster)?;
+    if let Some(hls) = &finished.hls {
+        let master = paths.hls.join(MASTER_PLAYLIST);
+        std::fs::write(&master, master_playlist(&hls.renditions, source.info.frame_rate))
+            .map_err(internal("writing the HLS master playlist"))?;
+    }
     Ok((source.info, finished))
 }
 
-/// Result of a completed MP4.
+/// Result of a completed transcode.
 struct Finished {
     width: u32,
     height: u32,
     duration: f64,
     /// Frame the poster is made from.
     poster_frame: ffmpeg_next::frame::Video,
+    /// The ladder, when one was made.
+    hls: Option<HlsLadder>,
 }
 
 struct Transcoder {
-    /// The MP4 being written.
-    octx: format::context::Output,
+    /// The MP4 and the HLS variants.
+    muxers: Muxers,
     video: VideoStage,
     /// Present when the source has a decodable audio stream.
     audio: Option<AudioStage>,
+    /// Whether a ladder is being written.
+    hls: bool,
 }
 
 impl Transcoder {
     fn new(
         ictx: &format::context::Input,
         source: &Source,
-        mp4: &Path,
+        paths: &OutputPaths,
         profile: &OutputProfile,
         limits: &MediaLimits,
     ) -> Result<Self, MediaError> {
-        let mut octx =
-            format::output_as(&file_url(mp4)?, "mp4").map_err(internal("creating video.mp4"))?;
         let video_stream = ictx
             .stream(source.video_index)
             .ok_or_else(|| MediaError::internal("transcoding", "video stream vanished"))?;
-        let video = VideoStage::new(&video_stream, source, &mut octx, profile, limits)?;
+        let top = fit_within(source.info.width, source.info.height, profile.max_long_side);
+        let ladder = RenditionLadder::plan(top, profile.hls, profile.thread_budget());
+        let video = VideoStage::new(&video_stream, source, &ladder, profile, limits)?;
         let audio = match source.audio_index.and_then(|index| ictx.stream(index)) {
-            Some(stream) => {
-                match AudioStage::new(&stream, source.origin_secs, &mut octx, profile, limits) {
-                    Ok(stage) => Some(stage),
-                    Err(err) if err.code == super::MediaErrorCode::UnsupportedMedia => {
-                        // An undecodable soundtrack should not cost the whole video.
-                        tracing::warn!(%err, "dropping the audio stream");
-                        None
-                    }
-                    Err(err) => return Err(err),
+            Some(stream) => match AudioStage::new(&stream, source.origin_secs, profile, limits) {
+                Ok(stage) => Some(stage),
+                Err(err) if err.code == super::MediaErrorCode::UnsupportedMedia => {
+                    // An undecodable soundtrack should not cost the whole video.
+                    tracing::warn!(%err, "dropping the audio stream");
+                    None
                 }
-            }
+                Err(err) => return Err(err),
+            },
             None => None,
         };
-        Ok(Self { octx, video, audio })
-    }
-
-    /// Writes the MP4 header (index at the front) and reads back the time bases the muxer chose.
-    fn write_header(&mut self) -> Result<(), MediaError> {
-        let mut options = Dictionary::new();
-        options.set("movflags", "+faststart");
-        self.octx
-            .write_header_with(options)
-            .map_err(internal("writing the MP4 header"))?;
-        let time_base = |octx: &format::context::Output, index: usize| {
-            octx.stream(index)
-                .map(|s| s.time_base())
-                .ok_or_else(|| MediaError::internal("writing the MP4 header", "stream vanished"))
+        let (video_parameters, video_time_base, frame_rate) = video.stream_setup();
+        let setup = StreamSetup {
+            video: video_parameters,
+            video_time_base,
+            frame_rate,
+            audio: audio.as_ref().map(AudioStage::stream_setup),
         };
-        self.video.set_output_time_base(time_base(&self.octx, 0)?);
-        if let Some(audio) = self.audio.as_mut() {
-            audio.set_output_time_base(time_base(&self.octx, 1)?);
-        }
-        Ok(())
+        let ladder_setup = profile.hls.then(|| LadderSetup {
+            dir: &paths.hls,
+            renditions: ladder
+                .rungs
+                .iter()
+                .map(|r| (r.name.clone(), (r.width, r.height)))
+                .collect(),
+            segment_secs: profile.hls_segment_secs,
+        });
+        let mut muxers = Muxers::new(&paths.mp4, &setup, ladder_setup)?;
+        muxers.write_header()?;
+        Ok(Self {
+            muxers,
+            video,
+            audio,
+            hls: profile.hls,
+        })
     }
 
     /// Reads every packet of the input and feeds it to its stage.
@@ -202,36 +257,33 @@ impl Transcoder {
     fn send_packet(&mut self, packet: &Packet) -> Result<(), MediaError> {
         let index = packet.stream();
         if index == self.video.input_index {
-            self.video.send_packet_to_decoder(packet, &mut self.octx)?;
-            self.video
-                .receive_and_process_decoded_frames(&mut self.octx)
+            self.video.transcode_packet(packet, &mut self.muxers)
         } else if let Some(audio) = self.audio.as_mut().filter(|a| a.input_index == index) {
-            audio.send_packet_to_decoder(packet, &mut self.octx)?;
-            audio.receive_and_process_decoded_frames(&mut self.octx)
+            audio.transcode_packet(packet, &mut self.muxers)
         } else {
             Ok(())
         }
     }
 
-    /// Flushes decoders and encoders, then writes the MP4 trailer (the faststart pass).
+    /// Flushes decoders and encoders, then finishes the MP4 (the faststart pass) and the ladder.
     fn finish(mut self) -> Result<Finished, MediaError> {
         self.video.send_eof_to_decoder();
         self.video
-            .receive_and_process_decoded_frames(&mut self.octx)?;
+            .receive_and_process_decoded_frames(&mut self.muxers)?;
         if self.video.frames_encoded() == 0 {
             return Err(MediaError::corrupt("no video frame could be decoded"));
         }
-        self.video.send_eof_to_encoder()?;
-        self.video
-            .receive_and_write_encoded_packets(&mut self.octx)?;
+        self.video.flush_encoders(&mut self.muxers)?;
         let mut duration = self.video.end_secs();
         if let Some(audio) = self.audio.as_mut() {
-            audio.flush(&mut self.octx)?;
+            audio.flush(&mut self.muxers)?;
             duration = duration.max(audio.end_secs());
         }
-        self.octx
-            .write_trailer()
-            .map_err(internal("finishing video.mp4"))?;
+        let renditions = self.muxers.finish(duration)?;
+        let hls = self.hls.then(|| HlsLadder {
+            master: format!("{HLS_DIR}/{MASTER_PLAYLIST}"),
+            renditions,
+        });
 
         let audio_errors = self.audio.as_ref().map_or(0, AudioStage::decode_errors);
         if self.video.decode_errors() + audio_errors > 0 {
@@ -252,6 +304,7 @@ impl Transcoder {
             height,
             duration,
             poster_frame,
+            hls,
         })
     }
 }

@@ -6,7 +6,10 @@ use ffmpeg_next::{format, Rational};
 use serde::{Deserialize, Serialize};
 
 use super::error::MediaError;
-use super::input::{choose_streams, open_input, open_video_decoder, stream_rotation};
+use super::input::{
+    choose_streams, coded_size, open_audio_decoder, open_input, open_video_decoder,
+    stream_rotation,
+};
 use super::profile::MediaLimits;
 use super::rotate::Rotation;
 
@@ -34,24 +37,86 @@ pub struct SourceInfo {
 /// Probes `path` (opened through the container allow-list) and checks it against `limits`.
 pub fn probe(path: &Path, limits: &MediaLimits) -> Result<SourceInfo, MediaError> {
     super::init();
-    let ictx = open_input(path)?;
+    let ictx = open_input(path, limits)?;
     Ok(Source::inspect(&ictx, path, limits)?.info)
 }
 
 /// Pixel format name (e.g. `yuv420p`) of the video stream of `path`.
 pub fn probe_pixel_format(path: &Path) -> Result<String, MediaError> {
+    Ok(probe_details(path)?.pixel_format)
+}
+
+/// What a file holds beyond [`SourceInfo`], read packet by packet: for checking
+/// outputs (pixel format, audio layout, where the keyframes are).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamDetails {
+    /// Pixel format of the video stream, e.g. `yuv420p`.
+    pub pixel_format: String,
+    /// Audio channels of the chosen audio stream, if any.
+    pub audio_channels: Option<u16>,
+    /// Audio sample rate in Hz of the chosen audio stream, if any.
+    pub audio_sample_rate: Option<u32>,
+    /// Video packets (frames) in the file.
+    pub video_frames: u64,
+    /// Presentation times (s, container clock) of the video keyframes, in file order.
+    pub keyframes: Vec<f64>,
+    /// Whether the first video packet is a keyframe (a segment that decodes alone).
+    pub starts_with_keyframe: bool,
+    /// Earliest video presentation time (s, container clock).
+    pub video_start: Option<f64>,
+    /// End of the last video frame (s, container clock).
+    pub video_end: Option<f64>,
+}
+
+/// Reads every packet of `path` (through the container allow-list) for [`StreamDetails`].
+pub fn probe_details(path: &Path) -> Result<StreamDetails, MediaError> {
     super::init();
-    let ictx = open_input(path)?;
+    let mut ictx = open_input(path, &MediaLimits::default())?;
     let choice = choose_streams(&ictx)?;
-    let stream = ictx
-        .stream(choice.video)
-        .ok_or_else(|| MediaError::internal("probing", "video stream vanished"))?;
-    let decoder = open_video_decoder(&stream, 1, &MediaLimits::default())?;
-    Ok(decoder
-        .format()
-        .descriptor()
-        .map_or("none", |d| d.name())
-        .to_owned())
+    let (pixel_format, time_base) = {
+        let stream = ictx
+            .stream(choice.video)
+            .ok_or_else(|| MediaError::internal("probing", "video stream vanished"))?;
+        let decoder = open_video_decoder(&stream, 1, &MediaLimits::default())?;
+        let name = decoder.format().descriptor().map_or("none", |d| d.name());
+        (name.to_owned(), stream.time_base())
+    };
+    let (audio_channels, audio_sample_rate) = match choice.audio.and_then(|i| ictx.stream(i)) {
+        Some(stream) => {
+            let decoder = open_audio_decoder(&stream)?;
+            (Some(decoder.channels()), Some(decoder.rate()))
+        }
+        None => (None, None),
+    };
+    let mut details = StreamDetails {
+        pixel_format,
+        audio_channels,
+        audio_sample_rate,
+        video_frames: 0,
+        keyframes: Vec::new(),
+        starts_with_keyframe: false,
+        video_start: None,
+        video_end: None,
+    };
+    for (stream, packet) in ictx.packets() {
+        if stream.index() != choice.video {
+            continue;
+        }
+        if details.video_frames == 0 {
+            details.starts_with_keyframe = packet.is_key();
+        }
+        details.video_frames += 1;
+        let Some(at) = packet.pts().and_then(|pts| seconds(pts, time_base)) else {
+            continue;
+        };
+        if packet.is_key() {
+            details.keyframes.push(at);
+        }
+        let end = at + seconds(packet.duration(), time_base).unwrap_or(0.0);
+        details.video_start = Some(details.video_start.map_or(at, |s| s.min(at)));
+        details.video_end = Some(details.video_end.map_or(end, |e| e.max(end)));
+    }
+    Ok(details)
 }
 
 /// Everything the pipeline needs to know about an opened input.
@@ -81,14 +146,15 @@ impl Source {
         let stream = ictx
             .stream(choice.video)
             .ok_or_else(|| MediaError::internal("probing", "video stream vanished"))?;
-        let decoder = open_video_decoder(&stream, 1, limits)?;
-        let (coded_width, coded_height) = (decoder.width(), decoder.height());
+        let (coded_width, coded_height) = coded_size(&stream);
         if coded_width == 0 || coded_height == 0 {
             return Err(MediaError::unsupported(
                 "the video stream has no frame size",
             ));
         }
         limits.check_frame_size(coded_width, coded_height)?;
+        // Opening the decoder proves we can decode the codec at all.
+        let decoder = open_video_decoder(&stream, 1, limits)?;
 
         let duration =
             container_duration(ictx).or_else(|| seconds(stream.duration(), stream.time_base()));

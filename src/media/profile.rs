@@ -16,8 +16,14 @@ pub struct OutputProfile {
     pub audio_bit_rate: usize,
     /// AAC sample rate in Hz. Default 48 000.
     pub audio_sample_rate: u32,
-    /// CPU threads this job may keep busy (decoder + encoder); 0 lets libav size by core count. Default 0.
+    /// CPU threads this job may keep busy (decoder + encoders); 0 means every core. Default 0.
+    /// Split across the renditions of the ladder, never multiplied by them (see `RenditionLadder`).
     pub threads: usize,
+    /// Write the HLS ladder beside the MP4. Default true.
+    pub hls: bool,
+    /// Target length of an HLS segment in seconds; every rendition has a keyframe at each
+    /// multiple of it, and segments start there. Default 4.
+    pub hls_segment_secs: f64,
 }
 
 impl Default for OutputProfile {
@@ -29,20 +35,25 @@ impl Default for OutputProfile {
             audio_bit_rate: 128_000,
             audio_sample_rate: 48_000,
             threads: 0,
+            hls: true,
+            hls_segment_secs: 4.0,
         }
     }
 }
 
 impl OutputProfile {
-    /// Splits the thread budget into (decoder, encoder) counts; 0 means libav's auto.
-    ///
-    /// The encoder gets the whole budget because x264 is where the time goes; the
-    /// decoder gets a quarter (at least one, which means "on the calling thread").
-    pub(crate) fn thread_split(&self) -> (usize, usize) {
+    /// The thread budget of one job: `threads`, or every core when it is 0.
+    pub(crate) fn thread_budget(&self) -> usize {
         match self.threads {
-            0 => (0, 0),
-            n => ((n / 4).max(1), n),
+            0 => num_cpus::get().max(1),
+            n => n,
         }
+    }
+
+    /// Decoder threads: a quarter of the budget, at least one ("on the calling thread").
+    /// The encoders share the whole budget (see `RenditionLadder`): x264 is where the time goes.
+    pub(crate) fn decoder_threads(&self) -> usize {
+        (self.thread_budget() / 4).max(1)
     }
 }
 
@@ -125,7 +136,7 @@ pub(crate) fn fit_within(width: u32, height: u32, max_long_side: u32) -> (u32, u
 }
 
 /// Nearest even integer to `value`, at least 2 and at most `ceiling` rounded down to even.
-fn round_to_even(value: f64, ceiling: u32) -> u32 {
+pub(crate) fn round_to_even(value: f64, ceiling: u32) -> u32 {
     let ceiling = (ceiling & !1).max(2);
     // `as` saturates on overflow and NaN; the clamp bounds the rest.
     let even = ((value / 2.0).round() as u32).saturating_mul(2);
@@ -174,10 +185,10 @@ mod tests {
     #[test]
     fn thread_budget_split() {
         let mut profile = OutputProfile::default();
-        assert_eq!(profile.thread_split(), (0, 0));
+        assert_eq!(profile.thread_budget(), num_cpus::get().max(1));
         profile.threads = 2;
-        assert_eq!(profile.thread_split(), (1, 2));
+        assert_eq!((profile.thread_budget(), profile.decoder_threads()), (2, 1));
         profile.threads = 8;
-        assert_eq!(profile.thread_split(), (2, 8));
+        assert_eq!((profile.thread_budget(), profile.decoder_threads()), (8, 2));
     }
 }

@@ -1,16 +1,23 @@
-//! The video stage: decode -> scale to yuv420p -> rotate upright -> libx264.
+//! The video stage: decode once, then for each rendition of the ladder scale
+//! to yuv420p and encode with libx264. The top rendition is scaled from the
+//! decoded frame and turned upright; the smaller ones are scaled from the top's
+//! upright frame, so each rendition costs one scale and one encode.
 
 use ffmpeg_next::codec::{self, threading};
-use ffmpeg_next::format::{self, Pixel};
+use ffmpeg_next::format::Pixel;
 use ffmpeg_next::software::scaling;
-use ffmpeg_next::util::error::EAGAIN;
-use ffmpeg_next::{decoder, encoder, frame, Dictionary, Error, Packet, Rational, Stream};
+use ffmpeg_next::util::mathematics::Rescale;
+use ffmpeg_next::{decoder, encoder, frame, picture, Dictionary, Error, Packet, Rational, Stream};
 
+use super::codec_io::{drain_encoder, receive_frame, send_packet, Decoded};
 use super::error::{internal, MediaError};
+use super::hls::{next_cut, segment_ticks, TS_TIME_BASE};
 use super::input::open_video_decoder;
+use super::ladder::{RenditionLadder, Rung};
+use super::mux::Muxers;
 use super::poster::PosterPicker;
 use super::probe::{seconds, Source};
-use super::profile::{fit_within, MediaLimits, OutputProfile};
+use super::profile::{MediaLimits, OutputProfile};
 use super::rotate::{rotate_frame, Rotation};
 
 /// Decode errors tolerated in a row before a stream counts as unreadable.
@@ -19,42 +26,55 @@ const MAX_CONSECUTIVE_DECODE_ERRORS: u32 = 1000;
 pub(crate) struct VideoStage {
     /// Index of the source video stream in the input.
     pub(crate) input_index: usize,
-    /// Index of the H.264 stream in the output.
-    output_index: usize,
+    /// Decoder of the source stream, threaded per the profile's budget.
     decoder: decoder::Video,
-    encoder: encoder::Video,
-    /// Time base of decoded timestamps and of the encoder (the source stream's).
+    /// One encoder per rendition, top (the MP4's) first.
+    renditions: Vec<RenditionEncoder>,
+    /// Time base of decoded timestamps and of every encoder (the source stream's).
     time_base: Rational,
-    /// Output stream time base; only known after `write_header`.
-    output_time_base: Rational,
-    /// Encoded (displayed) size.
-    size: (u32, u32),
-    /// Turn applied after scaling.
+    /// Nominal frame rate given to the encoders and the MP4 header.
+    frame_rate: Rational,
+    /// Turn applied to the top rendition after scaling.
     rotation: Rotation,
-    /// Scaler for the current source frame geometry; rebuilt when it changes.
-    scaler: Option<Scaler>,
     /// Source timestamp (in `time_base`) that becomes output pts 0.
     origin: i64,
     /// Nominal frame duration in `time_base`, for frames without a timestamp.
     frame_step: i64,
-    /// Last pts sent to the encoder; pts must strictly increase.
+    /// Last pts sent to the encoders; pts must strictly increase.
     last_pts: Option<i64>,
+    /// Segment length in 90 kHz ticks: each multiple starts a keyframe in every rendition.
+    segment_ticks: i64,
+    /// Output time (90 kHz ticks) at or after which the next frame is forced to be a keyframe.
+    next_keyframe: i64,
     /// Frames decoded so far, checked against `MediaLimits::max_frames`.
     frames_decoded: u64,
-    /// Frames handed to the encoder; zero at the end means corrupt input.
+    /// Frames handed to the encoders; zero at the end means corrupt input.
     frames_encoded: u64,
     /// Decode errors seen (salvaged around), for the log.
     decode_errors: u64,
     /// Errors since the last good frame; too many means the stream is garbage.
     consecutive_errors: u32,
+    /// Limits re-checked on every decoded frame (headers can lie).
     limits: MediaLimits,
-    /// Keeps the frame the poster will be made from.
+    /// Keeps the frame the poster will be made from (from the top rendition).
     pub(crate) poster: PosterPicker,
 }
 
-/// A scaler and the source geometry it was built for.
+/// One rendition's scaler and encoder.
+struct RenditionEncoder {
+    /// Displayed (upright) size.
+    size: (u32, u32),
+    /// Scaler for the current input geometry; rebuilt when it changes.
+    scaler: Option<Scaler>,
+    /// libx264, configured from the `OutputProfile` and the rung.
+    encoder: encoder::Video,
+}
+
+/// A scaler and the input geometry it was built for.
 struct Scaler {
+    /// Built on this thread (not Send), for `source` -> yuv420p at the rendition's size.
     context: scaling::Context,
+    /// Pixel format, width and height of the frames `context` expects.
     source: (Pixel, u32, u32),
 }
 
@@ -62,56 +82,26 @@ impl VideoStage {
     pub(crate) fn new(
         stream: &Stream,
         source: &Source,
-        octx: &mut format::context::Output,
+        ladder: &RenditionLadder,
         profile: &OutputProfile,
         limits: &MediaLimits,
     ) -> Result<Self, MediaError> {
-        let (decoder_threads, encoder_threads) = profile.thread_split();
-        let decoder = open_video_decoder(stream, decoder_threads, limits)?;
+        let decoder = open_video_decoder(stream, profile.decoder_threads(), limits)?;
         let time_base = stream.time_base();
         if time_base.numerator() <= 0 || time_base.denominator() <= 0 {
             return Err(MediaError::unsupported("the video stream has no time base"));
         }
-        let size = fit_within(source.info.width, source.info.height, profile.max_long_side);
-
-        let codec = encoder::find_by_name("libx264")
-            .ok_or_else(|| MediaError::internal("opening the H.264 encoder", "libx264 missing"))?;
-        let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
-        let output_index = octx
-            .add_stream(codec)
-            .map_err(internal("adding the video stream"))?
-            .index();
-        let mut context = codec::Context::new_with_codec(codec);
-        context.set_threading(threading::Config {
-            kind: threading::Type::Frame,
-            count: encoder_threads,
-            ..Default::default()
-        });
-        let mut setup = context
-            .encoder()
-            .video()
-            .map_err(internal("setting up libx264"))?;
-        setup.set_width(size.0);
-        setup.set_height(size.1);
-        setup.set_format(Pixel::YUV420P);
-        setup.set_aspect_ratio(Rational(1, 1));
-        setup.set_frame_rate(Some(source.frame_rate));
-        setup.set_time_base(time_base);
-        if global_header {
-            setup.set_flags(codec::Flags::GLOBAL_HEADER);
-        }
-        let mut options = Dictionary::new();
-        options.set("preset", &profile.preset);
-        options.set("crf", &profile.crf.to_string());
-        let encoder = setup
-            .open_with(options)
-            .map_err(internal("opening libx264"))?;
-        let mut ost = octx
-            .stream_mut(output_index)
-            .ok_or_else(|| MediaError::internal("adding the video stream", "stream vanished"))?;
-        ost.set_parameters(&encoder);
-        ost.set_time_base(time_base);
-        ost.set_avg_frame_rate(source.frame_rate);
+        let renditions = ladder
+            .rungs
+            .iter()
+            .map(|rung| {
+                Ok(RenditionEncoder {
+                    size: (rung.width, rung.height),
+                    scaler: None,
+                    encoder: open_h264_encoder(rung, time_base, source.frame_rate, profile)?,
+                })
+            })
+            .collect::<Result<Vec<_>, MediaError>>()?;
 
         let to_ticks = |secs: f64| {
             (secs * f64::from(time_base.denominator()) / f64::from(time_base.numerator())).round()
@@ -119,17 +109,16 @@ impl VideoStage {
         };
         Ok(Self {
             input_index: stream.index(),
-            output_index,
             decoder,
-            encoder,
+            renditions,
             time_base,
-            output_time_base: time_base,
-            size,
+            frame_rate: source.frame_rate,
             rotation: source.rotation,
-            scaler: None,
             origin: to_ticks(source.origin_secs),
             frame_step: to_ticks(1.0 / f64::from(source.frame_rate)).max(1),
             last_pts: None,
+            segment_ticks: segment_ticks(profile.hls_segment_secs),
+            next_keyframe: 0,
             frames_decoded: 0,
             frames_encoded: 0,
             decode_errors: 0,
@@ -139,17 +128,23 @@ impl VideoStage {
         })
     }
 
-    /// Records the output stream time base the muxer settled on in `write_header`.
-    pub(crate) fn set_output_time_base(&mut self, time_base: Rational) {
-        self.output_time_base = time_base;
+    /// Parameters of each rendition's H.264 stream (top first), the encoders' time base
+    /// and the nominal frame rate, for the muxers.
+    pub(crate) fn stream_setup(&self) -> (Vec<codec::Parameters>, Rational, Rational) {
+        let parameters = self
+            .renditions
+            .iter()
+            .map(|r| codec::Parameters::from(&r.encoder))
+            .collect();
+        (parameters, self.time_base, self.frame_rate)
     }
 
-    /// Encoded width and height.
+    /// Encoded (displayed) size of the top rendition, which is the MP4's.
     pub(crate) fn size(&self) -> (u32, u32) {
-        self.size
+        self.renditions.first().map_or((0, 0), |r| r.size)
     }
 
-    /// Frames that reached the encoder.
+    /// Frames that reached the encoders.
     pub(crate) fn frames_encoded(&self) -> u64 {
         self.frames_encoded
     }
@@ -171,24 +166,16 @@ impl VideoStage {
         self.consecutive_errors >= MAX_CONSECUTIVE_DECODE_ERRORS
     }
 
-    pub(crate) fn send_packet_to_decoder(
+    /// Feeds one packet of the video stream, then encodes whatever it decoded to.
+    pub(crate) fn transcode_packet(
         &mut self,
         packet: &Packet,
-        octx: &mut format::context::Output,
+        muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
-        let mut result = self.decoder.send_packet(packet);
-        if matches!(result, Err(Error::Other { errno: EAGAIN })) {
-            // The decoder is full: drain it, then the packet fits.
-            self.receive_and_process_decoded_frames(octx)?;
-            result = self.decoder.send_packet(packet);
+        if let Err(err) = send_packet(&mut self.decoder, packet) {
+            self.note_decode_error(err);
         }
-        match result {
-            Ok(()) | Err(Error::Eof) => Ok(()),
-            Err(err) => {
-                self.note_decode_error(err);
-                Ok(())
-            }
-        }
+        self.receive_and_process_decoded_frames(muxers)
     }
 
     pub(crate) fn send_eof_to_decoder(&mut self) {
@@ -198,19 +185,17 @@ impl VideoStage {
 
     pub(crate) fn receive_and_process_decoded_frames(
         &mut self,
-        octx: &mut format::context::Output,
+        muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
         let mut decoded = frame::Video::empty();
         loop {
-            match self.decoder.receive_frame(&mut decoded) {
-                Ok(()) => {
+            match receive_frame(&mut self.decoder, &mut decoded) {
+                Decoded::Frame => {
                     self.consecutive_errors = 0;
-                    self.process_decoded_frame(&decoded, octx)?;
+                    self.process_decoded_frame(&decoded, muxers)?;
                 }
-                Err(Error::Eof) => return Ok(()),
-                Err(Error::Other { errno: EAGAIN }) => return Ok(()),
-                Err(err) => {
-                    // One bad frame; the next packet may decode again.
+                Decoded::Drained => return Ok(()),
+                Decoded::Failed(err) => {
                     self.note_decode_error(err);
                     return Ok(());
                 }
@@ -227,7 +212,7 @@ impl VideoStage {
     fn process_decoded_frame(
         &mut self,
         decoded: &frame::Video,
-        octx: &mut format::context::Output,
+        muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
         self.limits
             .check_frame_size(decoded.width(), decoded.height())?;
@@ -246,87 +231,163 @@ impl VideoStage {
             // Headers can lie about duration; timestamps are checked as they come.
             self.limits.check_duration(at - 1.0)?;
         }
-
-        let mut upright = self.scale_and_rotate(decoded)?;
-        upright.set_pts(Some(pts));
         self.last_pts = Some(pts);
-        self.poster
-            .offer(&upright, seconds(pts, self.time_base).unwrap_or(0.0));
-        self.encoder
-            .send_frame(&upright)
-            .map_err(internal("encoding a video frame"))?;
+        // The same frames start a segment in every rendition, on the HLS segmenter's grid.
+        let output_ticks = pts.rescale(self.time_base, TS_TIME_BASE);
+        let keyframe = output_ticks >= self.next_keyframe;
+        if keyframe {
+            self.next_keyframe = next_cut(output_ticks, self.segment_ticks);
+        }
+
+        let mut top: Option<frame::Video> = None;
+        for index in 0..self.renditions.len() {
+            let mut picture = match &top {
+                None => self.scale_top(decoded)?,
+                Some(upright) => {
+                    let rendition = &mut self.renditions[index];
+                    scale(&mut rendition.scaler, rendition.size, upright)?
+                }
+            };
+            picture.set_pts(Some(pts));
+            if keyframe {
+                picture.set_kind(picture::Type::I);
+            }
+            let rendition = &mut self.renditions[index];
+            rendition
+                .encoder
+                .send_frame(&picture)
+                .map_err(internal("encoding a video frame"))?;
+            drain_encoder(&mut rendition.encoder, |packet| {
+                muxers.write_video(index, packet)
+            })?;
+            if top.is_none() {
+                self.poster
+                    .offer(&picture, seconds(pts, self.time_base).unwrap_or(0.0));
+                top = Some(picture);
+            }
+        }
         self.frames_encoded += 1;
-        self.receive_and_write_encoded_packets(octx)
+        Ok(())
     }
 
-    /// Converts a decoded frame to an upright yuv420p frame of the output size.
-    fn scale_and_rotate(&mut self, decoded: &frame::Video) -> Result<frame::Video, MediaError> {
-        let geometry = (decoded.format(), decoded.width(), decoded.height());
-        let (width, height) = if self.rotation.swaps_axes() {
-            (self.size.1, self.size.0)
+    /// The top rendition's frame: the decoded frame scaled to yuv420p, then turned upright.
+    fn scale_top(&mut self, decoded: &frame::Video) -> Result<frame::Video, MediaError> {
+        let rotation = self.rotation;
+        let Some(top) = self.renditions.first_mut() else {
+            return Err(MediaError::internal("scaling", "no video rendition"));
+        };
+        let (width, height) = top.size;
+        let coded = if rotation.swaps_axes() {
+            (height, width)
         } else {
-            self.size
+            (width, height)
         };
-        let scaler = match &mut self.scaler {
-            Some(scaler) if scaler.source == geometry => scaler,
-            slot => {
-                let context = scaling::Context::get(
-                    geometry.0,
-                    geometry.1,
-                    geometry.2,
-                    Pixel::YUV420P,
-                    width,
-                    height,
-                    scaling::Flags::BICUBIC,
-                )
-                .map_err(|err| {
-                    MediaError::unsupported(format!(
-                        "cannot convert {:?} video frames ({err})",
-                        geometry.0
-                    ))
-                })?;
-                slot.insert(Scaler {
-                    context,
-                    source: geometry,
-                })
-            }
-        };
-        // A fresh frame each time: the encoder may keep a reference to it.
-        let mut scaled = frame::Video::new(Pixel::YUV420P, width, height);
-        scaler
-            .context
-            .run(decoded, &mut scaled)
-            .map_err(internal("scaling a video frame"))?;
-        Ok(match self.rotation {
+        let scaled = scale(&mut top.scaler, coded, decoded)?;
+        Ok(match rotation {
             Rotation::None => scaled,
             rotation => rotate_frame(&scaled, rotation),
         })
     }
 
-    pub(crate) fn send_eof_to_encoder(&mut self) -> Result<(), MediaError> {
-        self.encoder
-            .send_eof()
-            .map_err(internal("flushing the video encoder"))
-    }
-
-    pub(crate) fn receive_and_write_encoded_packets(
-        &mut self,
-        octx: &mut format::context::Output,
-    ) -> Result<(), MediaError> {
-        let mut encoded = Packet::empty();
-        loop {
-            match self.encoder.receive_packet(&mut encoded) {
-                Ok(()) => {
-                    encoded.set_stream(self.output_index);
-                    encoded.rescale_ts(self.time_base, self.output_time_base);
-                    encoded
-                        .write_interleaved(octx)
-                        .map_err(internal("writing a video packet"))?;
-                }
-                Err(Error::Eof) => return Ok(()),
-                Err(Error::Other { errno: EAGAIN }) => return Ok(()),
-                Err(err) => return Err(MediaError::internal("encoding video", err)),
-            }
+    /// Drains every encoder at the end of input.
+    pub(crate) fn flush_encoders(&mut self, muxers: &mut Muxers) -> Result<(), MediaError> {
+        for (index, rendition) in self.renditions.iter_mut().enumerate() {
+            rendition
+                .encoder
+                .send_eof()
+                .map_err(internal("flushing the video encoder"))?;
+            drain_encoder(&mut rendition.encoder, |packet| {
+                muxers.write_video(index, packet)
+            })?;
         }
+        Ok(())
     }
+}
+
+/// Scales `input` to a new yuv420p frame of `width`x`height`, with the scaler in `slot`
+/// (rebuilt if the input geometry changed).
+fn scale(
+    slot: &mut Option<Scaler>,
+    (width, height): (u32, u32),
+    input: &frame::Video,
+) -> Result<frame::Video, MediaError> {
+    let geometry = (input.format(), input.width(), input.height());
+    let scaler = match slot {
+        Some(scaler) if scaler.source == geometry => scaler,
+        slot => {
+            let context = scaling::Context::get(
+                geometry.0,
+                geometry.1,
+                geometry.2,
+                Pixel::YUV420P,
+                width,
+                height,
+                scaling::Flags::BICUBIC,
+            )
+            .map_err(|err| {
+                MediaError::unsupported(format!(
+                    "cannot convert {:?} video frames ({err})",
+                    geometry.0
+                ))
+            })?;
+            slot.insert(Scaler {
+                context,
+                source: geometry,
+            })
+        }
+    };
+    // A fresh frame each time: the encoder may keep a reference to it.
+    let mut scaled = frame::Video::new(Pixel::YUV420P, width, height);
+    scaler
+        .context
+        .run(input, &mut scaled)
+        .map_err(internal("scaling a video frame"))?;
+    Ok(scaled)
+}
+
+/// Opens libx264 for one rung: CRF with the rung's VBV cap, its share of the threads,
+/// out-of-band SPS/PPS (the MP4 needs them; the TS segmenter puts them before each keyframe).
+fn open_h264_encoder(
+    rung: &Rung,
+    time_base: Rational,
+    frame_rate: Rational,
+    profile: &OutputProfile,
+) -> Result<encoder::Video, MediaError> {
+    let codec = encoder::find_by_name("libx264")
+        .ok_or_else(|| MediaError::internal("opening the H.264 encoder", "libx264 missing"))?;
+    let mut context = codec::Context::new_with_codec(codec);
+    context.set_threading(threading::Config {
+        kind: threading::Type::Frame,
+        count: rung.threads,
+        ..Default::default()
+    });
+    let mut setup = context
+        .encoder()
+        .video()
+        .map_err(internal("setting up libx264"))?;
+    setup.set_width(rung.width);
+    setup.set_height(rung.height);
+    setup.set_format(Pixel::YUV420P);
+    setup.set_aspect_ratio(Rational(1, 1));
+    // The stream's average rate, never the decoder's (often unset): libx264 derives its level from it.
+    setup.set_frame_rate(Some(frame_rate));
+    // Decoded timestamps pass through unchanged, so variable frame rates survive.
+    setup.set_time_base(time_base);
+    setup.set_flags(codec::Flags::GLOBAL_HEADER);
+    let mut options = Dictionary::new();
+    options.set("preset", &profile.preset);
+    options.set("crf", &profile.crf.to_string());
+    // Frames marked I become IDR frames: segment starts that decode alone.
+    options.set("forced-idr", "1");
+    options.set(
+        "x264-params",
+        &format!(
+            "vbv-maxrate={}:vbv-bufsize={}",
+            rung.max_kbps,
+            rung.max_kbps * 2
+        ),
+    );
+    setup
+        .open_with(options)
+        .map_err(internal("opening libx264"))
 }

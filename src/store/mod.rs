@@ -57,6 +57,29 @@ db_err!(
     redb::CommitError
 );
 
+/// One write for [`Store::apply_batch`].
+#[derive(Debug)]
+pub enum WriteOp {
+    /// A new record; its `seq` is assigned here.
+    Insert(Box<UploadRecord>),
+    /// A status change.
+    Transition {
+        /// The upload.
+        id: Uuid,
+        /// The new status.
+        to: Status,
+        /// What else changes.
+        patch: Box<TransitionPatch>,
+    },
+    /// Fields change (the source, once probed); the status and the history do not.
+    Patch {
+        /// The upload.
+        id: Uuid,
+        /// What changes.
+        patch: Box<TransitionPatch>,
+    },
+}
+
 /// The open status database. Reads may run from any thread at any time
 /// (MVCC); writes come only from the registry actor.
 pub struct Store {
@@ -78,27 +101,8 @@ impl Store {
 
     /// Inserts a new record, assigning its `seq`, and logs its creation. Durable on return.
     pub fn insert(&self, record: &mut UploadRecord) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
-            meta.insert("next_seq", seq + 1)?;
-            record.seq = seq;
-            let id = record.id.as_u128();
-            txn.open_table(UPLOADS)?
-                .insert(id, serde_json::to_vec(record)?.as_slice())?;
-            txn.open_table(TENANT_UPLOADS)?
-                .insert((record.tenant.as_str(), seq), id)?;
-            let created = Transition {
-                from: None,
-                to: record.status,
-                at: record.created_at,
-                error_code: None,
-            };
-            txn.open_table(TRANSITIONS)?
-                .insert((id, 0), serde_json::to_vec(&created)?.as_slice())?;
-        }
-        txn.commit()?;
+        let op = WriteOp::Insert(Box::new(record.clone()));
+        *record = self.apply_batch(vec![op])?.remove(0)?;
         Ok(())
     }
 
@@ -110,30 +114,94 @@ impl Store {
         to: Status,
         patch: TransitionPatch,
     ) -> Result<UploadRecord, StoreError> {
-        let txn = self.db.begin_write()?;
-        let record = {
-            let mut uploads = txn.open_table(UPLOADS)?;
-            let mut record: UploadRecord = match uploads.get(id.as_u128())? {
-                Some(bytes) => serde_json::from_slice(bytes.value())?,
-                None => return Err(StoreError::NotFound(id)),
-            };
-            let change = record.apply(to, patch, record::now_utc());
-            uploads.insert(id.as_u128(), serde_json::to_vec(&record)?.as_slice())?;
-            let mut history = txn.open_table(TRANSITIONS)?;
-            let next = history
-                .range((id.as_u128(), 0)..=(id.as_u128(), u32::MAX))?
-                .next_back()
-                .transpose()?
-                .map(|(k, _)| k.value().1 + 1)
-                .unwrap_or(0);
-            history.insert(
-                (id.as_u128(), next),
-                serde_json::to_vec(&change)?.as_slice(),
-            )?;
-            record
+        let op = WriteOp::Transition {
+            id,
+            to,
+            patch: Box::new(patch),
         };
+        self.apply_batch(vec![op])?.remove(0)
+    }
+
+    /// Group commit: applies every operation in one write transaction and one
+    /// fsync. An operation on an unknown upload fails alone; a failure of the
+    /// transaction itself fails them all (the outer error). Results are in
+    /// the order of `ops`.
+    pub fn apply_batch(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<UploadRecord, StoreError>>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut results = Vec::with_capacity(ops.len());
+        {
+            let mut uploads = txn.open_table(UPLOADS)?;
+            let mut index = txn.open_table(TENANT_UPLOADS)?;
+            let mut history = txn.open_table(TRANSITIONS)?;
+            let mut meta = txn.open_table(META)?;
+            for op in ops {
+                let result = match op {
+                    WriteOp::Insert(mut record) => {
+                        let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
+                        meta.insert("next_seq", seq + 1)?;
+                        record.seq = seq;
+                        let id = record.id.as_u128();
+                        uploads.insert(id, serde_json::to_vec(&record)?.as_slice())?;
+                        index.insert((record.tenant.as_str(), seq), id)?;
+                        let created = Transition {
+                            from: None,
+                            to: record.status,
+                            at: record.created_at,
+                            error_code: None,
+                        };
+                        history.insert((id, 0), serde_json::to_vec(&created)?.as_slice())?;
+                        Ok(*record)
+                    }
+                    WriteOp::Patch { id, patch } => {
+                        let key = id.as_u128();
+                        let stored: Option<UploadRecord> = match uploads.get(key)? {
+                            Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
+                            None => None,
+                        };
+                        match stored {
+                            None => Err(StoreError::NotFound(id)),
+                            Some(mut record) => {
+                                record.patch(*patch);
+                                uploads.insert(key, serde_json::to_vec(&record)?.as_slice())?;
+                                Ok(record)
+                            }
+                        }
+                    }
+                    WriteOp::Transition { id, to, patch } => {
+                        let key = id.as_u128();
+                        let stored: Option<UploadRecord> = match uploads.get(key)? {
+                            Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
+                            None => None,
+                        };
+                        match stored {
+                            None => Err(StoreError::NotFound(id)),
+                            Some(mut record) => {
+                                let change = record.apply(to, *patch, record::now_utc());
+                                uploads.insert(key, serde_json::to_vec(&record)?.as_slice())?;
+                                let next = history
+                                    .range((key, 0)..=(key, u32::MAX))?
+                                    .next_back()
+                                    .transpose()?
+                                    .map(|(k, _)| k.value().1 + 1)
+                                    .unwrap_or(0);
+                                history
+                                    .insert((key, next), serde_json::to_vec(&change)?.as_slice())?;
+                                if to == Status::Completed {
+                                    crate::faults::crash_if(crate::faults::CrashPoint::MidCommit);
+                                }
+                                Ok(record)
+                            }
+                        }
+                    }
+                };
+                results.push(result);
+            }
+        }
         txn.commit()?;
-        Ok(record)
+        Ok(results)
     }
 
     /// One record, whoever owns it.
@@ -265,6 +333,45 @@ mod tests {
         assert_eq!(store.list_recent("b", 50).unwrap().len(), 2);
         assert!(store.list_recent("c", 50).unwrap().is_empty());
         assert_eq!(store.unfinished().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_batch_commits_together_and_an_unknown_id_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let (a, b) = (sample("t"), sample("t"));
+        {
+            let store = Store::open(&path).unwrap();
+            let ops = vec![
+                WriteOp::Insert(Box::new(a.clone())),
+                WriteOp::Insert(Box::new(b.clone())),
+                WriteOp::Transition {
+                    id: Uuid::new_v4(),
+                    to: Status::Processing,
+                    patch: Box::default(),
+                },
+                WriteOp::Transition {
+                    id: a.id,
+                    to: Status::Processing,
+                    patch: Box::new(TransitionPatch {
+                        count_attempt: true,
+                        ..Default::default()
+                    }),
+                },
+            ];
+            let results = store.apply_batch(ops).unwrap();
+            assert!(results[0].is_ok() && results[1].is_ok() && results[3].is_ok());
+            assert!(matches!(results[2], Err(StoreError::NotFound(_))));
+            assert_eq!(
+                results[1].as_ref().unwrap().seq,
+                results[0].as_ref().unwrap().seq + 1
+            );
+        }
+        let store = Store::open(&path).unwrap();
+        let a = store.get(a.id).unwrap().unwrap();
+        assert_eq!((a.status, a.attempts), (Status::Processing, 1));
+        assert_eq!(store.transitions(a.id).unwrap().len(), 2);
+        assert_eq!(store.get(b.id).unwrap().unwrap().status, Status::Pending);
     }
 
     #[test]

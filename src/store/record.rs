@@ -105,6 +105,28 @@ pub struct MediaOutputs {
     pub width: u32,
     /// Output height in pixels.
     pub height: u32,
+    /// HLS master playlist, relative to the upload's storage folder (`hls/master.m3u8`);
+    /// `None` when the ladder is turned off, and in records made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls_master: Option<String>,
+    /// The ladder's renditions, top (the MP4's size) first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renditions: Vec<RenditionOutput>,
+}
+
+/// One rendition of the HLS ladder, as stored on the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenditionOutput {
+    /// `720p` and the like: the short side of the picture.
+    pub name: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Peak bit rate in bits per second, as the master playlist's `BANDWIDTH`.
+    pub bandwidth: u64,
+    /// Media playlist, relative to the upload's storage folder (`hls/720p/index.m3u8`).
+    pub playlist: String,
 }
 
 /// One status change, appended to the transitions table.
@@ -132,6 +154,8 @@ pub struct TransitionPatch {
     pub error: Option<UploadError>,
     /// Count one more transcode attempt.
     pub count_attempt: bool,
+    /// Take back the last attempt: it was interrupted by a clean shutdown, not a failure.
+    pub release_attempt: bool,
 }
 
 impl UploadRecord {
@@ -140,6 +164,21 @@ impl UploadRecord {
         let from = self.status;
         self.status = to;
         self.updated_at = at;
+        self.patch(patch);
+        Transition {
+            from: Some(from),
+            to,
+            at,
+            error_code: self
+                .error
+                .as_ref()
+                .filter(|_| to == Status::Failed)
+                .map(|e| e.code.clone()),
+        }
+    }
+
+    /// Applies the fields of a patch without a status change (the source, once probed).
+    pub fn patch(&mut self, patch: TransitionPatch) {
         if patch.source.is_some() {
             self.source = patch.source;
         }
@@ -152,15 +191,8 @@ impl UploadRecord {
         if patch.count_attempt {
             self.attempts += 1;
         }
-        Transition {
-            from: Some(from),
-            to,
-            at,
-            error_code: self
-                .error
-                .as_ref()
-                .filter(|_| to == Status::Failed)
-                .map(|e| e.code.clone()),
+        if patch.release_attempt {
+            self.attempts = self.attempts.saturating_sub(1);
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Shared helpers: a real server on an ephemeral port, keys, uploads, polling.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -135,4 +138,122 @@ pub fn files_in(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vidpipe");
+
+pub struct Running {
+    pub child: Child,
+    pub base: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the real binary on `data_dir` with extra environment variables, without waiting.
+pub fn spawn_server(data_dir: &Path, env: &[(&str, &str)]) -> Running {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--transcoders",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    Running {
+        child,
+        base: format!("http://127.0.0.1:{port}/api/client/v1"),
+        log,
+    }
+}
+
+impl Running {
+    /// Waits until the server listens; false if it exited first.
+    pub fn wait_listening(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("vidpipe listening on"))
+            {
+                return true;
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the real binary on `data_dir` and waits until it listens.
+pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Running {
+    let mut running = spawn_server(data_dir, env);
+    assert!(
+        running.wait_listening(),
+        "server exited: {:?}",
+        running.log.lock().unwrap()
+    );
+    running
+}
+
+pub fn keys_create(data_dir: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["keys", "create", "--name", "restart-test"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout.lines().last().unwrap().trim().to_string()
+}
+
+/// Uploads a fixture to `folder`, expects 202, and waits until the upload is
+/// terminal; returns its record.
+pub async fn upload_to_end(t: &TestServer, key: &str, fixture_name: &str, folder: &str) -> Value {
+    let (code, body) = upload(&t.client, &t.base, key, fixture_name, folder).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["data"]["id"].as_str().unwrap();
+    wait_terminal(&t.client, &t.base, key, id).await
 }

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Side-by-side: vidpipe against the ffmpeg CLI and a bare warp server, in one
+# run on this machine, printing each target with its measured ratio.
+#
+#   benches/compare.sh            # all comparisons
+#   CLIP_SECONDS=20 benches/compare.sh
+#
+# Needs: ffmpeg (CLI), wrk, python3. Missing Debian packages are installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.ci/setup >/dev/null
+need=()
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release -q --bin vidpipe --example bare_warp
+bin=$PWD/target/release/vidpipe
+bare=$PWD/target/release/examples/bare_warp
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+secs=${CLIP_SECONDS:-10}
+cores=$(nproc)
+results=$work/results.tsv
+: >"$results"
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }
+# target NAME MEASURED_RATIO OPERATOR LIMIT DETAIL
+target() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$results"; }
+size_of() { stat -c %s "$1"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "== inputs: ${secs}s 1080p30 and 720p30 test clips with audio"
+ffmpeg -v error -f lavfi -i "testsrc2=size=1920x1080:rate=30:duration=$secs" \
+  -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=$secs" \
+  -c:v libx264 -preset ultrafast -qp 10 -pix_fmt yuv420p -c:a aac -b:a 192k "$work/in1080.mp4"
+ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30:duration=$secs" \
+  -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=$secs" \
+  -c:v libx264 -preset ultrafast -qp 10 -pix_fmt yuv420p -c:a aac -b:a 192k "$work/in720.mp4"
+
+echo "== MP4 only: vidpipe transcode vs the ffmpeg CLI with the same settings"
+mp4_ffmpeg() {
+  ffmpeg -v error -y -i "$1" -map 0:v:0 -map 0:a:0? -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p \
+    -vf "scale='if(gt(iw,ih),min(1920,iw),-2)':'if(gt(iw,ih),-2,min(1920,ih))'" \
+    -c:a aac -b:a 128k -ar 48000 -ac 2 -movflags +faststart "$2"
+}
+t0=$(now); mp4_ffmpeg "$work/in1080.mp4" "$work/ff.mp4"; t1=$(now)
+ff_mp4=$(elapsed "$t0" "$t1")
+no_hls=""; "$bin" transcode --help 2>/dev/null | grep -q -- --no-hls && no_hls="--no-hls"
+t0=$(now); "$bin" transcode $no_hls "$work/in1080.mp4" "$work/vp" >/dev/null; t1=$(now)
+vp_mp4=$(elapsed "$t0" "$t1")
+size_ratio=$(python3 -c "print(f'{$(size_of "$work/vp/video.mp4")/$(size_of "$work/ff.mp4"):.3f}')")
+ratio=$(python3 -c "print(f'{$vp_mp4/$ff_mp4:.3f}')")
+target "MP4 only: vidpipe / ffmpeg wall time" "$ratio" "<=" 1.0 "vidpipe ${vp_mp4}s (MP4 + poster), ffmpeg ${ff_mp4}s; size ratio $size_ratio (fair within 0.95-1.05)"
+
+echo "== four concurrent 720p uploads through the service vs ffmpeg back to back"
+t0=$(now); for i in 1 2 3 4; do mp4_ffmpeg "$work/in720.mp4" "$work/ff720-$i.mp4"; done; t1=$(now)
+ff_four=$(elapsed "$t0" "$t1")
+data=$work/data
+key=$("$bin" keys create --data-dir "$data" --name compare | tail -n 1)
+port=$(free_port)
+VIDPIPE_LOG=warn "$bin" serve --listen 127.0.0.1:$port --data-dir "$data" 2>"$work/server.log" &
+pids+=($!); server_pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/api/client/v1/uploads" && break; sleep 0.1; done
+api=http://127.0.0.1:$port/api/client/v1
+t0=$(now)
+ids=()
+for i in 1 2 3 4; do
+  ids+=($(curl -s -H "Authorization: Bearer $key" -F "video=@$work/in720.mp4" -F folder=root/compare "$api/uploads" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])'))
+done
+for id in "${ids[@]}"; do
+  while :; do
+    st=$(curl -s -H "Authorization: Bearer $key" "$api/uploads/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["status"])')
+    [ "$st" = 6 ] && break
+    [ "$st" = 7 ] && { echo "upload $id failed"; exit 1; }
+    sleep 0.05
+  done
+done
+t1=$(now)
+vp_four=$(elapsed "$t0" "$t1")
+ratio=$(python3 -c "print(f'{$vp_four/$ff_four:.3f}')")
+target "4 concurrent 720p jobs: service / ffmpeg back to back" "$ratio" "<=" 1.1 "service ${vp_four}s (upload to completed, ladder included if built), ffmpeg ${ff_four}s"
+
+echo "== GET /uploads/{id} with auth vs a bare warp route, 64 connections"
+id=${ids[0]}
+body_bytes=$(curl -s -H "Authorization: Bearer $key" "$api/uploads/$id" | wc -c)
+bport=$(free_port)
+"$bare" 127.0.0.1:$bport "$body_bytes" 2>/dev/null &
+pids+=($!)
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$bport/" && break; sleep 0.1; done
+wrk_rps() { wrk -t2 -c64 -d10s --latency "$@" | tee -a "$work/wrk.log" | awk '/Requests\/sec/ {print $2}'; }
+wrk_p99() { awk '/ 99%/ {print $2}' "$work/wrk.log" | tail -n 1; }
+vp_rps=$(wrk_rps -H "Authorization: Bearer $key" "$api/uploads/$id")
+vp_p99=$(wrk_p99)
+bare_rps=$(wrk_rps "http://127.0.0.1:$bport/")
+ratio=$(python3 -c "print(f'{$vp_rps/$bare_rps:.3f}')")
+target "GET by id: vidpipe / bare warp requests/s" "$ratio" ">=" 0.7 "vidpipe $vp_rps req/s (p99 $vp_p99), bare warp $bare_rps req/s; body $body_bytes bytes"
+
+echo "== p99 of GET /uploads/{id} while a transcode keeps both cores busy"
+curl -s -o /dev/null -H "Authorization: Bearer $key" -F "video=@$work/in1080.mp4" -F folder=root/load "$api/uploads"
+curl -s -o /dev/null -H "Authorization: Bearer $key" -F "video=@$work/in1080.mp4" -F folder=root/load "$api/uploads"
+sleep 1
+busy_rps=$(wrk_rps -H "Authorization: Bearer $key" "$api/uploads/$id")
+busy_p99=$(wrk_p99)
+p99_ms=$(python3 -c "
+v='$busy_p99'
+print(float(v[:-2]) if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000)")
+target "GET by id p99 under transcode load (ms)" "$p99_ms" "<=" 10 "$busy_rps req/s while two 1080p jobs encode"
+
+echo "== durable transitions, restart with 100k records, ingest: see cargo bench and benches/ingest.sh"
+python3 - "$results" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+print()
+print(f"{'target':58} {'measured':>9}  {'limit':>8}  holds")
+for name, value, op, limit, detail in rows:
+    v, l = float(value), float(limit)
+    ok = v <= l if op == "<=" else v >= l
+    print(f"{name:58} {v:9.3f}  {op} {l:<5}  {'yes' if ok else 'NO'}")
+    print(f"    {detail}")
+PY

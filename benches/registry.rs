@@ -1,0 +1,163 @@
+//! Status registry throughput: durable single commits, batched commits, and
+//! group commit through the registry actor under concurrent load.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use uuid::Uuid;
+use vidpipe::store::record::{now_utc, Status, TransitionPatch, UploadRecord};
+use vidpipe::store::{Store, WriteOp};
+
+fn record() -> UploadRecord {
+    let now = now_utc();
+    UploadRecord {
+        id: Uuid::new_v4(),
+        seq: 0,
+        tenant: "bench".into(),
+        filename: "a.mp4".into(),
+        folder: "root".into(),
+        status: Status::Pending,
+        created_at: now,
+        updated_at: now,
+        size_bytes: 1,
+        source: None,
+        media_token: "t".into(),
+        outputs: None,
+        error: None,
+        attempts: 0,
+    }
+}
+
+fn seeded(n: usize) -> (tempfile::TempDir, Store, Vec<Uuid>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("bench.redb")).unwrap();
+    let records: Vec<UploadRecord> = (0..n).map(|_| record()).collect();
+    let ids = records.iter().map(|r| r.id).collect();
+    let ops = records
+        .into_iter()
+        .map(|r| WriteOp::Insert(Box::new(r)))
+        .collect();
+    store.apply_batch(ops).unwrap();
+    (dir, store, ids)
+}
+
+fn flip(i: usize) -> Status {
+    if i % 2 == 0 {
+        Status::Processing
+    } else {
+        Status::Pending
+    }
+}
+
+fn store_commits(c: &mut Criterion) {
+    let (_dir, store, ids) = seeded(1000);
+    let mut group = c.benchmark_group("store");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    group.bench_function("durable_single_transition", |b| {
+        b.iter(|| {
+            i += 1;
+            store
+                .transition(ids[i % ids.len()], flip(i), TransitionPatch::default())
+                .unwrap()
+        })
+    });
+    for batch in [10usize, 100] {
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(
+            BenchmarkId::new("durable_batched_transitions", batch),
+            &batch,
+            |b, &batch| {
+                b.iter(|| {
+                    let ops = (0..batch)
+                        .map(|k| {
+                            i += 1;
+                            WriteOp::Transition {
+                                id: ids[(i + k) % ids.len()],
+                                to: flip(i),
+                                patch: Box::default(),
+                            }
+                        })
+                        .collect();
+                    store.apply_batch(ops).unwrap()
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+/// Concurrent callers through the registry actor of a running server: each
+/// call returns only once its transition is durable.
+fn registry_group_commit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = vidpipe::config::Config::new(([127, 0, 0, 1], 0).into(), dir.path().to_path_buf());
+    let server = runtime
+        .block_on(vidpipe::server::Server::start(config))
+        .unwrap();
+    let services = server.services().clone();
+    let records: Vec<UploadRecord> = (0..1000).map(|_| record()).collect();
+    let ids: Arc<Vec<Uuid>> = Arc::new(records.iter().map(|r| r.id).collect());
+    services
+        .store
+        .apply_batch(
+            records
+                .into_iter()
+                .map(|r| WriteOp::Insert(Box::new(r)))
+                .collect(),
+        )
+        .unwrap();
+
+    let mut group = c.benchmark_group("registry");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    const CALLERS: usize = 256;
+    const PER_CALLER: usize = 20;
+    group.throughput(Throughput::Elements((CALLERS * PER_CALLER) as u64));
+    group.bench_function("group_commit_256_concurrent_callers", |b| {
+        b.to_async(&runtime).iter_custom(|iters| {
+            let services = services.clone();
+            let ids = ids.clone();
+            async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let tasks: Vec<_> = (0..CALLERS)
+                        .map(|caller| {
+                            let services = services.clone();
+                            let ids = ids.clone();
+                            tokio::spawn(async move {
+                                for n in 0..PER_CALLER {
+                                    let id = ids[(caller * PER_CALLER + n) % ids.len()];
+                                    vidpipe::actors::registry::transition(
+                                        &services,
+                                        id,
+                                        flip(n),
+                                        TransitionPatch::default(),
+                                    )
+                                    .await
+                                    .unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                }
+                started.elapsed()
+            }
+        })
+    });
+    group.finish();
+    runtime.block_on(server.shutdown());
+}
+
+criterion_group!(benches, store_commits, registry_group_commit);
+criterion_main!(benches);
