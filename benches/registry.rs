@@ -26,6 +26,7 @@ fn record() -> UploadRecord {
         outputs: None,
         error: None,
         attempts: 0,
+        callback_url: None,
     }
 }
 

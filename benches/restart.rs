@@ -42,6 +42,7 @@ fn seed(dir: &std::path::Path, tenant: &str) {
                     outputs: None,
                     error: None,
                     attempts: 0,
+                    callback_url: None,
                 }))
             })
             .collect();

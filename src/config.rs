@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::media::{MediaLimits, OutputProfile};
+use crate::storage::s3::S3Config;
+use crate::webhook::WebhookConfig;
 
 /// Everything the server needs to run. Every limit and duration has a
 /// documented default; [`Config::new`] fills them in.
@@ -55,6 +57,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Which logs to write, as a `tracing` filter (e.g. `info,vidpipe=debug`). Default `info`.
     pub log_filter: String,
+    /// Final storage in an S3-compatible bucket (the `[s3]` table); see [`S3Config`]
+    /// for each setting's default. Default: none, outputs stay in `media/` under the data dir.
+    pub s3: Option<S3Config>,
+    /// Webhook endpoints and delivery (the `[webhooks]` table); see [`WebhookConfig`]
+    /// for each setting's default. Default: no global endpoint.
+    pub webhooks: WebhookConfig,
     /// Faults to inject, for tests of the failure paths only. Default: none.
     #[doc(hidden)]
     pub faults: FaultInjection,
@@ -135,6 +143,8 @@ impl Config {
             metrics_token: None,
             log_format: LogFormat::Text,
             log_filter: "info".into(),
+            s3: None,
+            webhooks: WebhookConfig::default(),
             faults: FaultInjection::default(),
         }
     }
@@ -159,6 +169,10 @@ impl Config {
         }
         self.validate_operations()?;
         self.validate_media()?;
+        if let Some(s3) = &self.s3 {
+            s3.validate()?;
+        }
+        self.webhooks.validate()?;
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
                 return Err(format!(

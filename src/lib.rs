@@ -10,10 +10,13 @@
 //!   environment and flags by [`config::file`].
 //! - [`server`]: start and stop the whole service (database, recovery, actors, HTTP).
 //! - [`api`]: warp routes, handlers, auth, JSON views, error mapping.
-//! - [`actors`]: supervisor, intake, transcoder pool, uploader, status registry.
-//! - [`media`]: probing and the decode -> scale -> encode -> mux pipeline; no tokio, no ractor.
-//! - [`store`]: redb tables for uploads, their transition history and API keys; sync code.
-//! - [`storage`]: final storage trait and the local-folder backend.
+//! - [`actors`]: supervisor, intake, transcoder pool, uploader, status registry, webhook delivery.
+//! - [`media`]: probing and the decode -> scale -> encode -> mux pipeline (MP4, poster, HLS
+//!   ladder); no tokio, no ractor.
+//! - [`store`]: redb tables for uploads, their transition history, the webhook outbox and
+//!   API keys; sync code.
+//! - [`storage`]: final storage trait, the local-folder backend and the S3-compatible one.
+//! - [`webhook`]: signed webhook events: endpoints, signatures, routing into the outbox.
 //! - `faults`: crash points for the crash-matrix harness (hidden).
 //! - [`layout`]: where files live under the data dir.
 //! - [`metrics`]: the server's Prometheus registry and what it counts.
@@ -30,3 +33,4 @@ pub mod metrics;
 pub mod server;
 pub mod storage;
 pub mod store;
+pub mod webhook;

@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 use vidpipe::config::file::{self, ConfigArgs, ConfigFile};
 use vidpipe::config::{Config, LogFormat};
 use vidpipe::server::Server;
-use vidpipe::store::keys::KeyFile;
+use vidpipe::store::keys::{KeyFile, SecretChange};
+use vidpipe::webhook::check_endpoint_url;
 
 /// Self-hosted Video Uploads API: multipart intake, in-process transcoding, durable status.
 ///
@@ -91,6 +92,28 @@ enum KeysCommand {
         /// A label for the key.
         #[arg(long)]
         name: String,
+        /// Endpoint that receives the webhook events of this key's uploads [default: none]
+        #[arg(long, env = "VIDPIPE_KEY_WEBHOOK_URL", value_name = "URL")]
+        webhook_url: Option<String>,
+    },
+    /// Set or clear a key's webhook endpoint, and keep, rotate or set its signing secret.
+    SetWebhook {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        /// The key id shown by `keys list`.
+        id: String,
+        /// Endpoint for the key's webhook events [default: unchanged]
+        #[arg(long, value_name = "URL", conflicts_with = "clear_url")]
+        url: Option<String>,
+        /// Remove the endpoint; the secret stays, for uploads' callback_url [default: keep it]
+        #[arg(long)]
+        clear_url: bool,
+        /// Replace the signing secret with a new random one, printed [default: keep it]
+        #[arg(long, conflicts_with = "secret")]
+        rotate_secret: bool,
+        /// Replace the signing secret with this one [default: keep it]
+        #[arg(long, value_name = "SECRET")]
+        secret: Option<String>,
     },
     /// List keys (never their secrets).
     List {
@@ -196,15 +219,48 @@ fn config_command(command: ConfigCommand) -> CliResult {
 
 fn keys(command: KeysCommand) -> CliResult {
     match command {
-        KeysCommand::Create { dir, name } => {
+        KeysCommand::Create {
+            dir,
+            name,
+            webhook_url,
+        } => {
+            if let Some(url) = &webhook_url {
+                check_endpoint_url(url, usize::MAX).map_err(|e| format!("--webhook-url {e}"))?;
+            }
             let data_dir = dir.resolve()?;
             std::fs::create_dir_all(&data_dir)?;
-            let (key, secret) = KeyFile::new(&data_dir).create(&name)?;
+            let (key, secret) =
+                KeyFile::new(&data_dir).create_with_webhook(&name, webhook_url.as_deref())?;
+            print_webhook(&key);
             println!(
                 "Created key {} ({}). Store it now; it is not shown again:",
                 key.id, key.name
             );
             println!("{secret}");
+        }
+        KeysCommand::SetWebhook {
+            dir,
+            id,
+            url,
+            clear_url,
+            rotate_secret,
+            secret,
+        } => {
+            if let Some(url) = &url {
+                check_endpoint_url(url, usize::MAX).map_err(|e| format!("--url {e}"))?;
+            }
+            let change = match (rotate_secret, secret) {
+                (true, _) => SecretChange::Rotate,
+                (false, Some(secret)) => SecretChange::Set(secret),
+                (false, None) => SecretChange::Keep,
+            };
+            let key = KeyFile::new(&dir.resolve()?)
+                .set_webhook(&id, url_change(url.as_deref(), clear_url), change)?
+                .ok_or_else(|| format!("no key with id {id}"))?;
+            if key.webhook_url.is_none() {
+                println!("Key {id} has no webhook endpoint.");
+            }
+            print_webhook(&key);
         }
         KeysCommand::List { dir } => {
             println!(
@@ -234,6 +290,25 @@ fn keys(command: KeysCommand) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// A key's webhook endpoint and signing secret, as the key commands show them.
+fn print_webhook(key: &vidpipe::store::keys::ApiKey) {
+    if let Some(url) = &key.webhook_url {
+        println!("Webhook events of key {} go to {url}.", key.id);
+    }
+    if let Some(secret) = &key.webhook_secret {
+        println!("Webhook signing secret: {secret}");
+    }
+}
+
+/// `set_webhook`'s endpoint change from the flags: set, clear or keep.
+fn url_change(url: Option<&str>, clear: bool) -> Option<Option<&str>> {
+    match (url, clear) {
+        (Some(url), _) => Some(Some(url)),
+        (None, true) => Some(None),
+        (None, false) => None,
+    }
 }
 
 impl DataDirArgs {

@@ -21,6 +21,7 @@ use crate::actors::{recovery, Peers, ProgressBoard, Services, TenantLoad};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::layout::DataLayout;
+use crate::storage::s3::S3Storage;
 use crate::storage::{FinalStorage, LocalStorage};
 use crate::store::keys::KeyCache;
 use crate::store::record::{Status, TransitionPatch};
@@ -82,7 +83,12 @@ impl Server {
             .await
             .map_err(|e| StartError::Startup(e.to_string()))??;
         let store = Arc::new(store);
-        let storage: Arc<dyn FinalStorage> = Arc::new(LocalStorage::new(&layout.media_root()));
+        let storage: Arc<dyn FinalStorage> = match &config.s3 {
+            Some(s3) => {
+                Arc::new(S3Storage::new(s3).map_err(|e| StartError::Startup(e.to_string()))?)
+            }
+            None => Arc::new(LocalStorage::new(&layout.media_root())),
+        };
         {
             let (layout, store, storage) = (layout.clone(), store.clone(), storage.clone());
             let removed = tokio::task::spawn_blocking(move || {
@@ -99,8 +105,13 @@ impl Server {
         for record in store.unfinished()? {
             tenant_load.add(&record.tenant);
         }
-        let keys = KeyCache::new(&config.data_dir)?;
+        let keys = Arc::new(KeyCache::new(&config.data_dir)?);
         let keys_active = keys.active_count();
+        // Before any transition: each one writes its webhook events from now on.
+        store.route_webhooks(Arc::new(crate::webhook::Routing::new(
+            &config.webhooks,
+            keys.clone(),
+        )));
 
         let listener =
             TcpListener::bind(config.listen)
@@ -129,6 +140,8 @@ impl Server {
             peers: Peers::default(),
             metrics: crate::metrics::Metrics::new()
                 .map_err(|e| StartError::Startup(format!("metrics: {e}")))?,
+            keys: keys.clone(),
+            base_url: base_url.clone(),
         });
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, services.clone())
             .await

@@ -19,7 +19,10 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no inputs in {}", dir.display());
-    files.into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect()
+    files
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect()
 }
 
 use common::fixture;
@@ -29,7 +32,11 @@ fn folder_inputs() {
     for (path, data) in inputs("folder") {
         let text = String::from_utf8_lossy(&data);
         if validate_folder(&text).is_ok() {
-            assert!(text.split('/').all(|s| s != ".." && s != "."), "{}", path.display());
+            assert!(
+                text.split('/').all(|s| s != ".." && s != "."),
+                "{}",
+                path.display()
+            );
         }
         let name = clean_filename(&text);
         assert!(!name.contains('/'), "{}", path.display());
@@ -44,8 +51,13 @@ async fn multipart_inputs() {
     config.max_part_header_bytes = 1024;
     for (path, data) in inputs("multipart") {
         let part = dir.path().join("fuzz.part");
-        let result = vidpipe::api::intake::parse_and_validate(data.into(), "B", &config, &part).await;
-        eprintln!("{}: {:?}", path.display(), result.as_ref().map_err(|e| e.code()));
+        let result =
+            vidpipe::api::intake::parse_and_validate(data.into(), "B", &config, &part).await;
+        eprintln!(
+            "{}: {:?}",
+            path.display(),
+            result.as_ref().map_err(|e| e.code())
+        );
     }
 }
 
@@ -54,6 +66,10 @@ fn probe_inputs() {
     init();
     for (path, _) in inputs("probe") {
         let result = probe(&path, &MediaLimits::default());
-        eprintln!("{}: {:?}", path.display(), result.as_ref().map_err(|e| e.code));
+        eprintln!(
+            "{}: {:?}",
+            path.display(),
+            result.as_ref().map_err(|e| e.code)
+        );
     }
 }

@@ -364,6 +364,7 @@ fn child_id(t: &TestServer, child: vidpipe::actors::supervisor::Child) -> Option
         Child::Registry => peers.registry.get().map(|a| a.get_id()),
         Child::Intake => peers.intake.get().map(|a| a.get_id()),
         Child::Transcoders => peers.transcoders.get().map(|a| a.get_id()),
+        Child::Webhooks => peers.webhooks.get().map(|a| a.get_id()),
     }
 }
 
@@ -378,6 +379,7 @@ async fn the_supervisor_restarts_killed_children() {
         Child::Registry,
         Child::Intake,
         Child::Transcoders,
+        Child::Webhooks,
     ] {
         let before = child_id(&t, child);
         t.server.kill_child(child);

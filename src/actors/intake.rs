@@ -26,6 +26,8 @@ pub struct StagedUpload {
     pub folder: String,
     /// Body size in bytes.
     pub size_bytes: u64,
+    /// Validated `callback_url` form field: a webhook endpoint for this upload only.
+    pub callback_url: Option<String>,
 }
 
 /// Why an upload was not accepted.
@@ -99,6 +101,7 @@ async fn accept(services: &Services, staged: StagedUpload) -> Result<UploadRecor
         outputs: None,
         error: None,
         attempts: 0,
+        callback_url: staged.callback_url,
     };
     let registry = services
         .peers

@@ -1,6 +1,6 @@
-//! The supervisor tree: registry (sole database writer), intake, transcoder
-//! pool and uploader, wired through [`Peers`] so a restarted child is found
-//! by everyone that talks to it.
+//! The supervisor tree: registry (sole writer of uploads and their events),
+//! intake, transcoder pool, uploader and webhook delivery, wired through
+//! [`Peers`] so a restarted child is found by everyone that talks to it.
 
 pub mod intake;
 pub mod recovery;
@@ -8,6 +8,7 @@ pub mod registry;
 pub mod supervisor;
 pub mod transcoder;
 pub mod uploader;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -55,6 +56,8 @@ pub struct Peers {
     pub transcoders: Slot<FactoryMessage<Uuid, transcoder::TranscodeJob>>,
     /// The uploader to final storage.
     pub uploader: Slot<uploader::UploaderMsg>,
+    /// Webhook delivery.
+    pub webhooks: Slot<webhooks::WebhookMsg>,
 }
 
 /// Live progress (0-100) of running transcodes, kept in memory only: a tick
@@ -151,4 +154,8 @@ pub struct Services {
     pub peers: Peers,
     /// The server's Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
+    /// API keys, with the tenants' webhook endpoints.
+    pub keys: Arc<crate::store::keys::KeyCache>,
+    /// Base URL in front of media paths (`public_url`, or `http://` + the bound address).
+    pub base_url: String,
 }

@@ -162,6 +162,7 @@ fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingW
                 WriteOp::Patch { .. } => None,
             })
             .collect();
+        let events_before = services.store.events_written();
         match services.store.apply_batch(ops) {
             Ok(results) => {
                 for ((result, reply), kind) in results.into_iter().zip(replies).zip(kinds) {
@@ -169,6 +170,11 @@ fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingW
                         after_commit(services, &result, id, to);
                     }
                     let _ = reply.send(result);
+                }
+                if services.store.events_written() != events_before {
+                    if let Some(webhooks) = services.peers.webhooks.get() {
+                        let _ = webhooks.cast(super::webhooks::WebhookMsg::Poll);
+                    }
                 }
             }
             Err(e) => {

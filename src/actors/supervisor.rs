@@ -1,5 +1,5 @@
-//! The supervisor: starts the registry, uploader, transcoder pool and intake
-//! as linked children, restarts any that stops or fails, and resumes
+//! The supervisor: starts the registry, webhook delivery, uploader,
+//! transcoder pool and intake as linked children, restarts any that stops or fails, and resumes
 //! unfinished uploads at start and after the pool restarts.
 
 use std::collections::HashMap;
@@ -14,6 +14,7 @@ use super::intake::Intake;
 use super::registry::Registry;
 use super::transcoder::{self, TranscoderFactory};
 use super::uploader::Uploader;
+use super::webhooks::WebhookDelivery;
 use super::{recovery, Services};
 
 /// How long shutdown waits for each child to stop.
@@ -33,6 +34,8 @@ pub enum Child {
     Transcoders,
     /// The intake actor.
     Intake,
+    /// Webhook delivery.
+    Webhooks,
 }
 
 /// Supervisor state.
@@ -71,6 +74,7 @@ impl Actor for Supervisor {
         };
         for child in [
             Child::Registry,
+            Child::Webhooks,
             Child::Uploader,
             Child::Transcoders,
             Child::Intake,
@@ -109,6 +113,7 @@ impl Actor for Supervisor {
                     Child::Intake,
                     Child::Transcoders,
                     Child::Uploader,
+                    Child::Webhooks,
                     Child::Registry,
                 ] {
                     if let Some(cell) = cell_of(&state.services, child) {
@@ -159,6 +164,7 @@ fn cell_of(services: &Services, child: Child) -> Option<ActorCell> {
         Child::Uploader => peers.uploader.get().map(|a| a.get_cell()),
         Child::Transcoders => peers.transcoders.get().map(|a| a.get_cell()),
         Child::Intake => peers.intake.get().map(|a| a.get_cell()),
+        Child::Webhooks => peers.webhooks.get().map(|a| a.get_cell()),
     }
 }
 
@@ -195,6 +201,13 @@ async fn start(
             let (actor, _) = Actor::spawn_linked(None, Intake, services.clone(), me).await?;
             let id = actor.get_id();
             peers.intake.set(Some(actor));
+            id
+        }
+        Child::Webhooks => {
+            let (actor, _) =
+                Actor::spawn_linked(None, WebhookDelivery, services.clone(), me).await?;
+            let id = actor.get_id();
+            peers.webhooks.set(Some(actor));
             id
         }
     };

@@ -75,7 +75,10 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
     registry::transition(services, id, Status::Uploading, patch).await?;
 
     let names = if manifest.files.is_empty() {
-        vec![manifest.outputs.mp4.clone(), manifest.outputs.poster.clone()]
+        vec![
+            manifest.outputs.mp4.clone(),
+            manifest.outputs.poster.clone(),
+        ]
     } else {
         manifest.files
     };

@@ -44,6 +44,8 @@ pub enum ApiError {
     },
     /// 507: the data disk is full.
     InsufficientStorage,
+    /// 502: the object store holding the media did not answer as it should.
+    StorageUnavailable(String),
     /// 500: something failed on the server's side.
     Internal(String),
 }
@@ -78,6 +80,7 @@ impl ApiError {
             ApiError::TooManyUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::StorageUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::TooManyUploads { .. } => "too_many_uploads",
             ApiError::QueueFull { .. } => "queue_full",
             ApiError::InsufficientStorage => "insufficient_storage",
+            ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -138,6 +142,9 @@ impl ApiError {
             ApiError::InsufficientStorage => {
                 "The server has no space left to store the upload.".into()
             }
+            ApiError::StorageUnavailable(_) => {
+                "The media storage is not available. Retry later.".into()
+            }
             ApiError::Internal(_) => "Internal server error.".into(),
         }
     }
@@ -151,6 +158,9 @@ impl ApiError {
     pub fn to_response(&self) -> Response {
         if let ApiError::Internal(detail) = self {
             tracing::error!(error = %detail, "internal error answered 500");
+        }
+        if let ApiError::StorageUnavailable(detail) = self {
+            tracing::warn!(error = %detail, "media storage error answered 502");
         }
         let message = self.message();
         let errors = match self {

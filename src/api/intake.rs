@@ -50,6 +50,7 @@ struct ParsedForm {
     filename: Option<String>,
     video_bytes: Option<u64>,
     folder: Option<String>,
+    callback_url: Option<String>,
 }
 
 /// The handler.
@@ -94,7 +95,21 @@ pub async fn create(
         .await
         .inspect_err(|e| count_storage_error(&state, e))?;
 
-    validate(&form)?;
+    validate(&form, config)?;
+    if form.callback_url.is_some() {
+        // Callbacks are signed with the tenant's secret: without one they cannot be.
+        let signed = state
+            .keys
+            .tenant_webhook(&tenant.0)
+            .is_some_and(|w| w.secret.is_some());
+        if !signed {
+            return Err(ApiError::invalid(
+                "callback_url",
+                "This API key has no webhook signing secret; set one with `vidpipe keys set-webhook`.",
+            )
+            .into());
+        }
+    }
 
     let staged_path = layout.staged_path(id);
     let staging_dir = layout.staging_dir();
@@ -118,6 +133,7 @@ pub async fn create(
         filename: clean_filename(form.filename.as_deref().unwrap_or_default()),
         folder: form.folder.unwrap_or_default(),
         size_bytes: form.video_bytes.unwrap_or_default(),
+        callback_url: form.callback_url,
     };
     let intake = state
         .services
@@ -181,10 +197,10 @@ fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
         multer::Error::FieldSizeExceeded { field_name, .. }
             if field_name.as_deref() != Some("video") =>
         {
-            let field = if field_name.as_deref() == Some("folder") {
-                "folder"
-            } else {
-                "form"
+            let field = match field_name.as_deref() {
+                Some("folder") => "folder",
+                Some("callback_url") => "callback_url",
+                _ => "form",
             };
             ApiError::invalid(field, format!("The {field} field is too long."))
         }
@@ -209,8 +225,9 @@ struct FormLimits {
     parts: usize,
 }
 
-/// The field rules: a `video` file that is not empty and a valid `folder`.
-fn validate(form: &ParsedForm) -> Result<(), ApiError> {
+/// The field rules: a `video` file that is not empty, a valid `folder`, and
+/// an optional `callback_url` that is an http or https URL of bounded length.
+fn validate(form: &ParsedForm, config: &Config) -> Result<(), ApiError> {
     let mut errors = std::collections::BTreeMap::new();
     match form.folder.as_deref().map(validate_folder) {
         None => {
@@ -232,6 +249,12 @@ fn validate(form: &ParsedForm) -> Result<(), ApiError> {
             errors.insert("video", vec!["The video file is empty.".to_string()]);
         }
         _ => {}
+    }
+    if let Some(url) = &form.callback_url {
+        let max = config.webhooks.max_callback_url_bytes;
+        if let Err(e) = crate::webhook::check_endpoint_url(url, max) {
+            errors.insert("callback_url", vec![format!("The callback url {e}.")]);
+        }
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -279,7 +302,7 @@ pub async fn parse_and_validate(
 ) -> Result<(), ApiError> {
     let chunks = futures_util::stream::iter([Ok::<_, warp::Error>(body)]);
     let form = parse_form(chunks, boundary.to_string(), config, part_path).await?;
-    validate(&form)
+    validate(&form, config)
 }
 
 /// Reads every part: the video to `part_path` (fsynced), text fields into memory.
@@ -294,6 +317,7 @@ async fn read_form(
         filename: None,
         video_bytes: None,
         folder: None,
+        callback_url: None,
     };
     let mut parts = 0;
     loop {
@@ -336,6 +360,16 @@ async fn read_form(
                 }
                 let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
                 form.folder = Some(text);
+            }
+            Some("callback_url") => {
+                if form.callback_url.is_some() {
+                    return Err(ApiError::invalid(
+                        "callback_url",
+                        "Send at most one callback_url.",
+                    ));
+                }
+                let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
+                form.callback_url = Some(text.trim().to_string());
             }
             _ => {
                 // Unknown fields are ignored, within the text-field size limit.

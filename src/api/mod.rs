@@ -11,6 +11,7 @@ pub mod folder;
 pub mod intake;
 pub mod observe;
 pub mod ops;
+pub mod remote_media;
 pub mod uploads;
 pub mod view;
 
@@ -28,7 +29,7 @@ pub struct AppState {
     /// Actors, database and storage.
     pub services: Arc<Services>,
     /// API keys.
-    pub keys: KeyCache,
+    pub keys: Arc<KeyCache>,
     /// Base URL put in front of media paths.
     pub base_url: String,
 }
@@ -66,7 +67,10 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(auth::tenant(state.clone()))
         .and(with_state(state.clone()))
         .and_then(uploads::show);
-    let media = media(&state);
+    let media = match state.services.storage.media_access() {
+        crate::storage::MediaAccess::ServedLocally => media(&state),
+        _ => remote_media::routes(&state),
+    };
 
     create
         .or(list)
@@ -108,9 +112,15 @@ fn media(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .untuple_one()
         .and(warp::fs::dir(root))
         .map(|file: warp::fs::File| {
-            let hls_type = hls_content_type(file.path());
+            // The same types final storage on S3 serves, not extension guessing
+            // (which says `audio/x-mpegurl` for HLS playlists).
+            let content_type = file
+                .path()
+                .file_name()
+                .and_then(|name| name.to_str())
+                .map(crate::storage::content_type);
             let mut response = file.into_response();
-            if let Some(content_type) = hls_type {
+            if let Some(content_type) = content_type {
                 response.headers_mut().insert(
                     "content-type",
                     warp::http::HeaderValue::from_static(content_type),
@@ -123,15 +133,4 @@ fn media(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
             response
         })
         .boxed()
-}
-
-/// The registered HLS types (RFC 8216), where file-extension guessing says
-/// `audio/x-mpegurl` and `video/vnd.dlna.mpeg-tts`.
-fn hls_content_type(path: &std::path::Path) -> Option<&'static str> {
-    match path.extension()?.to_str()? {
-        "m3u8" => Some("application/vnd.apple.mpegurl"),
-        "ts" => Some("video/mp2t"),
-        "m4s" => Some("video/iso.segment"),
-        _ => None,
-    }
 }

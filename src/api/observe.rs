@@ -197,6 +197,10 @@ mod tests {
             route_template("/api/client/v1/uploads"),
             "/api/client/v1/uploads"
         );
+        assert_eq!(
+            route_template("/media/abc/hls/720p/index.m3u8"),
+            "/media/{token}/{file}"
+        );
         assert_eq!(route_template("/etc/passwd"), "unmatched");
     }
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::media::SourceInfo;
+use crate::storage::FinalStorage;
 use crate::store::record::{Status, UploadError, UploadRecord};
 
 use super::AppState;
@@ -54,9 +55,34 @@ pub struct RenditionView<'a> {
 impl<'a> UploadView<'a> {
     /// The view of one record, with live progress and playback URLs.
     pub fn new(record: &'a UploadRecord, state: &AppState) -> UploadView<'a> {
+        let live = state.services.progress.get(record.id);
+        UploadView::render(
+            record,
+            state.services.storage.as_ref(),
+            &state.base_url,
+            live,
+        )
+    }
+
+    /// The view of a record as a transition left it, without live progress: what a
+    /// webhook event carries.
+    pub fn snapshot(
+        record: &'a UploadRecord,
+        storage: &dyn FinalStorage,
+        base_url: &str,
+    ) -> UploadView<'a> {
+        UploadView::render(record, storage, base_url, None)
+    }
+
+    fn render(
+        record: &'a UploadRecord,
+        storage: &dyn FinalStorage,
+        base_url: &str,
+        live_progress: Option<u8>,
+    ) -> UploadView<'a> {
         let progress = match record.status {
             Status::Pending => Some(0),
-            Status::Processing => Some(state.services.progress.get(record.id).unwrap_or(0)),
+            Status::Processing => Some(live_progress.unwrap_or(0)),
             Status::Uploading | Status::Completed => Some(100),
             Status::Failed => None,
         };
@@ -64,12 +90,7 @@ impl<'a> UploadView<'a> {
             .outputs
             .as_ref()
             .filter(|_| record.status == Status::Completed);
-        let url = |name: &str| {
-            state
-                .services
-                .storage
-                .url(&state.base_url, &record.media_token, name)
-        };
+        let url = |name: &str| storage.url(base_url, &record.media_token, name);
         let playback = completed.map(|out| Playback {
             mp4_url: url(&out.mp4),
             poster_url: url(&out.poster),

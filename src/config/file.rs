@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Config, LogFormat};
 use crate::media::{MediaLimits, OutputProfile};
+use crate::storage::s3::S3Config;
+use crate::webhook::WebhookConfig;
 
 /// Address the server listens on when nothing else says.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -197,6 +199,12 @@ pub struct ConfigFile {
     /// Input limits.
     #[serde(default)]
     pub media_limits: MediaLimitSettings,
+    /// Final storage in an S3-compatible bucket instead of the local media folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+    /// Webhook endpoints and delivery.
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
 }
 
 /// Where the configuration comes from: a file plus overrides. This is the
@@ -315,6 +323,8 @@ impl ConfigFile {
         set(&mut limits.max_duration_secs, l.max_duration_secs);
         set(&mut limits.max_frames, l.max_frames);
 
+        config.s3 = self.s3.clone().map(S3Config::with_env_credentials);
+        config.webhooks = self.webhooks.clone().with_env_secret();
         config.validate().map_err(ConfigError::Invalid)?;
         Ok(config)
     }
@@ -344,6 +354,8 @@ impl ConfigFile {
             metrics_token,
             log_format,
             log_filter,
+            s3,
+            webhooks,
             faults: _,
         } = config;
         let OutputProfile {
@@ -401,6 +413,8 @@ impl ConfigFile {
                 max_duration_secs: Some(*max_duration_secs),
                 max_frames: Some(*max_frames),
             },
+            s3: s3.as_ref().map(S3Config::redacted),
+            webhooks: webhooks.redacted(),
         }
     }
 

@@ -226,21 +226,14 @@ impl AudioStage {
     }
 
     /// Encodes every whole `frame_size` block in the FIFO.
-    fn encode_whole_frames(
-        &mut self,
-        muxers: &mut Muxers,
-    ) -> Result<(), MediaError> {
+    fn encode_whole_frames(&mut self, muxers: &mut Muxers) -> Result<(), MediaError> {
         while self.fifo.len() >= self.frame_size {
             self.encode_from_fifo(self.frame_size, muxers)?;
         }
         Ok(())
     }
 
-    fn encode_from_fifo(
-        &mut self,
-        samples: usize,
-        muxers: &mut Muxers,
-    ) -> Result<(), MediaError> {
+    fn encode_from_fifo(&mut self, samples: usize, muxers: &mut Muxers) -> Result<(), MediaError> {
         let mut block = output_frame(samples, self.rate);
         self.fifo.pop_into(&mut block, samples);
         let pts = self.next_pts.unwrap_or(0);

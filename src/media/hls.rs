@@ -48,7 +48,9 @@ pub(crate) fn next_cut(ticks: i64, segment_ticks: i64) -> i64 {
 /// Which track of a variant a packet belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Track {
+    /// The rendition's H.264 stream (stream 0 of each segment).
     Video,
+    /// The shared AAC stream (stream 1 of each segment).
     Audio,
 }
 
@@ -128,6 +130,8 @@ pub(crate) struct VariantWriter {
     segment_ticks: i64,
     /// Output time (ticks, offset applied) at or after which the next keyframe starts a segment.
     next_cut: i64,
+    /// Decode time of the last video packet taken, to keep them increasing after clamping.
+    last_video_dts: Option<i64>,
 }
 
 /// A segment file being written.
@@ -166,6 +170,7 @@ impl VariantWriter {
             segments: Vec::new(),
             segment_ticks,
             next_cut: TS_OFFSET_TICKS + segment_ticks,
+            last_video_dts: None,
         })
     }
 
@@ -179,7 +184,14 @@ impl VariantWriter {
         let mut packet = packet.clone();
         packet.rescale_ts(time_base, TS_TIME_BASE);
         packet.set_pts(packet.pts().map(|t| t + TS_OFFSET_TICKS));
-        packet.set_dts(packet.dts().map(|t| t + TS_OFFSET_TICKS));
+        let dts = packet.dts().map(|t| t + TS_OFFSET_TICKS);
+        if track == Track::Video {
+            let dts = dts.map(|dts| non_negative_dts(dts, self.last_video_dts));
+            self.last_video_dts = dts.or(self.last_video_dts);
+            packet.set_dts(dts);
+        } else {
+            packet.set_dts(dts);
+        }
         self.queue.push(track, packet);
         while let Some((track, packet)) = self.queue.pop(false) {
             self.write(track, packet)?;
@@ -304,7 +316,9 @@ impl VariantWriter {
 /// Orders the packets of a variant's two tracks by decode time, as
 /// `av_interleaved_write_frame` would, so a segment holds the audio of its span.
 struct Interleaver {
+    /// Video packets not yet written, in decode order.
     video: VecDeque<Packet>,
+    /// Audio packets not yet written, in decode order.
     audio: VecDeque<Packet>,
     /// Without audio, video passes straight through.
     has_audio: bool,
@@ -348,6 +362,16 @@ impl Interleaver {
             Track::Video => self.video.pop_front().map(|p| (Track::Video, p)),
             Track::Audio => self.audio.pop_front().map(|p| (Track::Audio, p)),
         }
+    }
+}
+
+/// A video decode time that stays at or above zero and increasing: a very slow
+/// source (a slideshow) can delay x264's first decode times by more than the
+/// offset, and MPEG-TS timestamps cannot be negative.
+fn non_negative_dts(dts: i64, last: Option<i64>) -> i64 {
+    match last {
+        Some(last) => dts.max(last + 1),
+        None => dts.max(0),
     }
 }
 
@@ -408,7 +432,11 @@ fn bandwidths(segments: &[HlsSegment], target_secs: f64) -> (u64, u64) {
     let rate = |s: &HlsSegment| s.bytes as f64 * 8.0 / s.duration.max(0.001);
     let long_enough = |s: &&HlsSegment| s.duration >= target_secs * PEAK_MIN_FRACTION;
     let peak = if segments.iter().any(|s| long_enough(&s)) {
-        segments.iter().filter(long_enough).map(rate).fold(0.0, f64::max)
+        segments
+            .iter()
+            .filter(long_enough)
+            .map(rate)
+            .fold(0.0, f64::max)
     } else {
         segments.iter().map(rate).fold(0.0, f64::max)
     };
@@ -478,11 +506,28 @@ mod tests {
 
     #[test]
     fn codecs_tag_from_annex_b_and_avcc() {
-        let annex_b = [0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1f, 0xac, 0, 0, 0, 1, 0x68, 0xeb];
+        let annex_b = [
+            0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1f, 0xac, 0, 0, 0, 1, 0x68, 0xeb,
+        ];
         assert_eq!(h264_codecs_tag(&annex_b), "avc1.64001f");
         let avcc = [1, 0x4d, 0x40, 0x1e, 0xff, 0xe1];
         assert_eq!(h264_codecs_tag(&avcc), "avc1.4d401e");
         assert_eq!(h264_codecs_tag(&[]), "avc1.640028");
+    }
+
+    #[test]
+    fn decode_times_never_go_negative_or_backwards() {
+        let mut last = None;
+        let clamped: Vec<i64> = [-180_000, -90_000, 0, 45_000, 90_000]
+            .into_iter()
+            .map(|dts| {
+                let dts = non_negative_dts(dts, last);
+                last = Some(dts);
+                dts
+            })
+            .collect();
+        assert_eq!(clamped, [0, 1, 2, 45_000, 90_000]);
+        assert_eq!(non_negative_dts(126_000, None), 126_000);
     }
 
     #[test]
@@ -498,7 +543,11 @@ mod tests {
 
     #[test]
     fn bandwidth_is_the_peak_of_full_segments() {
-        let segments = [segment(0, 4.0, 100_000), segment(1, 4.0, 200_000), segment(2, 0.5, 90_000)];
+        let segments = [
+            segment(0, 4.0, 100_000),
+            segment(1, 4.0, 200_000),
+            segment(2, 0.5, 90_000),
+        ];
         let (peak, average) = bandwidths(&segments, 4.0);
         assert_eq!(peak, 400_000);
         assert_eq!(average, (390_000.0 * 8.0 / 8.5_f64).ceil() as u64);

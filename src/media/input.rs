@@ -2,7 +2,12 @@
 //!
 //! Every input goes through [`open_input`]: a container allow-list and the
 //! `file` protocol only, so a "video" that is really an HLS or concat playlist
-//! is refused before any demuxer can open the files it lists.
+//! (or an image sequence) is refused before any demuxer can open the files it
+//! lists. Frame sizes are checked on the container headers before any frame is
+//! decoded, and every decoder (the probing ones included) is held to
+//! `MediaLimits::max_pixels`, so a frame claiming 16000x16000 is never allocated.
+//! A file that is clearly an allowed container yet does not open (an MP4 cut
+//! off before its index) is `corrupt_media`; anything else is `unsupported_media`.
 
 use std::path::Path;
 

@@ -136,7 +136,9 @@ mod tests {
     }
 
     fn owned(list: &[(&str, u32, u32)]) -> Vec<(String, u32, u32)> {
-        list.iter().map(|(n, w, h)| (n.to_string(), *w, *h)).collect()
+        list.iter()
+            .map(|(n, w, h)| (n.to_string(), *w, *h))
+            .collect()
     }
 
     #[test]

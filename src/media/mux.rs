@@ -121,7 +121,11 @@ impl Muxers {
     }
 
     /// One encoded packet of rendition `rendition` (0 is the top, which the MP4 shares).
-    pub(crate) fn write_video(&mut self, rendition: usize, packet: &Packet) -> Result<(), MediaError> {
+    pub(crate) fn write_video(
+        &mut self,
+        rendition: usize,
+        packet: &Packet,
+    ) -> Result<(), MediaError> {
         if rendition == 0 {
             let time_bases = (self.video_time_base, self.mp4_video_time_base);
             write_mp4(&mut self.mp4, 0, time_bases, packet)?;

@@ -140,8 +140,11 @@ fn run(
     write_jpeg(&finished.poster_frame, &paths.poster)?;
     if let Some(hls) = &finished.hls {
         let master = paths.hls.join(MASTER_PLAYLIST);
-        std::fs::write(&master, master_playlist(&hls.renditions, source.info.frame_rate))
-            .map_err(internal("writing the HLS master playlist"))?;
+        std::fs::write(
+            &master,
+            master_playlist(&hls.renditions, source.info.frame_rate),
+        )
+        .map_err(internal("writing the HLS master playlist"))?;
     }
     Ok((source.info, finished))
 }

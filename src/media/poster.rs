@@ -6,7 +6,7 @@ use ffmpeg_next::codec::{self, Id};
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::software::scaling;
 use ffmpeg_next::util::error::EAGAIN;
-use ffmpeg_next::{encoder, frame, Error, Packet};
+use ffmpeg_next::{color, encoder, frame, Error, Packet};
 
 use super::error::{internal, MediaError};
 use super::profile::fit_within;
@@ -112,16 +112,32 @@ pub(crate) fn write_jpeg(picture: &frame::Video, path: &Path) -> Result<(), Medi
         picture.format(),
         picture.width(),
         picture.height(),
-        Pixel::YUVJ420P,
+        Pixel::YUV420P,
         width,
         height,
         scaling::Flags::BICUBIC,
     )
     .map_err(internal("setting up the poster scaler"))?;
-    let mut full_range = frame::Video::new(Pixel::YUVJ420P, width, height);
+    // JPEG is full range. Said to the scaler directly rather than through the
+    // deprecated yuvj420p format, which makes libswscale warn on every poster.
+    // SAFETY: the context is valid and owned by `scaler`; the coefficient table is
+    // a static libswscale table; ranges are 0 (limited, our frames) and 1 (full).
+    let set = unsafe {
+        let ctx = scaler.as_mut_ptr();
+        let bt601 = ffmpeg_next::ffi::sws_getCoefficients(ffmpeg_next::ffi::SWS_CS_ITU601);
+        ffmpeg_next::ffi::sws_setColorspaceDetails(ctx, bt601, 0, bt601, 1, 0, 1 << 16, 1 << 16)
+    };
+    if set < 0 {
+        return Err(MediaError::internal(
+            "setting up the poster scaler",
+            "no full-range conversion",
+        ));
+    }
+    let mut full_range = frame::Video::new(Pixel::YUV420P, width, height);
     scaler
         .run(picture, &mut full_range)
         .map_err(internal("scaling the poster"))?;
+    full_range.set_color_range(color::Range::JPEG);
     full_range.set_pts(Some(0));
     // SAFETY: `full_range` owns a valid AVFrame; `quality` is a plain int field
     // the mjpeg encoder reads as the frame's lambda when QSCALE is set.
@@ -137,7 +153,8 @@ pub(crate) fn write_jpeg(picture: &frame::Video, path: &Path) -> Result<(), Medi
         .map_err(internal("setting up the JPEG encoder"))?;
     setup.set_width(width);
     setup.set_height(height);
-    setup.set_format(Pixel::YUVJ420P);
+    setup.set_format(Pixel::YUV420P);
+    setup.set_color_range(color::Range::JPEG);
     setup.set_time_base((1, 25));
     setup.set_flags(codec::Flags::QSCALE);
     setup.set_global_quality(JPEG_QSCALE * QP2LAMBDA);

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::MediaError;
 use super::input::{
-    choose_streams, coded_size, open_audio_decoder, open_input, open_video_decoder,
-    stream_rotation,
+    choose_streams, coded_size, open_audio_decoder, open_input, open_video_decoder, stream_rotation,
 };
 use super::profile::MediaLimits;
 use super::rotate::Rotation;

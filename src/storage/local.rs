@@ -184,12 +184,26 @@ mod tests {
             file("video.mp4"),
         ];
         storage.put("tok", &ladder).unwrap();
-        assert_eq!(fs::read(root.join("tok/hls/720p/seg_00000.ts")).unwrap(), b"ts");
+        assert_eq!(
+            fs::read(root.join("tok/hls/720p/seg_00000.ts")).unwrap(),
+            b"ts"
+        );
         assert!(root.join("tok/hls/master.m3u8").is_file());
-        for name in ["../x", "hls/../../x", "/abs", "hls//x", ".hidden/x", "hls/.x", ""] {
+        for name in [
+            "../x",
+            "hls/../../x",
+            "/abs",
+            "hls//x",
+            ".hidden/x",
+            "hls/.x",
+            "",
+        ] {
             assert!(storage.put("bad", &[file(name)]).is_err(), "{name}");
             assert!(!storage.contains("bad").unwrap());
         }
-        assert!(fs::read_dir(&root).unwrap().count() == 1, "a failed put left files");
+        assert!(
+            fs::read_dir(&root).unwrap().count() == 1,
+            "a failed put left files"
+        );
     }
 }

@@ -1,6 +1,10 @@
 //! Final storage: where finished outputs live for playback, behind one small trait.
+//! [`local`] keeps them in a folder the API server serves; [`s3`] in any
+//! S3-compatible bucket, with [`playlist`] rewriting HLS playlists for presigned URLs.
 
 pub mod local;
+pub mod playlist;
+pub mod s3;
 
 use std::path::PathBuf;
 
@@ -41,4 +45,48 @@ pub trait FinalStorage: Send + Sync {
     }
     /// Public URL of one stored file, given the server's base URL.
     fn url(&self, base_url: &str, token: &str, name: &str) -> String;
+    /// What the API server's `/media/{token}/...` route does for this backend.
+    fn media_access(&self) -> MediaAccess {
+        MediaAccess::ServedLocally
+    }
+    /// The bytes of one stored file of at most `max_bytes` (a playlist), `None` when
+    /// there is no such file. Only backends the API server does not serve from disk have it.
+    fn read_small(
+        &self,
+        _token: &str,
+        _name: &str,
+        _max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        Err(StorageError("this backend is served from disk".into()))
+    }
+}
+
+/// How players reach stored files, and so what `/media/{token}/...` on the API server does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaAccess {
+    /// The API server serves the files from a local folder.
+    ServedLocally,
+    /// Each file has its own presigned URL. Relative references inside a playlist
+    /// would carry no signature, so the API server serves playlists rewritten with
+    /// a presigned URL per reference, and redirects any other file to its presigned URL.
+    Presigned,
+    /// Files are public under a base URL, where playlists work as they are; the API
+    /// server redirects there.
+    Public,
+}
+
+/// The `Content-Type` a stored file is served with, from its extension.
+pub fn content_type(name: &str) -> &'static str {
+    let extension = name.rsplit_once('.').map(|(_, ext)| ext).unwrap_or("");
+    match extension.to_ascii_lowercase().as_str() {
+        "mp4" => "video/mp4",
+        "m4a" => "audio/mp4",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "ts" => "video/mp2t",
+        "m4s" => "video/iso.segment",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
 }

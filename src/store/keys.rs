@@ -1,6 +1,10 @@
 //! API keys. Each key is a tenant. Only the SHA-256 of a key is stored, in its
 //! own small database (`keys.redb`) so the `vidpipe keys` commands work while
 //! the server runs: the server opens it only briefly, to reload after a change.
+//!
+//! A key may also carry the tenant's webhook endpoint and its signing secret.
+//! That secret is stored as it is (it signs every delivery), so the key file
+//! is as sensitive as the config file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +44,33 @@ pub struct ApiKey {
     /// When it was revoked; a revoked key authenticates nothing.
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// Where the tenant's webhook events go; none, no tenant events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Signs deliveries to `webhook_url` and to the tenant's uploads' `callback_url`s.
+    /// Generated at creation; keys from before webhooks have none until one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+/// A tenant's webhook endpoint, as the server uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantWebhook {
+    /// Endpoint for every upload of the tenant, if set.
+    pub url: Option<String>,
+    /// The signing secret, if the key has one.
+    pub secret: Option<String>,
+}
+
+/// What `set_webhook` does to a key's signing secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretChange {
+    /// Keep it; generate one if the key has none.
+    Keep,
+    /// Replace it with a new random one.
+    Rotate,
+    /// Replace it with this one.
+    Set(String),
 }
 
 /// The key file of one data dir.
@@ -70,6 +101,16 @@ impl KeyFile {
 
     /// Creates a key and returns it with its secret, which is shown once and never stored.
     pub fn create(&self, name: &str) -> Result<(ApiKey, String), StoreError> {
+        self.create_with_webhook(name, None)
+    }
+
+    /// Creates a key, with a webhook endpoint if given, and a new webhook signing secret.
+    pub fn create_with_webhook(
+        &self,
+        name: &str,
+        webhook_url: Option<&str>,
+    ) -> Result<(ApiKey, String), StoreError> {
+        let webhook_secret = new_webhook_secret()?;
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
         let secret = format!("sk-{}", hex::encode(raw));
@@ -80,6 +121,8 @@ impl KeyFile {
             prefix: secret[..10].to_string(),
             created_at: super::record::now_utc(),
             revoked_at: None,
+            webhook_url: webhook_url.map(str::to_string),
+            webhook_secret: Some(webhook_secret),
         };
         let db = self.open()?;
         let txn = db.begin_write()?;
@@ -111,9 +154,22 @@ impl KeyFile {
 
     /// Revokes a key by id. Returns false when there is no such key.
     pub fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+        let revoked = self.update(id, |key| {
+            key.revoked_at.get_or_insert_with(super::record::now_utc);
+            Ok(())
+        })?;
+        Ok(revoked.is_some())
+    }
+
+    /// Changes one key in one write transaction; `None` when there is no such key.
+    fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ApiKey) -> Result<(), StoreError>,
+    ) -> Result<Option<ApiKey>, StoreError> {
         let db = self.open()?;
         let txn = db.begin_write()?;
-        let found = {
+        let updated = {
             let mut table = txn.open_table(KEYS)?;
             let existing = table
                 .get(id)?
@@ -121,21 +177,49 @@ impl KeyFile {
                 .transpose()?;
             match existing {
                 Some(mut key) => {
-                    key.revoked_at.get_or_insert_with(super::record::now_utc);
+                    change(&mut key)?;
                     table.insert(id, serde_json::to_vec(&key)?.as_slice())?;
-                    true
+                    Some(key)
                 }
-                None => false,
+                None => None,
             }
         };
         txn.commit()?;
-        Ok(found)
+        Ok(updated)
+    }
+
+    /// Sets (`Some(Some(url))`), clears (`Some(None)`) or keeps (`None`) a key's
+    /// webhook endpoint, and keeps, rotates or sets its signing secret. Returns the
+    /// updated key, or `None` when there is no such key.
+    pub fn set_webhook(
+        &self,
+        id: &str,
+        webhook_url: Option<Option<&str>>,
+        secret: SecretChange,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        self.update(id, |key| {
+            if let Some(url) = webhook_url {
+                key.webhook_url = url.map(str::to_string);
+            }
+            key.webhook_secret = match (secret, key.webhook_secret.take()) {
+                (SecretChange::Keep, Some(old)) => Some(old),
+                (SecretChange::Keep, None) | (SecretChange::Rotate, _) => {
+                    Some(new_webhook_secret()?)
+                }
+                (SecretChange::Set(new), _) => Some(new),
+            };
+            Ok(())
+        })
     }
 
     fn modified(&self) -> Option<(SystemTime, u64)> {
         let meta = std::fs::metadata(&self.path).ok()?;
         Some((meta.modified().ok()?, meta.len()))
     }
+}
+
+fn new_webhook_secret() -> Result<String, StoreError> {
+    crate::webhook::generate_secret().map_err(|e| StoreError::Db(format!("no randomness: {e}")))
 }
 
 /// Hex SHA-256 of a secret: what is stored and compared.
@@ -161,6 +245,8 @@ struct CacheState {
     loaded_at: Option<SystemTime>,
     /// Hash of an active secret -> tenant id.
     active: HashMap<String, String>,
+    /// Tenant id of an active key -> its webhook endpoint and secret.
+    webhooks: HashMap<String, TenantWebhook>,
 }
 
 impl KeyCache {
@@ -192,6 +278,16 @@ impl KeyCache {
         Ok(state.active.get(&hash).cloned())
     }
 
+    /// The webhook endpoint and secret of an active tenant. Blocking: may reload
+    /// the key file; if that fails, answers from what was loaded before.
+    pub fn tenant_webhook(&self, tenant: &str) -> Option<TenantWebhook> {
+        if let Err(e) = self.reload_if_changed() {
+            tracing::warn!(error = %e, "cannot reload the key file; using the keys loaded before");
+        }
+        let state = self.state.read().ok()?;
+        state.webhooks.get(tenant).cloned()
+    }
+
     fn is_fresh(&self, stamp: Option<(SystemTime, u64)>) -> Result<bool, StoreError> {
         let state = self
             .state
@@ -218,13 +314,23 @@ impl KeyCache {
             return Ok(());
         }
         let loaded_at = SystemTime::now();
-        let active = self
+        let keys: Vec<ApiKey> = self
             .file
             .list()?
             .into_iter()
             .filter(|k| k.revoked_at.is_none())
-            .map(|k| (k.hash, k.id))
             .collect();
+        let webhooks = keys
+            .iter()
+            .map(|k| {
+                let webhook = TenantWebhook {
+                    url: k.webhook_url.clone(),
+                    secret: k.webhook_secret.clone(),
+                };
+                (k.id.clone(), webhook)
+            })
+            .collect();
+        let active = keys.into_iter().map(|k| (k.hash, k.id)).collect();
         let mut state = self
             .state
             .write()
@@ -233,6 +339,7 @@ impl KeyCache {
         state.stamp = stamp;
         state.loaded_at = Some(loaded_at);
         state.active = active;
+        state.webhooks = webhooks;
         Ok(())
     }
 }
@@ -257,5 +364,47 @@ mod tests {
         assert!(file.revoke(&key.id).unwrap());
         assert!(!file.revoke("nope").unwrap());
         assert_eq!(cache.tenant_for(&secret).unwrap(), None);
+    }
+
+    #[test]
+    fn webhook_endpoint_and_secret_live_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyFile::new(dir.path());
+        let cache = KeyCache::new(dir.path()).unwrap();
+        let (key, _) = file
+            .create_with_webhook("hooks", Some("https://hooks.test/a"))
+            .unwrap();
+        let first = cache.tenant_webhook(&key.id).unwrap();
+        assert_eq!(first.url.as_deref(), Some("https://hooks.test/a"));
+        assert!(first.secret.as_deref().unwrap().starts_with("whsec_"));
+
+        let kept = file
+            .set_webhook(
+                &key.id,
+                Some(Some("https://hooks.test/b")),
+                SecretChange::Keep,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.webhook_secret, first.secret);
+        let rotated = file
+            .set_webhook(&key.id, None, SecretChange::Rotate)
+            .unwrap()
+            .unwrap();
+        assert_ne!(rotated.webhook_secret, first.secret);
+        assert_eq!(rotated.webhook_url.as_deref(), Some("https://hooks.test/b"));
+        let set = file
+            .set_webhook(&key.id, Some(None), SecretChange::Set("whsec_mine".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(set.webhook_secret.as_deref(), Some("whsec_mine"));
+        assert!(file
+            .set_webhook("nope", None, SecretChange::Keep)
+            .unwrap()
+            .is_none());
+        let now = cache.tenant_webhook(&key.id).unwrap();
+        assert_eq!((now.url, now.secret.as_deref()), (None, Some("whsec_mine")));
+        file.revoke(&key.id).unwrap();
+        assert_eq!(cache.tenant_webhook(&key.id), None);
     }
 }

@@ -6,9 +6,12 @@
 //! survives a crash.
 
 pub mod keys;
+pub mod outbox;
 pub mod record;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use uuid::Uuid;
@@ -81,9 +84,14 @@ pub enum WriteOp {
 }
 
 /// The open status database. Reads may run from any thread at any time
-/// (MVCC); writes come only from the registry actor.
+/// (MVCC); writes come only from the registry actor, except the webhook
+/// delivery actor settling outbox rows ([`outbox`]).
 pub struct Store {
     db: Database,
+    /// Picks the webhook endpoints of each transition's event; none, no events.
+    router: OnceLock<Arc<dyn outbox::EndpointRouter>>,
+    /// Outbox rows committed since open: tells the registry when to wake delivery.
+    events_written: AtomicU64,
 }
 
 impl Store {
@@ -95,8 +103,13 @@ impl Store {
         txn.open_table(TENANT_UPLOADS)?;
         txn.open_table(TRANSITIONS)?;
         txn.open_table(META)?;
+        txn.open_table(outbox::OUTBOX)?;
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            router: OnceLock::new(),
+            events_written: AtomicU64::new(0),
+        })
     }
 
     /// Inserts a new record, assigning its `seq`, and logs its creation. Durable on return.
@@ -125,19 +138,23 @@ impl Store {
     /// Group commit: applies every operation in one write transaction and one
     /// fsync. An operation on an unknown upload fails alone; a failure of the
     /// transaction itself fails them all (the outer error). Results are in
-    /// the order of `ops`.
+    /// the order of `ops`. Each insert and transition also writes its webhook
+    /// event to the outbox, in the same transaction.
     pub fn apply_batch(
         &self,
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<UploadRecord, StoreError>>, StoreError> {
         let txn = self.db.begin_write()?;
         let mut results = Vec::with_capacity(ops.len());
+        let mut events = 0;
         {
             let mut uploads = txn.open_table(UPLOADS)?;
             let mut index = txn.open_table(TENANT_UPLOADS)?;
             let mut history = txn.open_table(TRANSITIONS)?;
             let mut meta = txn.open_table(META)?;
+            let mut outbox_rows = txn.open_table(outbox::OUTBOX)?;
             for op in ops {
+                let reported = !matches!(op, WriteOp::Patch { .. });
                 let result = match op {
                     WriteOp::Insert(mut record) => {
                         let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
@@ -197,10 +214,15 @@ impl Store {
                         }
                     }
                 };
+                if let (true, Ok(record), Some(router)) = (reported, &result, self.router.get()) {
+                    let endpoints = router.endpoints(record);
+                    events += outbox::enqueue(&mut outbox_rows, &mut meta, endpoints, record)?;
+                }
                 results.push(result);
             }
         }
         txn.commit()?;
+        self.events_written.fetch_add(events, Ordering::Relaxed);
         Ok(results)
     }
 
@@ -266,7 +288,7 @@ mod tests {
     use super::*;
     use record::UploadError;
 
-    fn sample(tenant: &str) -> UploadRecord {
+    pub(super) fn sample(tenant: &str) -> UploadRecord {
         let now = record::now_utc();
         UploadRecord {
             id: Uuid::new_v4(),
@@ -283,6 +305,7 @@ mod tests {
             outputs: None,
             error: None,
             attempts: 0,
+            callback_url: None,
         }
     }
 

@@ -92,6 +92,10 @@ pub struct UploadRecord {
     pub error: Option<UploadError>,
     /// How many times a transcode was started; bounds retries after crashes.
     pub attempts: u32,
+    /// Endpoint given with the upload that receives its webhook events; `None` in
+    /// records made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 /// The files an upload produced in final storage.

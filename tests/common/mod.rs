@@ -1,6 +1,8 @@
 //! Shared helpers: a real server on an ephemeral port, keys, uploads, polling.
 #![allow(dead_code)]
 
+pub mod seaweed;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -256,4 +258,25 @@ pub async fn upload_to_end(t: &TestServer, key: &str, fixture_name: &str, folder
     assert_eq!(code, 202, "{body}");
     let id = body["data"]["id"].as_str().unwrap();
     wait_terminal(&t.client, &t.base, key, id).await
+}
+
+/// GETs `url` without a key (media URLs need none); returns the status, content type and body.
+pub async fn fetch_media(client: &reqwest::Client, url: &str) -> (u16, String, bytes::Bytes) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, content_type, response.bytes().await.unwrap())
+}
+
+/// The URIs a playlist names (its non-comment lines).
+pub fn playlist_uris(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
 }

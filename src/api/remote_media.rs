@@ -1,0 +1,124 @@
+//! `/media/{token}/...` when final storage is an object store. With presigned
+//! URLs, a playlist's relative references would reach the store unsigned, so
+//! playlists (`.m3u8`) are served here, each reference rewritten to a full
+//! URL: another playlist to this route, a segment to its presigned URL
+//! ([`crate::storage::playlist`]). A player goes master -> variant ->
+//! segments with nothing but the `hls_url` it was given. Any other file, and
+//! every file when the bucket is public, is a `302` to its URL in the store.
+//! Nothing is answered before the upload's completion marker exists.
+
+use std::sync::Arc;
+
+use warp::filters::path::Tail;
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use super::error::ApiError;
+use super::{with_state, AppState};
+use crate::storage::{content_type, playlist, MediaAccess, StorageError};
+
+/// The route, for backends that are not served from disk.
+pub fn routes(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    warp::path("media")
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::path::tail())
+        .and(with_state(state.clone()))
+        .and_then(serve)
+        .boxed()
+}
+
+/// Splits `{token}/{name}` and refuses anything but plain names: no empty
+/// segment, none starting with `.` (the completion marker stays hidden).
+fn parse(tail: &str) -> Option<(&str, &str)> {
+    let (token, name) = tail.split_once('/')?;
+    let token_ok = !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric());
+    let name_ok = name.split('/').all(|s| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    });
+    (token_ok && name_ok).then_some((token, name))
+}
+
+async fn serve(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection> {
+    let (token, name) = parse(tail.as_str()).ok_or(ApiError::NotFound)?;
+    let storage = state.services.storage.clone();
+    let rewrite = storage.media_access() == MediaAccess::Presigned && name.ends_with(".m3u8");
+    let max_bytes = state
+        .services
+        .config
+        .s3
+        .as_ref()
+        .map_or(0, |s3| s3.max_playlist_bytes);
+    let (token, name) = (token.to_string(), name.to_string());
+    let (t, n) = (token.clone(), name.clone());
+    // Requests to the object store block: off the executor.
+    let found = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, StorageError> {
+        if !storage.contains(&t)? {
+            return Ok(None);
+        }
+        if !rewrite {
+            return Ok(Some(Vec::new()));
+        }
+        storage.read_small(&t, &n, max_bytes)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
+    let Some(bytes) = found else {
+        return Err(ApiError::NotFound.into());
+    };
+    let storage = &state.services.storage;
+    if !rewrite {
+        let target = storage.url(&state.base_url, &token, &name);
+        let location = HeaderValue::from_str(&target)
+            .map_err(|e| ApiError::Internal(format!("media URL: {e}")))?;
+        let mut response = StatusCode::FOUND.into_response();
+        response.headers_mut().insert(header::LOCATION, location);
+        return Ok(response);
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ApiError::StorageUnavailable(format!("{name} is not UTF-8")))?;
+    let body = playlist::rewrite(&text, &name, |target| {
+        storage.url(&state.base_url, &token, target)
+    });
+    let mut response = Response::new(body.into());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&name)),
+    );
+    // Its URLs expire: a cache must ask again rather than serve stale signatures.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn only_plain_names_of_a_token_are_served() {
+        assert_eq!(
+            parse("abc123/hls/720p/index.m3u8"),
+            Some(("abc123", "hls/720p/index.m3u8"))
+        );
+        for bad in [
+            "abc123",
+            "abc123/.complete",
+            "abc123/hls/../x",
+            "abc/",
+            "a-b/video.mp4",
+            "abc123/hls//x.ts",
+            "abc123/a%2e.ts",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,713 @@
+//! Final storage in an S3-compatible bucket (AWS S3, SeaweedFS, MinIO, ...)
+//! through `object_store`.
+//!
+//! An upload's files go to `{prefix}/{token}/{name}`; large ones as multipart
+//! uploads, which the store shows only once complete. A small marker object,
+//! `{prefix}/{token}/.complete`, is written last: [`FinalStorage::contains`]
+//! and playback through the API server rely on it, so a set of objects is
+//! visible only once every one of them is stored. A `put` that was cut off
+//! (a crash, a restart) leaves no marker and is simply done again: objects
+//! are overwritten, then the marker is written.
+//!
+//! Every request to the store is retried with exponential backoff
+//! (`max_attempts`, `retry_initial_backoff_ms`, `retry_max_backoff_ms`); when
+//! the attempts run out the error goes back to the uploader, which fails the
+//! upload with `storage_error`.
+//!
+//! The trait is sync (callers are on blocking threads); each call drives the
+//! async client on the server's Tokio runtime with `Handle::block_on`.
+
+use std::future::Future;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::signer::{Method, Signer};
+use object_store::{
+    Attribute, AttributeValue, Attributes, ClientOptions, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::{content_type, FinalStorage, MediaAccess, OutputFile, StorageError};
+
+/// Name of the marker object written after every other object of an upload.
+pub const MARKER: &str = ".complete";
+
+/// Smallest part S3 accepts in a multipart upload (every part but the last).
+const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+
+/// Longest lifetime SigV4 allows a presigned URL (7 days).
+const MAX_PRESIGN_SECS: u64 = 7 * 24 * 3600;
+
+/// The `[s3]` table of the config file: where the bucket is and how to use it.
+/// Present, it replaces the local media folder as final storage.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. `http://127.0.0.1:8333` for SeaweedFS or MinIO. Default:
+    /// none, which means AWS S3 in `region`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region the requests are signed for. Default `us-east-1`.
+    pub region: String,
+    /// Bucket name; it must exist. Required.
+    pub bucket: String,
+    /// Access key id. Default: the environment variable `VIDPIPE_S3_ACCESS_KEY_ID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Secret access key. Default: the environment variable `VIDPIPE_S3_SECRET_ACCESS_KEY`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`) instead of virtual-hosted ones
+    /// (`bucket.endpoint/key`); most self-hosted stores want `true`. Default false.
+    pub path_style: bool,
+    /// Folder inside the bucket for every key, e.g. `vidpipe/media`. Default: none (the bucket root).
+    pub prefix: String,
+    /// Lifetime of presigned playback URLs, in seconds, at most 604800 (7 days). Default 3600.
+    pub presign_secs: u64,
+    /// Base URL under which the bucket's keys are public (a CDN, or a public bucket),
+    /// e.g. `https://media.example.com`; playback URLs are then `{public_base_url}/{key}`,
+    /// unsigned. Default: none, playback URLs are presigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_base_url: Option<String>,
+    /// Files at least this large go up as multipart uploads, in bytes. Default 16777216 (16 MiB).
+    pub multipart_threshold_bytes: u64,
+    /// Size of each multipart part in bytes, at least 5 MiB. Default 8388608 (8 MiB).
+    pub part_size_bytes: u64,
+    /// Parts of one file uploaded at once. Default 4.
+    pub part_concurrency: usize,
+    /// Times each request is tried before the upload fails with `storage_error`. Default 8.
+    pub max_attempts: u32,
+    /// Wait before the first retry, in milliseconds; it doubles with each retry. Default 500.
+    pub retry_initial_backoff_ms: u64,
+    /// Longest wait between two tries, in milliseconds. Default 30000.
+    pub retry_max_backoff_ms: u64,
+    /// Time one request (one part, at most) may take, in seconds. Default 300.
+    pub request_timeout_secs: u64,
+    /// Time to establish a connection, in seconds. Default 10.
+    pub connect_timeout_secs: u64,
+    /// Largest playlist the API server reads from the bucket to rewrite, in bytes. Default 1048576 (1 MiB).
+    pub max_playlist_bytes: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: None,
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            access_key_id: None,
+            secret_access_key: None,
+            path_style: false,
+            prefix: String::new(),
+            presign_secs: 3600,
+            public_base_url: None,
+            multipart_threshold_bytes: 16 * 1024 * 1024,
+            part_size_bytes: 8 * 1024 * 1024,
+            part_concurrency: 4,
+            max_attempts: 8,
+            retry_initial_backoff_ms: 500,
+            retry_max_backoff_ms: 30_000,
+            request_timeout_secs: 300,
+            connect_timeout_secs: 10,
+            max_playlist_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl S3Config {
+    /// Fills missing credentials from `VIDPIPE_S3_ACCESS_KEY_ID` and `VIDPIPE_S3_SECRET_ACCESS_KEY`.
+    pub fn with_env_credentials(mut self) -> S3Config {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if self.access_key_id.is_none() {
+            self.access_key_id = env("VIDPIPE_S3_ACCESS_KEY_ID");
+        }
+        if self.secret_access_key.is_none() {
+            self.secret_access_key = env("VIDPIPE_S3_SECRET_ACCESS_KEY");
+        }
+        self
+    }
+
+    /// The same settings with the secret key hidden, for `config show`.
+    pub fn redacted(&self) -> S3Config {
+        S3Config {
+            secret_access_key: self
+                .secret_access_key
+                .as_ref()
+                .map(|_| "<redacted>".to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The wait before retry number `retry` (1 for the first).
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let factor = 1u64 << retry.saturating_sub(1).min(20);
+        let ms = self
+            .retry_initial_backoff_ms
+            .saturating_mul(factor)
+            .min(self.retry_max_backoff_ms);
+        Duration::from_millis(ms)
+    }
+
+    /// Checks the values types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let b = &self.bucket;
+        let bucket_ok = (3..=63).contains(&b.len())
+            && b.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
+        if !bucket_ok {
+            return Err(format!(
+                "s3.bucket {b:?} must be 3 to 63 lowercase letters, digits, '.' or '-'"
+            ));
+        }
+        if self.region.is_empty() {
+            return Err("s3.region must not be empty".into());
+        }
+        for (name, url) in [
+            ("s3.endpoint", &self.endpoint),
+            ("s3.public_base_url", &self.public_base_url),
+        ] {
+            if let Some(url) = url {
+                let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+                if !scheme_ok || url.ends_with('/') || reqwest::Url::parse(url).is_err() {
+                    return Err(format!(
+                        "{name} {url:?} must be an http:// or https:// URL without a trailing slash"
+                    ));
+                }
+            }
+        }
+        if self.access_key_id.is_none() || self.secret_access_key.is_none() {
+            return Err("s3.access_key_id and s3.secret_access_key are required (or VIDPIPE_S3_ACCESS_KEY_ID and VIDPIPE_S3_SECRET_ACCESS_KEY)".into());
+        }
+        if !self.prefix.is_empty() && check_name(&self.prefix).is_err() {
+            return Err(format!(
+                "s3.prefix {:?} must be '/'-separated segments of letters, digits, '.', '_' or '-', none starting with '.'",
+                self.prefix
+            ));
+        }
+        if !(1..=MAX_PRESIGN_SECS).contains(&self.presign_secs) {
+            return Err(format!("s3.presign_secs must be 1 to {MAX_PRESIGN_SECS}"));
+        }
+        if self.part_size_bytes < MIN_PART_BYTES {
+            return Err(format!(
+                "s3.part_size_bytes must be at least {MIN_PART_BYTES}"
+            ));
+        }
+        let at_least_one = [
+            (
+                "s3.multipart_threshold_bytes",
+                self.multipart_threshold_bytes,
+            ),
+            ("s3.part_concurrency", self.part_concurrency as u64),
+            ("s3.max_attempts", u64::from(self.max_attempts)),
+            ("s3.retry_initial_backoff_ms", self.retry_initial_backoff_ms),
+            ("s3.request_timeout_secs", self.request_timeout_secs),
+            ("s3.connect_timeout_secs", self.connect_timeout_secs),
+            ("s3.max_playlist_bytes", self.max_playlist_bytes),
+        ];
+        if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        if self.retry_max_backoff_ms < self.retry_initial_backoff_ms {
+            return Err(
+                "s3.retry_max_backoff_ms must be at least s3.retry_initial_backoff_ms".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A name inside the bucket: `/`-separated segments of letters, digits, `.`,
+/// `_` and `-`, none empty or starting with `.`; such keys need no escaping
+/// in URLs or signatures.
+fn check_name(name: &str) -> Result<(), StorageError> {
+    let valid = !name.is_empty()
+        && name.split('/').all(|s| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(StorageError(format!("invalid object name {name:?}")))
+    }
+}
+
+fn check_token(token: &str) -> Result<(), StorageError> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(StorageError(format!("invalid storage token {token:?}")));
+    }
+    Ok(())
+}
+
+/// Why one try failed: worth another try, or not.
+enum TryError {
+    /// The store failed or could not be reached.
+    Store(object_store::Error),
+    /// The local file could not be read; trying again will not help.
+    Local(std::io::Error),
+}
+
+impl From<object_store::Error> for TryError {
+    fn from(e: object_store::Error) -> Self {
+        TryError::Store(e)
+    }
+}
+
+impl From<std::io::Error> for TryError {
+    fn from(e: std::io::Error) -> Self {
+        TryError::Local(e)
+    }
+}
+
+/// Final storage in an S3-compatible bucket.
+pub struct S3Storage {
+    /// The client.
+    store: Arc<AmazonS3>,
+    /// Validated settings.
+    config: S3Config,
+    /// The server's runtime, which drives the client for the sync trait calls.
+    runtime: tokio::runtime::Handle,
+}
+
+impl S3Storage {
+    /// A client for the configured bucket. Must be called inside a Tokio runtime,
+    /// which then runs every request. Makes no request.
+    pub fn new(config: &S3Config) -> Result<S3Storage, StorageError> {
+        config.validate().map_err(StorageError)?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| StorageError(format!("S3 storage needs a Tokio runtime: {e}")))?;
+        let options = ClientOptions::new()
+            .with_timeout(Duration::from_secs(config.request_timeout_secs))
+            .with_connect_timeout(Duration::from_secs(config.connect_timeout_secs));
+        // Retries are ours (bounded, logged, and including multipart uploads as a whole).
+        let retry = RetryConfig {
+            max_retries: 0,
+            ..RetryConfig::default()
+        };
+        let mut builder = AmazonS3Builder::new()
+            .with_region(&config.region)
+            .with_bucket_name(&config.bucket)
+            .with_access_key_id(config.access_key_id.clone().unwrap_or_default())
+            .with_secret_access_key(config.secret_access_key.clone().unwrap_or_default())
+            .with_virtual_hosted_style_request(!config.path_style)
+            .with_client_options(options)
+            .with_retry(retry);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = builder
+            .build()
+            .map_err(|e| StorageError(format!("S3 configuration: {e}")))?;
+        Ok(S3Storage {
+            store: Arc::new(store),
+            config: config.clone(),
+            runtime,
+        })
+    }
+
+    /// The key of `name` in the folder of `token`.
+    fn key(&self, token: &str, name: &str) -> String {
+        match self.config.prefix.trim_matches('/') {
+            "" => format!("{token}/{name}"),
+            prefix => format!("{prefix}/{token}/{name}"),
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, a local error stops it, or the
+    /// configured attempts are used up, waiting with exponential backoff.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, TryError>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(TryError::Local(e)) => {
+                    return Err(StorageError(format!("{what}: reading the output: {e}")))
+                }
+                Err(TryError::Store(e)) if tries >= self.config.max_attempts => {
+                    return Err(StorageError(format!(
+                        "{what}: object store failed {tries} times; last error: {e}"
+                    )));
+                }
+                Err(TryError::Store(e)) => {
+                    let wait = self.config.backoff(tries);
+                    warn!(what, tries, wait_ms = wait.as_millis() as u64, error = %e, "object store request failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn is_complete(&self, token: &str) -> Result<bool, StorageError> {
+        let marker = ObjectPath::from(self.key(token, MARKER));
+        self.retrying("check completion marker", || async {
+            match self.store.head(&marker).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Uploads one file: one request below the multipart threshold, else a
+    /// multipart upload that is aborted if any part fails.
+    async fn upload(&self, path: &ObjectPath, file: &OutputFile) -> Result<(), TryError> {
+        let attributes = Attributes::from_iter([(
+            Attribute::ContentType,
+            AttributeValue::from(content_type(&file.name)),
+        )]);
+        let size = std::fs::metadata(&file.path)?.len();
+        if size < self.config.multipart_threshold_bytes {
+            let bytes = std::fs::read(&file.path)?;
+            let options = PutOptions {
+                attributes,
+                ..PutOptions::default()
+            };
+            self.store
+                .put_opts(path, PutPayload::from(bytes), options)
+                .await?;
+            return Ok(());
+        }
+        let options = PutMultipartOptions {
+            attributes,
+            ..PutMultipartOptions::default()
+        };
+        let upload = self.store.put_multipart_opts(path, options).await?;
+        let part_size = usize::try_from(self.config.part_size_bytes).unwrap_or(usize::MAX);
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
+        let result = self.write_parts(&mut writer, file, part_size).await;
+        match result {
+            Ok(()) => {
+                writer.finish().await?;
+                Ok(())
+            }
+            Err(e) => {
+                // Parts already sent are discarded by the store; never visible.
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_parts(
+        &self,
+        writer: &mut WriteMultipart,
+        file: &OutputFile,
+        part_size: usize,
+    ) -> Result<(), TryError> {
+        let mut source = std::fs::File::open(&file.path)?;
+        let mut buffer = vec![0u8; part_size];
+        loop {
+            let mut filled = 0;
+            while filled < part_size {
+                let n = source.read(&mut buffer[filled..])?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                return Ok(());
+            }
+            writer
+                .wait_for_capacity(self.config.part_concurrency)
+                .await?;
+            writer.write(&buffer[..filled]);
+        }
+    }
+
+    async fn put_async(&self, token: &str, files: &[OutputFile]) -> Result<(), StorageError> {
+        if self.is_complete(token).await? {
+            return Ok(());
+        }
+        for file in files {
+            let path = ObjectPath::from(self.key(token, &file.name));
+            let what = format!("upload {path}");
+            self.retrying(&what, || self.upload(&path, file)).await?;
+            crate::faults::crash_if(crate::faults::CrashPoint::MidStoragePut);
+        }
+        let marker = ObjectPath::from(self.key(token, MARKER));
+        let listing = serde_json::json!({
+            "files": files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        });
+        let body = PutPayload::from(listing.to_string().into_bytes());
+        self.retrying("write completion marker", || async {
+            self.store.put(&marker, body.clone()).await?;
+            Ok(())
+        })
+        .await?;
+        info!(token, files = files.len(), bucket = %self.config.bucket, "stored in object storage");
+        Ok(())
+    }
+
+    async fn remove_async(&self, token: &str) -> Result<(), StorageError> {
+        let err = |e: object_store::Error| StorageError(e.to_string());
+        // The marker first: the set stops being visible before any file goes.
+        match self
+            .store
+            .delete(&ObjectPath::from(self.key(token, MARKER)))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(err(e)),
+        }
+        let folder = ObjectPath::from(self.key(token, "").trim_end_matches('/'));
+        let mut listing = self.store.list(Some(&folder));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(err)?;
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_async(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = ObjectPath::from(key);
+        let result = match self.store.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(StorageError(e.to_string())),
+        };
+        if result.meta.size > max_bytes {
+            return Err(StorageError(format!(
+                "{key} is {} bytes, more than the limit of {max_bytes}",
+                result.meta.size
+            )));
+        }
+        let bytes = result
+            .bytes()
+            .await
+            .map_err(|e| StorageError(e.to_string()))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// A presigned GET URL for `key`, valid for the configured lifetime.
+    fn presign(&self, key: &str) -> Result<String, StorageError> {
+        let lifetime = Duration::from_secs(self.config.presign_secs);
+        // Signing with static credentials is pure computation: the future is ready at once.
+        match self
+            .store
+            .signed_url(Method::GET, &ObjectPath::from(key), lifetime)
+            .now_or_never()
+        {
+            Some(Ok(url)) => Ok(url.to_string()),
+            Some(Err(e)) => Err(StorageError(format!("presigning {key}: {e}"))),
+            None => Err(StorageError(format!(
+                "presigning {key}: credentials not ready"
+            ))),
+        }
+    }
+}
+
+impl FinalStorage for S3Storage {
+    fn put(&self, token: &str, files: &[OutputFile]) -> Result<(), StorageError> {
+        check_token(token)?;
+        for file in files {
+            check_name(&file.name)?;
+        }
+        self.runtime.block_on(self.put_async(token, files))
+    }
+
+    fn contains(&self, token: &str) -> Result<bool, StorageError> {
+        check_token(token)?;
+        self.runtime.block_on(self.is_complete(token))
+    }
+
+    fn remove(&self, token: &str) -> Result<(), StorageError> {
+        check_token(token)?;
+        self.runtime.block_on(self.remove_async(token))
+    }
+
+    fn url(&self, base_url: &str, token: &str, name: &str) -> String {
+        let key = self.key(token, name);
+        if let Some(public) = &self.config.public_base_url {
+            return format!("{public}/{key}");
+        }
+        let api_url = format!("{base_url}/media/{token}/{name}");
+        if name.ends_with(".m3u8") {
+            // Playlists come from the API server, rewritten with a signature per reference.
+            return api_url;
+        }
+        self.presign(&key).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot presign; pointing at the API server");
+            api_url
+        })
+    }
+
+    fn media_access(&self) -> MediaAccess {
+        if self.config.public_base_url.is_some() {
+            MediaAccess::Public
+        } else {
+            MediaAccess::Presigned
+        }
+    }
+
+    fn read_small(
+        &self,
+        token: &str,
+        name: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        check_token(token)?;
+        check_name(name)?;
+        let key = self.key(token, name);
+        self.runtime.block_on(self.read_async(&key, max_bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> S3Config {
+        S3Config {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            bucket: "videos".into(),
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            secret_access_key: Some("secret".into()),
+            path_style: true,
+            prefix: "media/v1".into(),
+            ..S3Config::default()
+        }
+    }
+
+    #[test]
+    fn validation_names_the_bad_setting() {
+        assert_eq!(config().validate(), Ok(()));
+        let bad = |c: S3Config| c.validate().unwrap_err();
+        assert!(bad(S3Config {
+            bucket: "A".into(),
+            ..config()
+        })
+        .contains("s3.bucket"));
+        assert!(bad(S3Config {
+            prefix: "../x".into(),
+            ..config()
+        })
+        .contains("s3.prefix"));
+        assert!(bad(S3Config {
+            presign_secs: 0,
+            ..config()
+        })
+        .contains("presign_secs"));
+        assert!(bad(S3Config {
+            part_size_bytes: 1024,
+            ..config()
+        })
+        .contains("part_size"));
+        assert!(bad(S3Config {
+            secret_access_key: None,
+            ..config()
+        })
+        .contains("secret"));
+        let slash = S3Config {
+            public_base_url: Some("https://cdn.test/".into()),
+            ..config()
+        };
+        assert!(bad(slash).contains("public_base_url"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let c = S3Config {
+            retry_initial_backoff_ms: 100,
+            retry_max_backoff_ms: 500,
+            ..config()
+        };
+        let waits: Vec<u64> = (1..=5).map(|n| c.backoff(n).as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 500, 500]);
+    }
+
+    #[tokio::test]
+    async fn urls_are_presigned_public_or_through_the_api_for_playlists() {
+        let storage = S3Storage::new(&config()).unwrap();
+        assert_eq!(storage.media_access(), MediaAccess::Presigned);
+        let url = storage.url("http://api.test", "tok", "video.mp4");
+        assert!(
+            url.starts_with("http://127.0.0.1:9/videos/media/v1/tok/video.mp4?"),
+            "{url}"
+        );
+        for part in [
+            "X-Amz-Signature=",
+            "X-Amz-Expires=3600",
+            "X-Amz-Credential=AKIDEXAMPLE",
+        ] {
+            assert!(url.contains(part), "{url}");
+        }
+        assert_eq!(
+            storage.url("http://api.test", "tok", "hls/master.m3u8"),
+            "http://api.test/media/tok/hls/master.m3u8"
+        );
+        let public = S3Storage::new(&S3Config {
+            public_base_url: Some("https://cdn.test".into()),
+            ..config()
+        })
+        .unwrap();
+        assert_eq!(public.media_access(), MediaAccess::Public);
+        assert_eq!(
+            public.url("http://api.test", "tok", "hls/master.m3u8"),
+            "https://cdn.test/media/v1/tok/hls/master.m3u8"
+        );
+    }
+
+    #[test]
+    fn names_are_checked_before_any_request() {
+        for name in ["../x", "hls//x", ".complete", "a b", "hls/.x", ""] {
+            assert!(check_name(name).is_err(), "{name}");
+        }
+        check_name("hls/720p/seg_00000.ts").unwrap();
+        assert!(check_token("a/b").is_err());
+    }
+
+    #[test]
+    fn the_example_file_documents_every_setting_at_its_default() {
+        let example = include_str!("../../vidpipe.example.toml");
+        let block = example.split("# [s3]\n").nth(1).unwrap();
+        let settings: String = block
+            .lines()
+            .filter_map(|line| line.strip_prefix("#   "))
+            .filter(|line| line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let documented: S3Config = toml::from_str(&settings).unwrap();
+        let expected = S3Config {
+            endpoint: documented.endpoint.clone(),
+            bucket: documented.bucket.clone(),
+            access_key_id: documented.access_key_id.clone(),
+            secret_access_key: documented.secret_access_key.clone(),
+            prefix: documented.prefix.clone(),
+            public_base_url: documented.public_base_url.clone(),
+            ..S3Config::default()
+        };
+        assert_eq!(documented, expected);
+        assert!(documented.public_base_url.is_some() && documented.endpoint.is_some());
+    }
+
+    #[test]
+    fn content_types_follow_extensions() {
+        assert_eq!(content_type("video.mp4"), "video/mp4");
+        assert_eq!(
+            content_type("hls/master.m3u8"),
+            "application/vnd.apple.mpegurl"
+        );
+        assert_eq!(content_type("hls/720p/seg_00000.ts"), "video/mp2t");
+        assert_eq!(content_type("poster.jpg"), "image/jpeg");
+    }
+}
