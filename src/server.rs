@@ -151,6 +151,7 @@ impl Server {
             services: services.clone(),
             keys,
             base_url,
+            views: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let http_done = tokio::spawn(serve(listener, api::service(state), config, stopped));

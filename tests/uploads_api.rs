@@ -119,6 +119,9 @@ async fn authentication_and_tenant_isolation() {
     let (code, body) = upload(&t.client, &t.base, &alice, "not-a-video.txt", "root").await;
     assert_eq!(code, 202);
     let id = body["data"]["id"].as_str().unwrap();
+    // Finished and read by its owner, so its rendered body is kept: still 404 for others.
+    let failed = wait_terminal(&t.client, &t.base, &alice, id).await;
+    assert_eq!(failed["status"], 7);
     let (code, body) = get_json(&t.client, &t.url(&format!("/uploads/{id}")), &bob).await;
     assert_eq!(code, 404, "{body}");
     assert_eq!(body["message"], "Not found.");

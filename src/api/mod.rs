@@ -14,6 +14,7 @@ pub mod ops;
 pub mod remote_media;
 pub mod uploads;
 pub mod view;
+pub mod view_cache;
 
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     /// Base URL put in front of media paths.
     pub base_url: String,
+    /// Rendered bodies of finished uploads.
+    pub views: view_cache::ViewCache,
 }
 
 fn with_state(

@@ -11,7 +11,10 @@ use warp::{Rejection, Reply};
 use super::auth::Tenant;
 use super::error::ApiError;
 use super::view::UploadView;
+use super::view_cache::CachedView;
 use super::AppState;
+use crate::storage::MediaAccess;
+use bytes::Bytes;
 
 /// How many uploads `GET /uploads` lists.
 pub const LIST_LIMIT: usize = 50;
@@ -30,6 +33,12 @@ pub async fn list(tenant: Tenant, state: Arc<AppState>) -> Result<Response, Reje
 /// One upload of the caller; anything else is 404.
 pub async fn show(id: String, tenant: Tenant, state: Arc<AppState>) -> Result<Response, Rejection> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    if let Some(kept) = state.views.get(id) {
+        if kept.tenant != tenant.0 {
+            return Err(ApiError::NotFound.into());
+        }
+        return Ok(json_body(kept.body));
+    }
     let record = state
         .services
         .store
@@ -38,5 +47,29 @@ pub async fn show(id: String, tenant: Tenant, state: Arc<AppState>) -> Result<Re
         .filter(|r| r.tenant == tenant.0)
         .ok_or(ApiError::NotFound)?;
     let view = UploadView::new(&record, &state);
-    Ok(warp::reply::json(&json!({ "data": view })).into_response())
+    let body = Bytes::from(
+        serde_json::to_vec(&json!({ "data": view }))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    let stable_urls = !matches!(
+        state.services.storage.media_access(),
+        MediaAccess::Presigned
+    );
+    if record.status.is_terminal() && stable_urls {
+        let kept = CachedView {
+            tenant: record.tenant.clone(),
+            body: body.clone(),
+        };
+        state.views.insert(id, kept);
+    }
+    Ok(json_body(body))
+}
+
+fn json_body(body: Bytes) -> Response {
+    let mut response = Response::new(body.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -23,9 +23,6 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 
 /// How long to wait for the other process (server or CLI) to close the key file.
 const OPEN_PATIENCE: Duration = Duration::from_secs(10);
-
-/// A key file modified less than this before the last load is read again.
-const MTIME_SLACK: Duration = Duration::from_secs(2);
 
 /// A stored API key: everything but the secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,6 +126,7 @@ impl KeyFile {
         txn.open_table(KEYS)?
             .insert(key.id.as_str(), serde_json::to_vec(&key)?.as_slice())?;
         txn.commit()?;
+        self.bump_generation()?;
         Ok((key, secret))
     }
 
@@ -138,11 +136,12 @@ impl KeyFile {
             return Ok(Vec::new());
         }
         let db = self.open()?;
-        let txn = db.begin_write()?;
-        txn.open_table(KEYS)?;
-        txn.commit()?;
         let txn = db.begin_read()?;
-        let table = txn.open_table(KEYS)?;
+        let table = match txn.open_table(KEYS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
         let mut keys = Vec::new();
         for entry in table.iter()? {
             let (_, bytes) = entry?;
@@ -185,6 +184,9 @@ impl KeyFile {
             }
         };
         txn.commit()?;
+        if updated.is_some() {
+            self.bump_generation()?;
+        }
         Ok(updated)
     }
 
@@ -212,9 +214,28 @@ impl KeyFile {
         })
     }
 
-    fn modified(&self) -> Option<(SystemTime, u64)> {
-        let meta = std::fs::metadata(&self.path).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
+    /// Opens the change token file, creating it empty if missing.
+    fn open_generation(&self) -> Result<std::fs::File, StoreError> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.path.with_extension("gen"))
+            .map_err(|e| StoreError::Db(format!("key change token: {e}")))
+    }
+
+    /// Records that the keys changed, for servers watching this data dir:
+    /// 16 new random bytes written in place, so a server holding the file
+    /// open sees them with one read. (Opening the key database itself may
+    /// touch its file, so the database's own timestamps cannot tell a change.)
+    fn bump_generation(&self) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let mut token = [0u8; 16];
+        getrandom::fill(&mut token).map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
+        self.open_generation()?
+            .write_all_at(&token, 0)
+            .map_err(|e| StoreError::Db(format!("key change token: {e}")))
     }
 }
 
@@ -235,14 +256,16 @@ pub struct KeyCache {
     state: RwLock<CacheState>,
     /// Serialises reloads so concurrent requests do not contend for the file.
     reloading: Mutex<()>,
+    /// The change token file, held open: one read per request tells a change.
+    generation: std::fs::File,
 }
 
 #[derive(Default)]
 struct CacheState {
-    /// File modification stamp the map was loaded from.
-    stamp: Option<(SystemTime, u64)>,
-    /// When the map was loaded.
-    loaded_at: Option<SystemTime>,
+    /// False until the first load.
+    loaded: bool,
+    /// The change token the map was loaded at.
+    generation: [u8; 16],
     /// Hash of an active secret -> tenant id.
     active: HashMap<String, String>,
     /// Tenant id of an active key -> its webhook endpoint and secret.
@@ -252,10 +275,13 @@ struct CacheState {
 impl KeyCache {
     /// A cache over the key file of `data_dir`, loaded now.
     pub fn new(data_dir: &Path) -> Result<KeyCache, StoreError> {
+        let file = KeyFile::new(data_dir);
+        let generation = file.open_generation()?;
         let cache = KeyCache {
-            file: KeyFile::new(data_dir),
+            file,
             state: RwLock::new(CacheState::default()),
             reloading: Mutex::new(()),
+            generation,
         };
         cache.reload_if_changed()?;
         Ok(cache)
@@ -267,7 +293,7 @@ impl KeyCache {
     }
 
     /// The tenant a bearer secret belongs to, if it is an active key.
-    /// Blocking: stats the key file and may reload it.
+    /// Blocking: reads the change token (one `pread`) and may reload the key file.
     pub fn tenant_for(&self, secret: &str) -> Result<Option<String>, StoreError> {
         self.reload_if_changed()?;
         let hash = hash_secret(secret);
@@ -288,32 +314,35 @@ impl KeyCache {
         state.webhooks.get(tenant).cloned()
     }
 
-    fn is_fresh(&self, stamp: Option<(SystemTime, u64)>) -> Result<bool, StoreError> {
+    fn current_generation(&self) -> [u8; 16] {
+        use std::os::unix::fs::FileExt;
+        let mut token = [0u8; 16];
+        // A short or failed read leaves zeros: at worst one extra reload.
+        let _ = self.generation.read_at(&mut token, 0);
+        token
+    }
+
+    fn is_fresh(&self, generation: &[u8; 16]) -> Result<bool, StoreError> {
         let state = self
             .state
             .read()
             .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
-        // File timestamps are coarse: a write in the same tick as the last load
-        // keeps the stamp, so a recently modified file is always re-read.
-        Ok(match (stamp, state.stamp, state.loaded_at) {
-            (Some(now), Some(then), Some(loaded)) => now == then && now.0 + MTIME_SLACK < loaded,
-            _ => false,
-        })
+        Ok(state.loaded && state.generation == *generation)
     }
 
     fn reload_if_changed(&self) -> Result<(), StoreError> {
-        if self.is_fresh(self.file.modified())? {
+        if self.is_fresh(&self.current_generation())? {
             return Ok(());
         }
         let _one_at_a_time = self
             .reloading
             .lock()
             .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
-        let stamp = self.file.modified();
-        if self.is_fresh(stamp)? {
+        // Read before the keys: a change during the load triggers another.
+        let generation = self.current_generation();
+        if self.is_fresh(&generation)? {
             return Ok(());
         }
-        let loaded_at = SystemTime::now();
         let keys: Vec<ApiKey> = self
             .file
             .list()?
@@ -335,9 +364,8 @@ impl KeyCache {
             .state
             .write()
             .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
-        // Stamp taken before reading, so a change during the read triggers another reload.
-        state.stamp = stamp;
-        state.loaded_at = Some(loaded_at);
+        state.loaded = true;
+        state.generation = generation;
         state.active = active;
         state.webhooks = webhooks;
         Ok(())
