@@ -50,14 +50,7 @@ async fn an_upload_that_does_not_fit_gets_507_and_leaves_nothing() {
     let big: Vec<u8> = (0..10 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
-    let response = t
-        .client
-        .post(t.url("/uploads"))
-        .bearer_auth(&key)
-        .multipart(video_form(big, "big.mp4", "root"))
-        .send()
-        .await
-        .unwrap();
+    let response = t.post_form(&key, video_form(big, "big.mp4", "root")).await;
     assert_eq!(response.status(), 507);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "insufficient_storage");

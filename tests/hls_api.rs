@@ -15,37 +15,11 @@ use vidpipe::media::{probe, probe_details, MediaLimits};
 
 async fn upload_bytes(t: &TestServer, key: &str, bytes: Vec<u8>, name: &str) -> String {
     let response = t
-        .client
-        .post(t.url("/uploads"))
-        .bearer_auth(key)
-        .multipart(video_form(bytes, name, "root/phone"))
-        .send()
-        .await
-        .unwrap();
+        .post_form(key, video_form(bytes, name, "root/phone"))
+        .await;
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
     body["data"]["id"].as_str().unwrap().to_string()
-}
-
-/// GETs `url` (no key: media URLs need none); returns the status, content type and body.
-async fn fetch(t: &TestServer, url: &str) -> (u16, String, bytes::Bytes) {
-    let response = t.client.get(url).send().await.unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, content_type, response.bytes().await.unwrap())
-}
-
-/// The non-comment lines of a playlist: the URIs it names.
-fn uris(playlist: &str) -> Vec<String> {
-    playlist
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect()
 }
 
 /// `base` (a URL ending in a file) with its last segment replaced by `relative`.
@@ -141,12 +115,12 @@ async fn a_portrait_phone_clip_plays_as_an_hls_ladder() {
     );
 
     // The master playlist, from the media URL, names every variant relative to itself.
-    let (code, content_type, master) = fetch(&t, &hls_url).await;
+    let (code, content_type, master) = fetch_media(&t.client, &hls_url).await;
     assert_eq!(code, 200);
     assert_eq!(content_type, "application/vnd.apple.mpegurl");
     let master = String::from_utf8(master.to_vec()).unwrap();
     assert!(master.starts_with("#EXTM3U\n"), "{master}");
-    let variants = uris(&master);
+    let variants = playlist_uris(&master);
     assert_eq!(variants.len(), 3, "{master}");
     for (variant, rendition) in variants.iter().zip(renditions) {
         let url = resolve(&hls_url, variant);
@@ -156,17 +130,17 @@ async fn a_portrait_phone_clip_plays_as_an_hls_ladder() {
             master.contains(&format!("BANDWIDTH={bandwidth},")),
             "{master}"
         );
-        let (code, content_type, playlist) = fetch(&t, &url).await;
+        let (code, content_type, playlist) = fetch_media(&t.client, &url).await;
         assert_eq!(
             (code, content_type.as_str()),
             (200, "application/vnd.apple.mpegurl")
         );
         let playlist = String::from_utf8(playlist.to_vec()).unwrap();
         assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
-        let segments = uris(&playlist);
+        let segments = playlist_uris(&playlist);
         assert_eq!(segments.len(), 3, "10 s in 4 s segments: {playlist}");
         for segment in [&segments[0], &segments[segments.len() - 1]] {
-            let (code, content_type, bytes) = fetch(&t, &resolve(&url, segment)).await;
+            let (code, content_type, bytes) = fetch_media(&t.client, &resolve(&url, segment)).await;
             assert_eq!((code, content_type.as_str()), (200, "video/mp2t"));
             let local = dir.path().join("segment.ts");
             std::fs::write(&local, &bytes).unwrap();
@@ -199,7 +173,7 @@ async fn a_portrait_phone_clip_plays_as_an_hls_ladder() {
 
     // The MP4 is still there, portrait.
     let (code, content_type, mp4) =
-        fetch(&t, record["playback"]["mp4_url"].as_str().unwrap()).await;
+        fetch_media(&t.client, record["playback"]["mp4_url"].as_str().unwrap()).await;
     assert_eq!((code, content_type.as_str()), (200, "video/mp4"));
     let local = dir.path().join("video.mp4");
     std::fs::write(&local, &mp4).unwrap();
@@ -209,7 +183,7 @@ async fn a_portrait_phone_clip_plays_as_an_hls_ladder() {
     // Hidden and malformed media paths stay hidden.
     let token_url = &hls_url[..hls_url.len() - "hls/master.m3u8".len()];
     for path in ["hls/.hidden", ".incoming-x/video.mp4", "hls/720p/.x.ts"] {
-        let (code, _, _) = fetch(&t, &format!("{token_url}{path}")).await;
+        let (code, _, _) = fetch_media(&t.client, &format!("{token_url}{path}")).await;
         assert_eq!(code, 404, "{path}");
     }
     t.server.shutdown().await;

@@ -141,14 +141,7 @@ async fn slow_and_malformed_bodies_are_refused() {
     for i in 0..40 {
         form = form.text(format!("extra{i}"), "x");
     }
-    let response = t
-        .client
-        .post(t.url("/uploads"))
-        .bearer_auth(&key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = t.post_form(&key, form).await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "malformed_body");
@@ -178,14 +171,7 @@ async fn slow_and_malformed_bodies_are_refused() {
     // Unknown extra fields are ignored; the upload is accepted.
     let sample = std::fs::read(fixture("sample.mp4")).unwrap();
     let form = video_form(sample, "a.mp4", "root").text("title", "ignored");
-    let response = t
-        .client
-        .post(t.url("/uploads"))
-        .bearer_auth(&key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = t.post_form(&key, form).await;
     assert_eq!(response.status(), 202);
 
     // The server still serves, and nothing refused was left in staging.
@@ -216,13 +202,8 @@ async fn full_queue_and_busy_tenant_are_told_to_retry() {
     // Alice has one in flight: 429 with Retry-After.
     let bytes = std::fs::read(fixture("sample.mp4")).unwrap();
     let response = t
-        .client
-        .post(t.url("/uploads"))
-        .bearer_auth(&alice)
-        .multipart(video_form(bytes.clone(), "b.mp4", "root"))
-        .send()
-        .await
-        .unwrap();
+        .post_form(&alice, video_form(bytes.clone(), "b.mp4", "root"))
+        .await;
     assert_eq!(response.status(), 429);
     assert!(response.headers().contains_key("retry-after"));
     let body: Value = response.json().await.unwrap();

@@ -327,13 +327,8 @@ async fn a_transcoder_panic_fails_one_upload_and_the_service_survives() {
 
     let bytes = std::fs::read(fixture("sample.mp4")).unwrap();
     let response = t
-        .client
-        .post(t.url("/uploads"))
-        .bearer_auth(&key)
-        .multipart(video_form(bytes, "boom.mp4", "root"))
-        .send()
-        .await
-        .unwrap();
+        .post_form(&key, video_form(bytes, "boom.mp4", "root"))
+        .await;
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
     let failed = wait_terminal(

@@ -139,14 +139,7 @@ async fn post(
     if let Some(url) = callback {
         form = form.text("callback_url", url.to_string());
     }
-    let response = t
-        .client
-        .post(t.url("/uploads"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = t.post_form(key, form).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }

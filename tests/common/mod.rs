@@ -52,6 +52,17 @@ impl TestServer {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
+
+    /// `POST /uploads` with a form, as `key`.
+    pub async fn post_form(&self, key: &str, form: reqwest::multipart::Form) -> reqwest::Response {
+        self.client
+            .post(self.url("/uploads"))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 pub fn create_key(data_dir: &Path, name: &str) -> String {
