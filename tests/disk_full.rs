@@ -60,15 +60,7 @@ async fn an_upload_that_does_not_fit_gets_507_and_leaves_nothing() {
     );
 
     // The server keeps serving and the database still takes uploads.
-    let (code, body) = upload(&t.client, &t.base, &key, "not-a-video.txt", "root").await;
-    assert_eq!(code, 202, "{body}");
-    let done = wait_terminal(
-        &t.client,
-        &t.base,
-        &key,
-        body["data"]["id"].as_str().unwrap(),
-    )
-    .await;
+    let done = upload_to_end(&t, &key, "not-a-video.txt", "root").await;
     assert_eq!(done["error"]["code"], "unsupported_media");
     let (code, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
     assert_eq!(code, 200);
@@ -86,15 +78,7 @@ async fn outputs_that_do_not_fit_fail_with_storage_error() {
     let key = create_key(&data, "app");
     let t = TestServer::start(test_config(&data)).await;
 
-    let (code, body) = upload(&t.client, &t.base, &key, "sample.mp4", "root").await;
-    assert_eq!(code, 202, "{body}");
-    let done = wait_terminal(
-        &t.client,
-        &t.base,
-        &key,
-        body["data"]["id"].as_str().unwrap(),
-    )
-    .await;
+    let done = upload_to_end(&t, &key, "sample.mp4", "root").await;
     assert_eq!(done["status"], 7, "{done}");
     assert_eq!(done["error"]["code"], "storage_error");
     assert!(done["playback"].is_null());

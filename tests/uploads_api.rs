@@ -394,15 +394,7 @@ async fn the_supervisor_restarts_killed_children() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
-    let (code, body) = upload(&t.client, &t.base, &key, "sample.mp4", "root").await;
-    assert_eq!(code, 202, "{body}");
-    let done = wait_terminal(
-        &t.client,
-        &t.base,
-        &key,
-        body["data"]["id"].as_str().unwrap(),
-    )
-    .await;
+    let done = upload_to_end(&t, &key, "sample.mp4", "root").await;
     assert_eq!(done["status"], 6, "{done}");
     t.server.shutdown().await;
 }
