@@ -60,6 +60,17 @@ db_err!(
     redb::CommitError
 );
 
+/// The stored record under `key` in an open uploads table, decoded.
+fn stored_record(
+    uploads: &impl ReadableTable<u128, &'static [u8]>,
+    key: u128,
+) -> Result<Option<UploadRecord>, StoreError> {
+    match uploads.get(key)? {
+        Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
 /// One write for [`Store::apply_batch`].
 #[derive(Debug)]
 pub enum WriteOp {
@@ -174,10 +185,7 @@ impl Store {
                     }
                     WriteOp::Patch { id, patch } => {
                         let key = id.as_u128();
-                        let stored: Option<UploadRecord> = match uploads.get(key)? {
-                            Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
-                            None => None,
-                        };
+                        let stored = stored_record(&uploads, key)?;
                         match stored {
                             None => Err(StoreError::NotFound(id)),
                             Some(mut record) => {
@@ -189,10 +197,7 @@ impl Store {
                     }
                     WriteOp::Transition { id, to, patch } => {
                         let key = id.as_u128();
-                        let stored: Option<UploadRecord> = match uploads.get(key)? {
-                            Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
-                            None => None,
-                        };
+                        let stored = stored_record(&uploads, key)?;
                         match stored {
                             None => Err(StoreError::NotFound(id)),
                             Some(mut record) => {
@@ -229,11 +234,7 @@ impl Store {
     /// One record, whoever owns it.
     pub fn get(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let uploads = txn.open_table(UPLOADS)?;
-        match uploads.get(id.as_u128())? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
-            None => Ok(None),
-        }
+        stored_record(&txn.open_table(UPLOADS)?, id.as_u128())
     }
 
     /// A tenant's most recent uploads, newest first.
