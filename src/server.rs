@@ -89,10 +89,13 @@ impl Server {
             }
             None => Arc::new(LocalStorage::new(&layout.media_root())),
         };
-        {
+        // One scan of the records serves the clean-up and the per-tenant counts.
+        let unfinished = {
             let (layout, store, storage) = (layout.clone(), store.clone(), storage.clone());
-            let removed = tokio::task::spawn_blocking(move || {
-                recovery::clean_orphans(&layout, &store, storage.as_ref())
+            let (unfinished, removed) = tokio::task::spawn_blocking(move || {
+                let unfinished = store.unfinished()?;
+                let removed = recovery::clean_orphans(&layout, &unfinished, storage.as_ref())?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((unfinished, removed))
             })
             .await
             .map_err(|e| StartError::Startup(e.to_string()))?
@@ -100,9 +103,10 @@ impl Server {
             if removed > 0 {
                 info!(removed, "removed leftovers of interrupted work");
             }
-        }
+            unfinished
+        };
         let tenant_load = TenantLoad::default();
-        for record in store.unfinished()? {
+        for record in &unfinished {
             tenant_load.add(&record.tenant);
         }
         let keys = Arc::new(KeyCache::new(&config.data_dir)?);

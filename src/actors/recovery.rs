@@ -1,7 +1,7 @@
 //! Start-up recovery: remove what no acknowledged upload needs, and resume
 //! every upload that is not terminal from the stage it was in.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
@@ -13,8 +13,8 @@ use super::uploader::UploaderMsg;
 use super::{transcoder, Services};
 use crate::layout::DataLayout;
 use crate::storage::FinalStorage;
-use crate::store::record::Status;
-use crate::store::{Store, StoreError};
+use crate::store::record::{Status, UploadRecord};
+use crate::store::StoreError;
 
 /// Removes an upload's local working files: staged body, partial and finished work folders.
 pub async fn discard_local(services: &Services, id: Uuid) -> Result<(), ActorProcessingErr> {
@@ -42,23 +42,19 @@ fn remove_if_exists(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Before the actors start: deletes partial bodies, interrupted work and
+/// Before the actors start, given the records not yet terminal: deletes partial bodies, interrupted work and
 /// storage folders, and the local files of uploads that are terminal or
 /// unknown. Returns how many entries were removed.
 pub fn clean_orphans(
     layout: &DataLayout,
-    store: &Store,
+    unfinished: &[UploadRecord],
     storage: &dyn FinalStorage,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-    let unfinished: HashMap<Uuid, Status> = store
-        .unfinished()?
-        .into_iter()
-        .map(|r| (r.id, r.status))
-        .collect();
+    let unfinished: HashSet<Uuid> = unfinished.iter().map(|r| r.id).collect();
     let live = |name: &str, suffix: &str| {
         name.strip_suffix(suffix)
             .and_then(|stem| Uuid::parse_str(stem).ok())
-            .is_some_and(|id| unfinished.contains_key(&id))
+            .is_some_and(|id| unfinished.contains(&id))
     };
     let mut removed = 0;
     for entry in fs::read_dir(layout.staging_dir())? {
