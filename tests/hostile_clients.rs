@@ -136,6 +136,20 @@ async fn slow_and_malformed_bodies_are_refused() {
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("headers are larger"), "{text}");
 
+    // Too large by its declared length, and the client waits for `100 Continue`:
+    // the answer is 413 at once, no invitation to send the body.
+    let head = post_head(&key, "B", Some(10_000_000_000))
+        .replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+    let (code, text) = tokio::task::spawn_blocking(move || {
+        raw_exchange(addr, &[head.as_bytes()], Duration::from_millis(1))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(code, 413, "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    assert!(text.contains("\"code\":\"payload_too_large\""), "{text}");
+
     // Too many parts.
     let mut form = reqwest::multipart::Form::new().text("folder", "root");
     for i in 0..40 {

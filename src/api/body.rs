@@ -1,10 +1,14 @@
 //! Guards on the raw request body before multer sees it: an idle timeout
 //! (a client that stops sending mid-body) and a cap on the bytes read while
 //! multer looks for the end of a part's header block, which it would
-//! otherwise buffer without bound.
+//! otherwise buffer without bound. And [`Tracked`], which lets a refused
+//! request's unread body be drained so that the client reads the error
+//! instead of a reset connection.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -74,13 +78,13 @@ impl HeaderWatch {
 }
 
 /// Wraps a warp body stream with the idle timeout and the header watch.
-pub fn guarded<S, B>(
+pub fn guarded<'a, S, B>(
     body: S,
     watch: Arc<HeaderWatch>,
     idle: Duration,
-) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + 'static
+) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + 'a
 where
-    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'a,
     B: Buf + Send,
 {
     let body = Box::pin(body);
@@ -102,4 +106,78 @@ where
             Some((item, next))
         }
     })
+}
+
+/// Most unread body bytes drained after a request is refused. A client
+/// that is told no only a little way past a limit still reads the answer;
+/// a larger remainder is not worth reading, so the connection is closed.
+pub const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+/// Longest time spent draining one refused body.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// A request body that remembers whether it was ever read and how much of it.
+pub struct Tracked<S> {
+    inner: S,
+    polled: bool,
+    read: u64,
+}
+
+impl<S> Tracked<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Tracked<S> {
+        Tracked {
+            inner,
+            polled: false,
+            read: 0,
+        }
+    }
+}
+
+impl<S, B> Stream for Tracked<S>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    type Item = Result<B, warp::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.polled = true;
+        let next = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(buf))) = &next {
+            self.read += buf.remaining() as u64;
+        }
+        next
+    }
+}
+
+impl<S, B> Tracked<S>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    /// Reads and discards what is left of a refused request's body, within
+    /// [`DRAIN_BYTES`] and [`DRAIN_TIME`], so that HTTP/1.1 can send the
+    /// error on a connection the client is still writing to. Nothing is
+    /// read when the client asked `Expect: 100-continue` and the body was
+    /// never touched (reading it would invite the upload that was refused),
+    /// nor when the declared length is already past the cap.
+    pub async fn drain(&mut self, expects_continue: bool, content_length: Option<u64>) {
+        if expects_continue && !self.polled {
+            return;
+        }
+        let unread = content_length.map(|len| len.saturating_sub(self.read));
+        if unread.is_some_and(|left| left > DRAIN_BYTES) {
+            return;
+        }
+        let start = self.read;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while self.read - start <= DRAIN_BYTES {
+                match self.next().await {
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    }
 }

@@ -16,7 +16,7 @@ use warp::reply::Response;
 use warp::{Rejection, Reply};
 
 use super::auth::Tenant;
-use super::body::{guarded, BodyError, HeaderWatch};
+use super::body::{guarded, BodyError, HeaderWatch, Tracked};
 use super::error::ApiError;
 use super::folder::{clean_filename, validate_folder};
 use super::view::UploadView;
@@ -53,14 +53,36 @@ struct ParsedForm {
     callback_url: Option<String>,
 }
 
-/// The handler.
+/// The handler. A refused request's unread body is drained (within bounds)
+/// before the error goes out, so that the client reads it.
 pub async fn create(
     tenant: Tenant,
     content_type: Option<String>,
     content_length: Option<u64>,
+    expect: Option<String>,
     body: impl Stream<Item = Result<impl Buf + Send, warp::Error>> + Send + Unpin + 'static,
     state: Arc<AppState>,
 ) -> Result<Response, Rejection> {
+    let mut body = Tracked::new(body);
+    let result = accept(tenant, content_type, content_length, &mut body, &state).await;
+    if result.is_err() {
+        let expects_continue = expect.is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+        body.drain(expects_continue, content_length).await;
+    }
+    result
+}
+
+async fn accept<S, B>(
+    tenant: Tenant,
+    content_type: Option<String>,
+    content_length: Option<u64>,
+    body: &mut Tracked<S>,
+    state: &Arc<AppState>,
+) -> Result<Response, Rejection>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+    B: Buf + Send,
+{
     let config = &state.services.config;
     // Admission control answers before a byte of the body is read.
     if state.services.queued.load(Ordering::Relaxed) >= config.max_queued_jobs {
@@ -93,7 +115,7 @@ pub async fn create(
     };
     let form = parse_form(body, boundary, config, &part_path)
         .await
-        .inspect_err(|e| count_storage_error(&state, e))?;
+        .inspect_err(|e| count_storage_error(state, e))?;
 
     validate(&form, config)?;
     if form.callback_url.is_some() {
@@ -123,7 +145,7 @@ pub async fn create(
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(storage_error)
-    .inspect_err(|e| count_storage_error(&state, e))?;
+    .inspect_err(|e| count_storage_error(state, e))?;
     guard.path = staged_path;
     crate::faults::crash_if(crate::faults::CrashPoint::AfterStaging);
 
@@ -169,7 +191,7 @@ pub async fn create(
     tracing::info!(upload = %record.id, size_bytes = record.size_bytes, "upload accepted");
     let body = json!({
         "message": "Upload accepted and is now being processed.",
-        "data": UploadView::new(&record, &state),
+        "data": UploadView::new(&record, state),
     });
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response())
 }
@@ -271,7 +293,7 @@ async fn parse_form<S, B>(
     part_path: &Path,
 ) -> Result<ParsedForm, ApiError>
 where
-    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf + Send,
 {
     let limit = config.max_upload_bytes;
@@ -307,7 +329,7 @@ pub async fn parse_and_validate(
 
 /// Reads every part: the video to `part_path` (fsynced), text fields into memory.
 async fn read_form(
-    mut multipart: Multipart<'static>,
+    mut multipart: Multipart<'_>,
     watch: &HeaderWatch,
     part_path: &Path,
     limits: FormLimits,

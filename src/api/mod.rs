@@ -54,6 +54,7 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(auth::tenant(state.clone()))
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::header::optional::<String>("expect"))
         .and(warp::body::stream())
         .and(with_state(state.clone()))
         .and_then(intake::create);
