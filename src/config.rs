@@ -42,6 +42,9 @@ pub struct Config {
     pub retry_after: Duration,
     /// Time allowed to send the request headers. Default 30 s.
     pub header_read_timeout: Duration,
+    /// Client connections open at once; past it, new ones wait in the
+    /// listen backlog until one closes. Default 1024.
+    pub max_connections: usize,
     /// Grace period for in-flight requests on shutdown. Default 30 s.
     pub shutdown_grace: Duration,
     /// Output encoding settings. Default: H.264 CRF 23 veryfast, AAC 128 kb/s, with
@@ -136,6 +139,7 @@ impl Config {
             max_attempts: 3,
             retry_after: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             shutdown_grace: Duration::from_secs(30),
             profile,
             media_limits: MediaLimits::default(),
@@ -197,6 +201,7 @@ impl Config {
             ),
             ("max_form_parts", self.max_form_parts as u64),
             ("max_part_header_bytes", self.max_part_header_bytes),
+            ("max_connections", self.max_connections as u64),
         ];
         if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{name} must be at least 1"));

@@ -225,6 +225,9 @@ impl Server {
     }
 }
 
+/// Largest read buffer of one HTTP/1 connection (it also bounds the request head).
+const MAX_READ_BUFFER: usize = 64 * 1024;
+
 async fn serve(
     listener: TcpListener,
     http: api::observe::HttpService,
@@ -232,12 +235,26 @@ async fn serve(
     mut stopped: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    // At the cap, accepting pauses: new connections wait in the kernel's
+    // backlog instead of each costing the server buffers and a task.
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let mut builder = ConnBuilder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
+        // hyper's read buffer may grow to 400 KiB per connection by default;
+        // 64 KiB bounds a connection's buffers and still reads bodies at
+        // full speed.
+        .max_buf_size(MAX_READ_BUFFER)
         .header_read_timeout(config.header_read_timeout);
     loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stopped.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = match accepted {
@@ -254,6 +271,7 @@ async fn serve(
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    drop(permit);
                 });
             }
             _ = stopped.changed() => break,

@@ -13,6 +13,8 @@
 //! `vidpipe-signature: t={unix seconds},v1={hex HMAC-SHA256(secret, "{t}.{body}")}`
 //! and `vidpipe-event-id`, the same for every attempt and endpoint of one event.
 
+pub mod guard;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +59,10 @@ pub struct WebhookConfig {
     pub poll_interval_ms: u64,
     /// Longest `callback_url` accepted on an upload, in bytes. Default 2048.
     pub max_callback_url_bytes: usize,
+    /// Lets `callback_url` point to loopback, private and link-local
+    /// addresses (for a receiver on the same host or network). Default false:
+    /// such URLs are refused at upload and such addresses never dialled.
+    pub allow_private_callback_urls: bool,
 }
 
 impl Default for WebhookConfig {
@@ -71,6 +77,7 @@ impl Default for WebhookConfig {
             concurrency: 8,
             poll_interval_ms: 1000,
             max_callback_url_bytes: 2048,
+            allow_private_callback_urls: false,
         }
     }
 }

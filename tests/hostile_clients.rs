@@ -269,3 +269,47 @@ async fn full_queue_and_busy_tenant_are_told_to_retry() {
     assert_eq!(code, 202, "{body}");
     t.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.max_connections = 2;
+    config.header_read_timeout = Duration::from_secs(30);
+    let t = TestServer::start(config).await;
+    let addr = t.server.addr();
+
+    // Two connections hold both slots with requests whose headers never end.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        holders.push(stream);
+    }
+    // A third client connects (the kernel's backlog takes it) but is not served.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/healthz");
+    let waited = client
+        .get(&url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(waited.as_ref().is_err_and(|e| e.is_timeout()), "{waited:?}");
+
+    // One holder goes away: its slot serves the next client.
+    holders.pop();
+    let response = client
+        .get(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    drop(holders);
+    t.server.shutdown().await;
+}

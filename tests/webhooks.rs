@@ -103,6 +103,8 @@ fn config(data: &std::path::Path, receiver: &Receiver) -> Config {
         initial_backoff_ms: 200,
         max_backoff_secs: 1,
         poll_interval_ms: 100,
+        // The receiver listens on loopback.
+        allow_private_callback_urls: true,
         ..WebhookConfig::default()
     };
     config
@@ -262,5 +264,29 @@ async fn every_event_arrives_signed_and_in_order_across_a_restart() {
     .into_iter()
     .collect();
     assert_eq!(accepted, expected_map);
+    t.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_urls_into_the_servers_own_network_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = KeyFile::new(dir.path()).create("app").unwrap();
+    let t = TestServer::start(test_config(dir.path())).await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://10.0.0.7/hook",
+        "http://2130706433/hook",
+    ] {
+        let (code, body) = post(&t, &key, "sample.mp4", Some(url)).await;
+        assert_eq!(code, 422, "{url}: {body}");
+        let message = body["errors"]["callback_url"][0].as_str().unwrap();
+        assert!(message.contains("loopback, private"), "{message}");
+    }
+    // Nothing was accepted.
+    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
     t.server.shutdown().await;
 }

@@ -25,6 +25,40 @@ use crate::webhook::{
 /// The delivery actor.
 pub struct WebhookDelivery;
 
+/// One client for the endpoints the operator configured, one for clients'
+/// `callback_url`s, which (unless `webhooks.allow_private_callback_urls`)
+/// resolves names to public addresses only and ignores proxy settings, so
+/// that the check cannot be routed around.
+#[derive(Clone)]
+struct Clients {
+    configured: reqwest::Client,
+    callbacks: reqwest::Client,
+}
+
+impl Clients {
+    fn new(config: &crate::webhook::WebhookConfig) -> reqwest::Result<Clients> {
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(config.timeout_secs))
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("vidpipe-webhooks/", env!("CARGO_PKG_VERSION")))
+        };
+        let configured = builder().build()?;
+        let callbacks = if config.allow_private_callback_urls {
+            configured.clone()
+        } else {
+            builder()
+                .no_proxy()
+                .dns_resolver(Arc::new(crate::webhook::guard::PublicOnly))
+                .build()?
+        };
+        Ok(Clients {
+            configured,
+            callbacks,
+        })
+    }
+}
+
 /// Messages to the delivery actor.
 pub enum WebhookMsg {
     /// The registry (after a commit that wrote events) and the timer: send what is due.
@@ -37,8 +71,8 @@ pub enum WebhookMsg {
 pub struct WebhookState {
     /// Shared services: outbox, config, keys, storage for playback URLs.
     services: Arc<Services>,
-    /// HTTP client for every endpoint; does not follow redirects.
-    client: reqwest::Client,
+    /// HTTP clients; neither follows redirects.
+    clients: Clients,
     /// Outbox rows being delivered now, and their tasks, aborted when the actor
     /// stops (an unsettled row is simply sent again later).
     in_flight: HashMap<u64, AbortHandle>,
@@ -56,14 +90,10 @@ impl Actor for WebhookDelivery {
         _myself: ActorRef<Self::Msg>,
         services: Arc<Services>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(services.config.webhooks.timeout_secs))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("vidpipe-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let clients = Clients::new(&services.config.webhooks)?;
         Ok(WebhookState {
             services,
-            client,
+            clients,
             in_flight: HashMap::new(),
             ticker: None,
         })
@@ -138,7 +168,7 @@ async fn send_due(myself: &ActorRef<WebhookMsg>, state: &mut WebhookState) {
     for (seq, delivery) in due {
         let task = DeliveryTask {
             services: state.services.clone(),
-            client: state.client.clone(),
+            clients: state.clients.clone(),
             myself: myself.clone(),
         };
         let handle = tokio::spawn(task.run(seq, delivery)).abort_handle();
@@ -149,7 +179,7 @@ async fn send_due(myself: &ActorRef<WebhookMsg>, state: &mut WebhookState) {
 /// What one delivery needs, moved into its task.
 struct DeliveryTask {
     services: Arc<Services>,
-    client: reqwest::Client,
+    clients: Clients,
     myself: ActorRef<WebhookMsg>,
 }
 
@@ -174,10 +204,22 @@ impl DeliveryTask {
             warn!(upload = %record.id, event, endpoint = ?delivery.endpoint, "webhook endpoint no longer configured; event dropped");
             return Settlement::Done;
         };
+        let guarded = matches!(delivery.endpoint, Endpoint::Callback { .. })
+            && !self.services.config.webhooks.allow_private_callback_urls;
+        // Addresses written in the URL are never resolved: checked here.
+        if guarded {
+            if let Err(e) = crate::webhook::guard::check_callback_host(&url) {
+                warn!(upload = %record.id, event, error = %e, "callback_url refused; event dropped");
+                return Settlement::Done;
+            }
+        }
         let body = self.body(delivery);
         let timestamp = OffsetDateTime::now_utc().unix_timestamp();
-        let sent = self
-            .client
+        let client = match &delivery.endpoint {
+            Endpoint::Callback { .. } => &self.clients.callbacks,
+            _ => &self.clients.configured,
+        };
+        let sent = client
             .post(&url)
             .header("content-type", "application/json")
             .header(

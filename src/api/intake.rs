@@ -65,7 +65,10 @@ pub async fn create(
 ) -> Result<Response, Rejection> {
     let mut body = Tracked::new(body);
     let result = accept(tenant, content_type, content_length, &mut body, &state).await;
-    if result.is_err() {
+    // A client that stopped sending is not waited for again.
+    let timed_out =
+        matches!(&result, Err(r) if matches!(r.find::<ApiError>(), Some(ApiError::RequestTimeout)));
+    if result.is_err() && !timed_out {
         let expects_continue = expect.is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
         body.drain(expects_continue, content_length).await;
     }
@@ -274,7 +277,14 @@ fn validate(form: &ParsedForm, config: &Config) -> Result<(), ApiError> {
     }
     if let Some(url) = &form.callback_url {
         let max = config.webhooks.max_callback_url_bytes;
-        if let Err(e) = crate::webhook::check_endpoint_url(url, max) {
+        let checked = crate::webhook::check_endpoint_url(url, max).and_then(|()| {
+            if config.webhooks.allow_private_callback_urls {
+                Ok(())
+            } else {
+                crate::webhook::guard::check_callback_host(url)
+            }
+        });
+        if let Err(e) = checked {
             errors.insert("callback_url", vec![format!("The callback url {e}.")]);
         }
     }

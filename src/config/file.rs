@@ -108,6 +108,10 @@ pub struct ServerSettings {
     #[arg(long, env = "VIDPIPE_HEADER_READ_TIMEOUT_SECS", value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_read_timeout_secs: Option<u64>,
+    /// Client connections open at once; more wait in the listen backlog [default: 1024]
+    #[arg(long, env = "VIDPIPE_MAX_CONNECTIONS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
     /// Seconds in-flight requests get to finish on shutdown [default: 30]
     #[arg(long, env = "VIDPIPE_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -291,6 +295,7 @@ impl ConfigFile {
             &mut config.header_read_timeout,
             server.header_read_timeout_secs.map(secs),
         );
+        set(&mut config.max_connections, server.max_connections);
         set(
             &mut config.shutdown_grace,
             server.shutdown_grace_secs.map(secs),
@@ -347,6 +352,7 @@ impl ConfigFile {
             max_attempts,
             retry_after,
             header_read_timeout,
+            max_connections,
             shutdown_grace,
             profile,
             media_limits,
@@ -390,6 +396,7 @@ impl ConfigFile {
                 max_attempts: Some(*max_attempts),
                 retry_after_secs: Some(retry_after.as_secs()),
                 header_read_timeout_secs: Some(header_read_timeout.as_secs()),
+                max_connections: Some(*max_connections),
                 shutdown_grace_secs: Some(shutdown_grace.as_secs()),
                 readiness_timeout_secs: Some(readiness_timeout.as_secs()),
                 metrics_token: metrics_token.as_ref().map(|_| "<redacted>".to_string()),
@@ -445,6 +452,7 @@ impl ServerSettings {
             header_read_timeout_secs: self
                 .header_read_timeout_secs
                 .or(lower.header_read_timeout_secs),
+            max_connections: self.max_connections.or(lower.max_connections),
             shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
             readiness_timeout_secs: self.readiness_timeout_secs.or(lower.readiness_timeout_secs),
             metrics_token: self.metrics_token.or(lower.metrics_token),
