@@ -16,6 +16,9 @@ pub enum CrashPoint {
     MidStoragePut,
     /// The `completed` transition is written but not committed.
     MidCommit,
+    /// Object storage only: a multipart upload is started and its parts are
+    /// being sent, not yet completed.
+    MidMultipart,
 }
 
 impl CrashPoint {
@@ -26,10 +29,11 @@ impl CrashPoint {
             CrashPoint::MidTranscode => "mid_transcode",
             CrashPoint::MidStoragePut => "mid_storage_put",
             CrashPoint::MidCommit => "mid_commit",
+            CrashPoint::MidMultipart => "mid_multipart",
         }
     }
 
-    /// Every point.
+    /// Every point of every backend (the local crash matrix draws from these).
     pub const ALL: [CrashPoint; 4] = [
         CrashPoint::AfterStaging,
         CrashPoint::MidTranscode,
@@ -42,7 +46,10 @@ fn armed() -> Option<CrashPoint> {
     static ARMED: OnceLock<Option<CrashPoint>> = OnceLock::new();
     *ARMED.get_or_init(|| {
         let wanted = std::env::var("VIDPIPE_CRASH_AT").ok()?;
-        CrashPoint::ALL.into_iter().find(|p| p.name() == wanted)
+        CrashPoint::ALL
+            .into_iter()
+            .chain([CrashPoint::MidMultipart])
+            .find(|p| p.name() == wanted)
     })
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::seaweed::{Seaweed, BUCKET};
 use common::*;
+use object_store::ObjectStoreExt;
 use serde_json::Value;
 use vidpipe::config::Config;
 use vidpipe::storage::s3::{S3Config, S3Storage};
@@ -327,4 +328,100 @@ async fn a_crash_mid_upload_resumes_at_the_next_start() {
         fetch_media(&client, done["playback"]["mp4_url"].as_str().unwrap()).await;
     assert_eq!((status, content_type.as_str()), (200, "video/mp4"));
     server.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_multipart_upload_leaves_no_parts_behind() {
+    let Some(weed) = Seaweed::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let s3 = weed.s3_config("parts");
+    let config_file = dir.path().join("vidpipe.toml");
+    // Every file above 1 KiB goes up as a multipart upload.
+    let toml = format!(
+        "[profile]\nhls = false\n\n[s3]\nendpoint = \"{}\"\nbucket = \"{}\"\npath_style = true\nprefix = \"parts\"\nmultipart_threshold_bytes = 1024\n",
+        weed.endpoint(),
+        s3.bucket
+    );
+    std::fs::write(&config_file, toml).unwrap();
+    let config_path = config_file.to_str().unwrap();
+    let credentials = [
+        ("VIDPIPE_CONFIG", config_path),
+        (
+            "VIDPIPE_S3_ACCESS_KEY_ID",
+            s3.access_key_id.as_deref().unwrap(),
+        ),
+        (
+            "VIDPIPE_S3_SECRET_ACCESS_KEY",
+            s3.secret_access_key.as_deref().unwrap(),
+        ),
+    ];
+    let key = keys_create(&data);
+    let storage = S3Storage::new(&s3).unwrap();
+    // Someone else's multipart upload in the same bucket, under another folder.
+    let other = object_store::path::Path::from("parts/someoneelse/video.mp4");
+    let mut foreign = weed.client().put_multipart(&other).await.unwrap();
+    foreign
+        .put_part(object_store::PutPayload::from(vec![7u8; 5 * 1024 * 1024]))
+        .await
+        .unwrap();
+
+    // The first start dies with the video's multipart upload started, not completed.
+    let mut crashing = credentials.to_vec();
+    crashing.push(("VIDPIPE_CRASH_AT", "mid_multipart"));
+    let mut server = start(&data, &crashing);
+    let client = reqwest::Client::new();
+    let (code, body) = upload(&client, &server.base, &key, "sample.mp4", "root").await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + TERMINAL_DEADLINE;
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the crash point was never reached"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = {
+        let store = Store::open(&data.join("vidpipe.redb")).unwrap();
+        let record = store
+            .get(uuid::Uuid::parse_str(&id).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, Status::Uploading);
+        record.media_token
+    };
+    assert!(weed.keys(&format!("parts/{token}")).await.is_empty());
+
+    // The next start aborts the interrupted multipart upload, then stores the upload again.
+    server.kill9();
+    let mut server = start(&data, &credentials);
+    let done = wait_terminal(&client, &server.base, &key, &id).await;
+    assert_eq!(done["status"], 6, "{done}");
+    let (status, content_type, _) =
+        fetch_media(&client, done["playback"]["mp4_url"].as_str().unwrap()).await;
+    assert_eq!((status, content_type.as_str()), (200, "video/mp4"));
+    let aborted = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("aborted an interrupted multipart upload"))
+        .count();
+    assert_eq!(aborted, 1, "{:?}", server.log.lock().unwrap());
+    server.kill9();
+
+    // Nothing is left in progress under the upload's folder; the foreign upload was not touched.
+    let (ours, theirs) = tokio::task::spawn_blocking(move || {
+        (
+            storage.clean_interrupted(&[token.as_str()]).unwrap(),
+            storage.clean_interrupted(&["someoneelse"]).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!((ours, theirs), (0, 1));
 }

@@ -50,6 +50,11 @@ pub fn clean_orphans(
     unfinished: &[UploadRecord],
     storage: &dyn FinalStorage,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let storing: Vec<&str> = unfinished
+        .iter()
+        .filter(|r| r.status == Status::Uploading)
+        .map(|r| r.media_token.as_str())
+        .collect();
     let unfinished: HashSet<Uuid> = unfinished.iter().map(|r| r.id).collect();
     let live = |name: &str, suffix: &str| {
         name.strip_suffix(suffix)
@@ -73,7 +78,7 @@ pub fn clean_orphans(
             removed += 1;
         }
     }
-    removed += storage.clean_interrupted()?;
+    removed += storage.clean_interrupted(&storing)?;
     Ok(removed)
 }
 

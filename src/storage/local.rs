@@ -118,7 +118,7 @@ impl FinalStorage for LocalStorage {
     }
 
     /// Removes folders of interrupted `put`s; they were never visible.
-    fn clean_interrupted(&self) -> Result<usize, StorageError> {
+    fn clean_interrupted(&self, _storing: &[&str]) -> Result<usize, StorageError> {
         let mut removed = 0;
         for entry in fs::read_dir(&self.root)? {
             let entry = entry?;
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(fs::read(root.join("tok1/video.mp4")).unwrap(), b"mp4");
         storage.put("tok1", &files).unwrap();
         fs::create_dir(root.join(".incoming-tok2")).unwrap();
-        assert_eq!(storage.clean_interrupted().unwrap(), 1);
+        assert_eq!(storage.clean_interrupted(&[]).unwrap(), 1);
         assert!(storage.put("../x", &files).is_err());
     }
 

@@ -39,8 +39,9 @@ pub trait FinalStorage: Send + Sync {
     fn contains(&self, token: &str) -> Result<bool, StorageError>;
     /// Removes what is stored under `token`, if anything.
     fn remove(&self, token: &str) -> Result<(), StorageError>;
-    /// Removes what interrupted `put`s left behind; called at start. Returns how many.
-    fn clean_interrupted(&self) -> Result<usize, StorageError> {
+    /// Removes what interrupted `put`s left behind; called at start with the
+    /// tokens of the uploads that were being stored. Returns how many.
+    fn clean_interrupted(&self, _storing: &[&str]) -> Result<usize, StorageError> {
         Ok(0)
     }
     /// Public URL of one stored file, given the server's base URL.

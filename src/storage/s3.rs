@@ -14,6 +14,11 @@
 //! the attempts run out the error goes back to the uploader, which fails the
 //! upload with `storage_error`.
 //!
+//! A crash in the middle of a multipart upload leaves its parts in the
+//! bucket, invisible but stored (and billed). At the next start the
+//! multipart uploads under the folders of the uploads that were being stored
+//! are listed and aborted before those uploads are stored again.
+//!
 //! The trait is sync (callers are on blocking threads); each call drives the
 //! async client on the server's Tokio runtime with `Handle::block_on`.
 
@@ -24,8 +29,9 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
-use object_store::signer::{Method, Signer};
+use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{
     Attribute, AttributeValue, Attributes, ClientOptions, ObjectStore, ObjectStoreExt,
     PutMultipartOptions, PutOptions, PutPayload, RetryConfig, WriteMultipart,
@@ -391,6 +397,7 @@ impl S3Storage {
         let part_size = usize::try_from(self.config.part_size_bytes).unwrap_or(usize::MAX);
         let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
         let result = self.write_parts(&mut writer, file, part_size).await;
+        crate::faults::crash_if(crate::faults::CrashPoint::MidMultipart);
         match result {
             Ok(()) => {
                 writer.finish().await?;
@@ -453,6 +460,53 @@ impl S3Storage {
         .await?;
         info!(token, files = files.len(), bucket = %self.config.bucket, "stored in object storage");
         Ok(())
+    }
+
+    /// Lists the multipart uploads in progress under `token`'s folder
+    /// (`ListMultipartUploads`, which `object_store` does not offer, as a
+    /// presigned request) and aborts each. Returns how many.
+    async fn abort_interrupted(&self, token: &str) -> Result<usize, StorageError> {
+        let err = |e: &dyn std::fmt::Display| StorageError(format!("{token}: {e}"));
+        let prefix = self.key(token, "");
+        let options =
+            SignedUrlOptions::default().with_query([("uploads", ""), ("prefix", &prefix)]);
+        let url = self
+            .store
+            .signed_url_opts(
+                Method::GET,
+                &ObjectPath::from(""),
+                Duration::from_secs(300),
+                &options,
+            )
+            .await
+            .map_err(|e| err(&e))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(self.config.request_timeout_secs))
+            .build()
+            .map_err(|e| err(&e))?;
+        let response = client.get(url).send().await.map_err(|e| err(&e))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| err(&e))?;
+        if !status.is_success() {
+            return Err(err(&format!(
+                "listing multipart uploads: HTTP {status}: {body}"
+            )));
+        }
+        let mut aborted = 0;
+        for (key, upload_id) in multipart_uploads(&body) {
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            let path = ObjectPath::from(key.as_str());
+            match self.store.abort_multipart(&path, &upload_id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    info!(key, "aborted an interrupted multipart upload");
+                    aborted += 1;
+                }
+                Err(e) => return Err(err(&e)),
+            }
+        }
+        Ok(aborted)
     }
 
     async fn remove_async(&self, token: &str) -> Result<(), StorageError> {
@@ -535,6 +589,23 @@ impl FinalStorage for S3Storage {
         self.runtime.block_on(self.remove_async(token))
     }
 
+    /// Aborts the multipart uploads a crash left under these tokens' folders.
+    /// A store that cannot be reached now is not an error: the parts stay
+    /// until the next start (or the bucket's lifecycle rule).
+    fn clean_interrupted(&self, storing: &[&str]) -> Result<usize, StorageError> {
+        let mut aborted = 0;
+        for token in storing {
+            check_token(token)?;
+            match self.runtime.block_on(self.abort_interrupted(token)) {
+                Ok(n) => aborted += n,
+                Err(e) => {
+                    warn!(token, error = %e, "cannot clear interrupted multipart uploads")
+                }
+            }
+        }
+        Ok(aborted)
+    }
+
     fn url(&self, base_url: &str, token: &str, name: &str) -> String {
         let key = self.key(token, name);
         if let Some(public) = &self.config.public_base_url {
@@ -570,6 +641,32 @@ impl FinalStorage for S3Storage {
         let key = self.key(token, name);
         self.runtime.block_on(self.read_async(&key, max_bytes))
     }
+}
+
+/// `(Key, UploadId)` of each `<Upload>` in a `ListMultipartUploadsResult`.
+fn multipart_uploads(xml: &str) -> Vec<(String, String)> {
+    let field = |block: &str, tag: &str| -> Option<String> {
+        let open = format!("<{tag}>");
+        let start = block.find(&open)? + open.len();
+        let end = start + block[start..].find(&format!("</{tag}>"))?;
+        Some(xml_unescape(&block[start..end]))
+    };
+    xml.split("<Upload>")
+        .skip(1)
+        .filter_map(|block| {
+            let block = &block[..block.find("</Upload>")?];
+            Some((field(block, "Key")?, field(block, "UploadId")?))
+        })
+        .collect()
+}
+
+/// The five predefined XML entities.
+fn xml_unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
 
 #[cfg(test)]
@@ -698,6 +795,23 @@ mod tests {
         };
         assert_eq!(documented, expected);
         assert!(documented.public_base_url.is_some() && documented.endpoint.is_some());
+    }
+
+    #[test]
+    fn multipart_listings_are_read() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult><Bucket>b</Bucket><KeyMarker></KeyMarker>
+<Upload><Key>media/t1/video.mp4</Key><UploadId>abc&amp;1</UploadId><Initiated>2026-01-01T00:00:00Z</Initiated></Upload>
+<Upload><Key>media/t1/hls/720p/seg.ts</Key><UploadId>def</UploadId></Upload>
+<IsTruncated>false</IsTruncated></ListMultipartUploadsResult>"#;
+        assert_eq!(
+            multipart_uploads(xml),
+            [
+                ("media/t1/video.mp4".to_string(), "abc&1".to_string()),
+                ("media/t1/hls/720p/seg.ts".to_string(), "def".to_string()),
+            ]
+        );
+        assert!(multipart_uploads("<ListMultipartUploadsResult/>").is_empty());
     }
 
     #[test]
