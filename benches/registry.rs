@@ -1,5 +1,6 @@
 //! Status registry throughput: durable single commits, batched commits, and
-//! group commit through the registry actor under concurrent load.
+//! group commit through the registry actor under concurrent load; and the
+//! webhook outbox poll with a large backlog waiting for a failing endpoint.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -160,5 +161,66 @@ fn registry_group_commit(c: &mut Criterion) {
     runtime.block_on(server.shutdown());
 }
 
-criterion_group!(benches, store_commits, registry_group_commit);
+/// Every event goes to the global endpoint.
+struct GlobalOnly;
+
+impl vidpipe::store::outbox::EndpointRouter for GlobalOnly {
+    fn endpoints(&self, _record: &UploadRecord) -> Vec<vidpipe::store::outbox::Endpoint> {
+        vec![vidpipe::store::outbox::Endpoint::Global]
+    }
+}
+
+/// One poll of the delivery actor when 200 uploads have 100 events each
+/// waiting (20,000 rows; every chain's head rescheduled an hour ahead, as
+/// when an endpoint has been down) and one event is due now.
+fn outbox_poll_with_backlog(c: &mut Criterion) {
+    use std::collections::HashSet;
+    use vidpipe::store::outbox::Settlement;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("bench.redb")).unwrap();
+    store.route_webhooks(Arc::new(GlobalOnly));
+    let records: Vec<UploadRecord> = (0..200).map(|_| record()).collect();
+    let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
+    let ops = records
+        .into_iter()
+        .map(|r| WriteOp::Insert(Box::new(r)))
+        .collect();
+    store.apply_batch(ops).unwrap();
+    let ops = (0..99)
+        .flat_map(|i| {
+            ids.iter().map(move |&id| WriteOp::Transition {
+                id,
+                to: flip(i),
+                patch: Box::default(),
+            })
+        })
+        .collect();
+    store.apply_batch(ops).unwrap();
+    let later = now_utc() + time::Duration::hours(1);
+    for (seq, _) in store.outbox_due(later, &HashSet::new(), 1000).unwrap() {
+        let retry = Settlement::Retry {
+            at: later,
+            error: "HTTP 503".into(),
+        };
+        store.outbox_settle(seq, retry).unwrap();
+    }
+    store.insert(&mut record()).unwrap();
+    assert_eq!(store.outbox_len().unwrap(), 20_001);
+    let mut group = c.benchmark_group("outbox");
+    group.sample_size(20);
+    group.bench_function("poll_20000_waiting_1_due", |b| {
+        b.iter(|| {
+            let due = store.outbox_due(now_utc(), &HashSet::new(), 8).unwrap();
+            assert_eq!(due.len(), 1);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    store_commits,
+    registry_group_commit,
+    outbox_poll_with_backlog
+);
 criterion_main!(benches);

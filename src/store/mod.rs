@@ -114,7 +114,7 @@ impl Store {
         txn.open_table(TENANT_UPLOADS)?;
         txn.open_table(TRANSITIONS)?;
         txn.open_table(META)?;
-        txn.open_table(outbox::OUTBOX)?;
+        outbox::OutboxTables::open(&txn)?.reindex()?;
         txn.commit()?;
         Ok(Store {
             db,
@@ -163,7 +163,7 @@ impl Store {
             let mut index = txn.open_table(TENANT_UPLOADS)?;
             let mut history = txn.open_table(TRANSITIONS)?;
             let mut meta = txn.open_table(META)?;
-            let mut outbox_rows = txn.open_table(outbox::OUTBOX)?;
+            let mut outbox_rows = outbox::OutboxTables::open(&txn)?;
             for op in ops {
                 let reported = !matches!(op, WriteOp::Patch { .. });
                 let result = match op {

@@ -8,10 +8,18 @@
 //! delivery actor settles each row once tried: deleted when delivered or
 //! given up, else rescheduled. Those writes are durable too; a crash between
 //! a delivery and its settlement means one more delivery (at least once).
+//!
+//! Two indexes, kept in the same transactions, make a poll cost what is due
+//! rather than what is queued (an endpoint down for a day may hold many
+//! thousands of rows): every row by chain, and the head of each chain by the
+//! time of its next attempt.
 
 use std::collections::HashSet;
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
+use redb::{
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -21,6 +29,10 @@ use super::{Store, StoreError};
 
 /// Outbox sequence -> JSON [`Delivery`].
 pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("webhook_outbox");
+/// (chain, sequence) of every row: a chain's rows in order.
+const CHAINS: TableDefinition<(&str, u64), ()> = TableDefinition::new("webhook_outbox_chains");
+/// (next attempt in Unix milliseconds, sequence) of the head row of each chain.
+const DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("webhook_outbox_due");
 
 /// Key in the `meta` table of the next outbox sequence.
 const NEXT_OUTBOX_SEQ: &str = "next_outbox_seq";
@@ -80,10 +92,83 @@ pub enum Settlement {
     },
 }
 
+impl Endpoint {
+    /// The endpoint's part of a chain name.
+    fn chain_part(&self) -> String {
+        match self {
+            Endpoint::Global => "global".into(),
+            Endpoint::Tenant => "tenant".into(),
+            Endpoint::Callback { url } => format!("callback {url}"),
+        }
+    }
+}
+
+impl Delivery {
+    /// The name of the chain (upload and endpoint) this row belongs to.
+    fn chain(&self) -> String {
+        format!("{} {}", self.record.id, self.endpoint.chain_part())
+    }
+}
+
+/// A time as the due index keys it.
+fn due_key(at: OffsetDateTime) -> u64 {
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+/// The outbox tables, open in one write transaction.
+pub(super) struct OutboxTables<'txn> {
+    rows: Table<'txn, u64, &'static [u8]>,
+    chains: Table<'txn, (&'static str, u64), ()>,
+    due: Table<'txn, (u64, u64), ()>,
+}
+
+impl<'txn> OutboxTables<'txn> {
+    /// Opens (creating) the tables in `txn`.
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<OutboxTables<'txn>, StoreError> {
+        Ok(OutboxTables {
+            rows: txn.open_table(OUTBOX)?,
+            chains: txn.open_table(CHAINS)?,
+            due: txn.open_table(DUE)?,
+        })
+    }
+
+    /// Adds row `seq` to its chain's index; a row that heads its chain becomes due.
+    fn index(&mut self, seq: u64, row: &Delivery) -> Result<(), StoreError> {
+        let chain = row.chain();
+        let heads = self
+            .chains
+            .range((chain.as_str(), 0)..(chain.as_str(), seq))?
+            .next()
+            .is_none();
+        self.chains.insert((chain.as_str(), seq), ())?;
+        if heads {
+            self.due.insert((due_key(row.next_attempt_at), seq), ())?;
+        }
+        Ok(())
+    }
+
+    /// Builds the indexes of an outbox written before they existed.
+    pub(super) fn reindex(&mut self) -> Result<(), StoreError> {
+        if self.rows.is_empty()? || !self.chains.is_empty()? {
+            return Ok(());
+        }
+        let mut rows = Vec::new();
+        for entry in self.rows.iter()? {
+            let (key, bytes) = entry?;
+            let row: Delivery = serde_json::from_slice(bytes.value())?;
+            rows.push((key.value(), row));
+        }
+        for (seq, row) in rows {
+            self.index(seq, &row)?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes the event rows of one committed record, inside its write
 /// transaction. Returns how many.
 pub(super) fn enqueue(
-    outbox: &mut Table<u64, &[u8]>,
+    outbox: &mut OutboxTables,
     meta: &mut Table<&str, u64>,
     endpoints: Vec<Endpoint>,
     record: &UploadRecord,
@@ -103,7 +188,10 @@ pub(super) fn enqueue(
             next_attempt_at: record.updated_at,
             last_error: None,
         };
-        outbox.insert(seq, serde_json::to_vec(&row)?.as_slice())?;
+        outbox
+            .rows
+            .insert(seq, serde_json::to_vec(&row)?.as_slice())?;
+        outbox.index(seq, &row)?;
         seq += 1;
     }
     meta.insert(NEXT_OUTBOX_SEQ, seq)?;
@@ -127,23 +215,23 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, Delivery)>, StoreError> {
         let txn = self.db.begin_read()?;
-        let outbox = txn.open_table(OUTBOX)?;
-        let mut chains: HashSet<(Uuid, Endpoint)> = HashSet::new();
+        let rows = txn.open_table(OUTBOX)?;
+        let heads = txn.open_table(DUE)?;
         let mut due = Vec::new();
-        for entry in outbox.iter()? {
+        for entry in heads.range((0, 0)..=(due_key(now), u64::MAX))? {
             if due.len() >= limit {
                 break;
             }
-            let (key, bytes) = entry?;
-            let row: Delivery = serde_json::from_slice(bytes.value())?;
-            if !chains.insert((row.record.id, row.endpoint.clone())) {
+            let (_, seq) = entry?.0.value();
+            if in_flight.contains(&seq) {
                 continue;
             }
-            let seq = key.value();
-            if !in_flight.contains(&seq) && row.next_attempt_at <= now {
-                due.push((seq, row));
+            if let Some(bytes) = rows.get(seq)? {
+                due.push((seq, serde_json::from_slice(bytes.value())?));
             }
         }
+        // Oldest event first, as the rows are numbered.
+        due.sort_by_key(|(seq, _)| *seq);
         Ok(due)
     }
 
@@ -151,22 +239,45 @@ impl Store {
     pub fn outbox_settle(&self, seq: u64, settlement: Settlement) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
-            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut outbox = OutboxTables::open(&txn)?;
+            let row: Option<Delivery> = match outbox.rows.get(seq)? {
+                Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
+                None => None,
+            };
+            let Some(mut row) = row else {
+                return Ok(());
+            };
+            outbox.due.remove((due_key(row.next_attempt_at), seq))?;
             match settlement {
                 Settlement::Done => {
-                    outbox.remove(seq)?;
+                    outbox.rows.remove(seq)?;
+                    let chain = row.chain();
+                    outbox.chains.remove((chain.as_str(), seq))?;
+                    // The next row of the chain now heads it.
+                    let next = outbox
+                        .chains
+                        .range((chain.as_str(), seq)..=(chain.as_str(), u64::MAX))?
+                        .next()
+                        .transpose()?
+                        .map(|(key, _)| key.value().1);
+                    if let Some(next) = next {
+                        let bytes = outbox.rows.get(next)?.map(|b| b.value().to_vec());
+                        if let Some(bytes) = bytes {
+                            let next_row: Delivery = serde_json::from_slice(&bytes)?;
+                            outbox
+                                .due
+                                .insert((due_key(next_row.next_attempt_at), next), ())?;
+                        }
+                    }
                 }
                 Settlement::Retry { at, error } => {
-                    let row: Option<Delivery> = match outbox.get(seq)? {
-                        Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
-                        None => None,
-                    };
-                    if let Some(mut row) = row {
-                        row.attempts += 1;
-                        row.next_attempt_at = at;
-                        row.last_error = Some(error);
-                        outbox.insert(seq, serde_json::to_vec(&row)?.as_slice())?;
-                    }
+                    row.attempts += 1;
+                    row.next_attempt_at = at;
+                    row.last_error = Some(error);
+                    outbox
+                        .rows
+                        .insert(seq, serde_json::to_vec(&row)?.as_slice())?;
+                    outbox.due.insert((due_key(at), seq), ())?;
                 }
             }
         }
@@ -267,5 +378,50 @@ mod tests {
         assert_eq!(next.unwrap().1.record.status, Status::Processing);
         let in_flight: HashSet<u64> = due.iter().map(|(seq, _)| *seq).collect();
         assert!(store.outbox_due(later, &in_flight, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_outbox_written_before_the_indexes_is_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let a = sample("t");
+        let row = |status, endpoint| {
+            let mut record = a.clone();
+            record.status = status;
+            Delivery {
+                event_id: Uuid::new_v4(),
+                endpoint,
+                record,
+                attempts: 0,
+                next_attempt_at: a.updated_at,
+                last_error: None,
+            }
+        };
+        {
+            // Rows only, as the outbox was kept before it had indexes.
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut rows = txn.open_table(OUTBOX).unwrap();
+                for (seq, delivery) in [
+                    (1, row(Status::Pending, Endpoint::Global)),
+                    (2, row(Status::Pending, Endpoint::Tenant)),
+                    (3, row(Status::Processing, Endpoint::Global)),
+                ] {
+                    let bytes = serde_json::to_vec(&delivery).unwrap();
+                    rows.insert(seq, bytes.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let later = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+        let due = store.outbox_due(later, &HashSet::new(), 10).unwrap();
+        let seqs: Vec<u64> = due.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [1, 2]);
+        store.outbox_settle(1, Settlement::Done).unwrap();
+        let due = store.outbox_due(later, &HashSet::new(), 10).unwrap();
+        let seqs: Vec<u64> = due.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [2, 3]);
     }
 }
