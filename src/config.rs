@@ -11,6 +11,9 @@ use crate::media::{MediaLimits, OutputProfile};
 use crate::storage::s3::S3Config;
 use crate::webhook::WebhookConfig;
 
+/// Most `max_connections` accepted (far past what one process serves).
+pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
+
 /// Everything the server needs to run. Every limit and duration has a
 /// documented default; [`Config::new`] fills them in.
 #[derive(Debug, Clone)]
@@ -205,6 +208,11 @@ impl Config {
         ];
         if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{name} must be at least 1"));
+        }
+        if self.max_connections > MAX_CONNECTIONS_LIMIT {
+            return Err(format!(
+                "max_connections must be at most {MAX_CONNECTIONS_LIMIT}"
+            ));
         }
         let durations = [
             ("retry_after_secs", self.retry_after),

@@ -2,6 +2,7 @@
 //! [`prometheus::Registry`] (no process-global recorder), so several servers
 //! in one process (as in the tests) keep separate counts.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
@@ -37,6 +38,38 @@ const REALTIME_FACTOR_BUCKETS: &[f64] = &[
 const HTTP_SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
+
+/// Route templates the HTTP series table has rows for (see `api::observe::route_template`).
+const HTTP_ROUTES: [&str; 8] = [
+    "/api/client/v1/uploads",
+    "/api/client/v1/uploads/{id}",
+    "/api/client/v1/openapi.json",
+    "/media/{token}/{file}",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "unmatched",
+];
+/// Method labels the table has columns for.
+const HTTP_METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "OTHER",
+];
+/// Statuses the server answers with; any other is counted the slow way.
+const HTTP_STATUSES: [u16; 24] = [
+    200, 201, 202, 204, 206, 304, 400, 401, 403, 404, 405, 406, 408, 409, 411, 413, 415, 416, 422,
+    429, 500, 502, 503, 507,
+];
+
+/// The handles of one route and method.
+#[derive(Default)]
+struct HttpCell {
+    seconds: OnceLock<Histogram>,
+    requests: [OnceLock<IntCounter>; HTTP_STATUSES.len()],
+}
+
+/// Handles by route and method.
+#[derive(Default)]
+struct HttpSeries([[HttpCell; HTTP_METHODS.len()]; HTTP_ROUTES.len()]);
 
 /// Where a storage error happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +109,11 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     /// Time to the response head, by route template and method.
     http_seconds: HistogramVec,
+    /// The series of each (route, method, status) seen so far. Finding a
+    /// labelled series hashes its label strings under the vector's lock (and
+    /// the status would be formatted each time); this keeps the handles in
+    /// a table read without a lock.
+    http_series: Box<HttpSeries>,
     /// Failed writes to staging or final storage.
     storage_errors: IntCounterVec,
 }
@@ -181,6 +219,7 @@ impl Metrics {
             realtime_factor,
             http_requests,
             http_seconds,
+            http_series: Box::default(),
             storage_errors,
         })
     }
@@ -220,13 +259,39 @@ impl Metrics {
     }
 
     /// A request to `route` (a template, never a raw path) was answered.
-    pub fn http_request(&self, route: &str, method: &str, status: u16, latency: Duration) {
-        self.http_requests
-            .with_label_values(&[route, method, &status.to_string()])
-            .inc();
-        self.http_seconds
-            .with_label_values(&[route, method])
-            .observe(latency.as_secs_f64());
+    pub fn http_request(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: u16,
+        latency: Duration,
+    ) {
+        let seconds = latency.as_secs_f64();
+        let (Some(r), Some(m)) = (
+            HTTP_ROUTES.iter().position(|&x| x == route),
+            HTTP_METHODS.iter().position(|&x| x == method),
+        ) else {
+            // Not a label the table knows: the slow way.
+            self.http_requests
+                .with_label_values(&[route, method, &status.to_string()])
+                .inc();
+            self.http_seconds
+                .with_label_values(&[route, method])
+                .observe(seconds);
+            return;
+        };
+        let cell = &self.http_series.0[r][m];
+        cell.seconds
+            .get_or_init(|| self.http_seconds.with_label_values(&[route, method]))
+            .observe(seconds);
+        let counter = || {
+            self.http_requests
+                .with_label_values(&[route, method, &status.to_string()])
+        };
+        match HTTP_STATUSES.iter().position(|&x| x == status) {
+            Some(s) => cell.requests[s].get_or_init(counter).inc(),
+            None => counter().inc(),
+        }
     }
 
     /// Every metric in the Prometheus text format, with gauges sampled now.

@@ -1,17 +1,18 @@
 //! Starting and stopping the whole service: database, recovery, actor tree
 //! and HTTP server.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -26,6 +27,10 @@ use crate::storage::{FinalStorage, LocalStorage};
 use crate::store::keys::KeyCache;
 use crate::store::record::{Status, TransitionPatch};
 use crate::store::Store;
+
+mod timer;
+
+use timer::ConnectionTimer;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +230,13 @@ impl Server {
     }
 }
 
+/// The open connections' stop signals; a panic elsewhere cannot leave them unusable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Largest read buffer of one HTTP/1 connection (it also bounds the request head).
 const MAX_READ_BUFFER: usize = 64 * 1024;
 
@@ -234,19 +246,27 @@ async fn serve(
     config: Arc<Config>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Each open connection's stop signal, sent on shutdown. (A shared
+    // watch channel, as `hyper_util`'s graceful helper uses, is polled with
+    // a lock on every wake of every connection; a oneshot per connection
+    // costs an atomic load.)
+    let open: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>> = Arc::default();
+    let mut next_id = 0u64;
     // At the cap, accepting pauses: new connections wait in the kernel's
     // backlog instead of each costing the server buffers and a task.
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let mut builder = ConnBuilder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
         // hyper's read buffer may grow to 400 KiB per connection by default;
         // 64 KiB bounds a connection's buffers and still reads bodies at
         // full speed.
         .max_buf_size(MAX_READ_BUFFER)
         .header_read_timeout(config.header_read_timeout);
+    // A slow head is cut off at most a quarter of the timeout late (and never
+    // checked more often than every 50 ms, nor less than every second).
+    let check_every =
+        (config.header_read_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
@@ -267,10 +287,30 @@ async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(http.clone());
+                let (timer, watchdog) = ConnectionTimer::new(check_every);
+                let mut builder = builder.clone();
+                builder.http1().timer(timer);
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+                let conn = conn.into_owned();
+                let (stop, stop_asked) = oneshot::channel();
+                let id = next_id;
+                next_id += 1;
+                lock(&open).insert(id, stop);
+                let open = open.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let watchdog = tokio::spawn(watchdog);
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        biased;
+                        _ = conn.as_mut() => {}
+                        Ok(()) = stop_asked => {
+                            // Finish the request in flight, then close.
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                    watchdog.abort();
+                    lock(&open).remove(&id);
                     drop(permit);
                 });
             }
@@ -278,7 +318,12 @@ async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+    for (_, stop) in lock(&open).drain() {
+        let _ = stop.send(());
+    }
+    // Every connection gives its slot back when it ends.
+    let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(config.shutdown_grace, slots.acquire_many(all))
         .await
         .is_err()
     {

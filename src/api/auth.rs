@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use warp::http::HeaderValue;
 use warp::{Filter, Rejection};
 
 use super::error::ApiError;
@@ -9,15 +10,21 @@ use super::AppState;
 
 /// The tenant (API key id) a request is made for.
 #[derive(Debug, Clone)]
-pub struct Tenant(pub String);
+pub struct Tenant(pub Arc<str>);
 
 /// Extracts the tenant, or rejects with 401.
 pub fn tenant(state: Arc<AppState>) -> impl Filter<Extract = (Tenant,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+    // The header as hyper parsed it (a cheap clone of the request's bytes), not a new String.
+    let header = warp::header::value("authorization")
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    header.and_then(move |header: Option<HeaderValue>| {
         let state = state.clone();
         async move {
             let secret = header
-                .as_deref()
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
                 .and_then(|h| h.strip_prefix("Bearer "))
                 .map(str::trim)
                 .filter(|s| s.starts_with("sk-"))

@@ -154,7 +154,7 @@ where
 
     let staged = StagedUpload {
         id,
-        tenant: tenant.0,
+        tenant: tenant.0.to_string(),
         filename: clean_filename(form.filename.as_deref().unwrap_or_default()),
         folder: form.folder.unwrap_or_default(),
         size_bytes: form.video_bytes.unwrap_or_default(),

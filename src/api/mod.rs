@@ -45,11 +45,10 @@ fn with_state(
 
 /// Every route of the server, with errors mapped to JSON.
 pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
-    let api = warp::path!("api" / "client" / "v1" / ..);
-    let uploads = api.and(warp::path("uploads"));
+    // The shared prefix is matched once for the three upload routes.
+    let uploads = warp::path!("api" / "client" / "v1" / "uploads" / ..);
 
-    let create = uploads
-        .and(warp::path::end())
+    let create = warp::path::end()
         .and(warp::post())
         .and(auth::tenant(state.clone()))
         .and(warp::header::optional::<String>("content-type"))
@@ -58,14 +57,12 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::body::stream())
         .and(with_state(state.clone()))
         .and_then(intake::create);
-    let list = uploads
-        .and(warp::path::end())
+    let list = warp::path::end()
         .and(warp::get())
         .and(auth::tenant(state.clone()))
         .and(with_state(state.clone()))
         .and_then(uploads::list);
-    let show = uploads
-        .and(warp::path::param::<String>())
+    let show = warp::path::param::<String>()
         .and(warp::path::end())
         .and(warp::get())
         .and(auth::tenant(state.clone()))
@@ -76,11 +73,8 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         _ => remote_media::routes(&state),
     };
 
-    create
-        .or(list)
-        .unify()
-        .or(show)
-        .unify()
+    uploads
+        .and(create.or(list).unify().or(show).unify())
         .or(media)
         .unify()
         .or(ops::routes(&state))

@@ -49,19 +49,16 @@ impl tower_service::Service<Request<Incoming>> for HttpService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
-        let id = request
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| is_sane_request_id(v))
-            .map(str::to_string)
-            .unwrap_or_else(new_request_id);
-        let id_header = HeaderValue::from_str(&id).ok();
-        if let Some(value) = &id_header {
-            request.headers_mut().insert(REQUEST_ID, value.clone());
-        }
+        // The client's id is echoed as it came; a new one is made without allocating.
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let id_header = match request.headers().get(REQUEST_ID) {
+            Some(v) if v.to_str().is_ok_and(is_sane_request_id) => v.clone(),
+            _ => HeaderValue::from_str(new_request_id(&mut buffer))
+                .unwrap_or_else(|_| HeaderValue::from_static("-")),
+        };
+        let id = id_header.to_str().unwrap_or_default();
         let route = route_template(request.uri().path());
         let method = request.method().clone();
         let span = tracing::info_span!("request", request_id = %id, method = %method, route);
@@ -89,9 +86,7 @@ impl tower_service::Service<Request<Incoming>> for HttpService {
                 } else {
                     tracing::info!(status, latency_ms, "request");
                 }
-                if let Some(value) = id_header {
-                    response.headers_mut().insert(REQUEST_ID, value);
-                }
+                response.headers_mut().insert(REQUEST_ID, id_header);
                 if status == 405 {
                     if let Some(allow) = allowed_methods(route) {
                         // RFC 9110: a 405 lists the methods the resource takes.
@@ -111,13 +106,15 @@ impl tower_service::Service<Request<Incoming>> for HttpService {
 /// A request id unique to this process run, shaped as a UUID: 64 random bits
 /// drawn once and a 64-bit counter, so making one costs no system call (a
 /// random UUID per request did).
-fn new_request_id() -> String {
+fn new_request_id(buffer: &mut [u8]) -> &str {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    uuid::Uuid::from_u64_pair(prefix, NEXT.fetch_add(1, Ordering::Relaxed)).to_string()
+    uuid::Uuid::from_u64_pair(prefix, NEXT.fetch_add(1, Ordering::Relaxed))
+        .hyphenated()
+        .encode_lower(buffer)
 }
 
 /// The method as a metrics label: a client can send any token as a method,
@@ -163,15 +160,23 @@ pub fn allowed_methods(route: &str) -> Option<&'static str> {
 
 /// The route template of a path: a label that never holds an id or token.
 pub fn route_template(path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["api", "client", "v1", "uploads"] => "/api/client/v1/uploads",
-        ["api", "client", "v1", "uploads", _] => "/api/client/v1/uploads/{id}",
-        ["api", "client", "v1", "openapi.json"] => "/api/client/v1/openapi.json",
-        ["media", _, _, ..] => "/media/{token}/{file}",
-        ["healthz"] => "/healthz",
-        ["readyz"] => "/readyz",
-        ["metrics"] => "/metrics",
+    // Matched on the first segments as they come: nothing is allocated.
+    let mut segments = path.trim_start_matches('/').split('/');
+    let mut next = || segments.next();
+    match (next(), next(), next(), next(), next(), next()) {
+        (Some("api"), Some("client"), Some("v1"), Some("uploads"), None, _) => {
+            "/api/client/v1/uploads"
+        }
+        (Some("api"), Some("client"), Some("v1"), Some("uploads"), Some(_), None) => {
+            "/api/client/v1/uploads/{id}"
+        }
+        (Some("api"), Some("client"), Some("v1"), Some("openapi.json"), None, _) => {
+            "/api/client/v1/openapi.json"
+        }
+        (Some("media"), Some(_), Some(_), ..) => "/media/{token}/{file}",
+        (Some("healthz"), None, ..) => "/healthz",
+        (Some("readyz"), None, ..) => "/readyz",
+        (Some("metrics"), None, ..) => "/metrics",
         _ => "unmatched",
     }
 }
@@ -216,5 +221,12 @@ mod tests {
             "/media/{token}/{file}"
         );
         assert_eq!(route_template("/etc/passwd"), "unmatched");
+        assert_eq!(route_template("/healthz/x"), "unmatched");
+        assert_eq!(route_template("/api/client/v1/uploads/a/b"), "unmatched");
+        assert_eq!(
+            route_template("/api/client/v1/uploads/"),
+            "/api/client/v1/uploads/{id}"
+        );
+        assert_eq!(route_template("/media/abc"), "unmatched");
     }
 }

@@ -11,7 +11,7 @@ use warp::{Rejection, Reply};
 use super::auth::Tenant;
 use super::error::ApiError;
 use super::view::UploadView;
-use super::view_cache::CachedView;
+use super::view_cache::{CachedView, Kept};
 use super::AppState;
 use crate::storage::MediaAccess;
 use bytes::Bytes;
@@ -33,18 +33,17 @@ pub async fn list(tenant: Tenant, state: Arc<AppState>) -> Result<Response, Reje
 /// One upload of the caller; anything else is 404.
 pub async fn show(id: String, tenant: Tenant, state: Arc<AppState>) -> Result<Response, Rejection> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    if let Some(kept) = state.views.get(id) {
-        if kept.tenant != tenant.0 {
-            return Err(ApiError::NotFound.into());
-        }
-        return Ok(json_body(kept.body));
+    match state.views.get(id, &tenant.0) {
+        Some(Kept::Body(body)) => return Ok(json_body(body)),
+        Some(Kept::NotYours) => return Err(ApiError::NotFound.into()),
+        None => {}
     }
     let record = state
         .services
         .store
         .get(id)
         .map_err(ApiError::from)?
-        .filter(|r| r.tenant == tenant.0)
+        .filter(|r| *r.tenant == *tenant.0)
         .ok_or(ApiError::NotFound)?;
     let view = UploadView::new(&record, &state);
     let body = Bytes::from(

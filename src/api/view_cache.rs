@@ -26,10 +26,25 @@ pub struct CachedView {
 #[derive(Default)]
 pub struct ViewCache(RwLock<HashMap<Uuid, CachedView>>);
 
+/// What the cache holds for one id and tenant.
+pub enum Kept {
+    /// The body, for its owner.
+    Body(Bytes),
+    /// The upload is another tenant's.
+    NotYours,
+}
+
 impl ViewCache {
-    /// The kept body of a finished upload, if any.
-    pub fn get(&self, id: Uuid) -> Option<CachedView> {
-        self.0.read().ok()?.get(&id).cloned()
+    /// The kept body of a finished upload, if any, checked against `tenant`
+    /// under the lock (nothing is copied for a caller who may not see it).
+    pub fn get(&self, id: Uuid, tenant: &str) -> Option<Kept> {
+        let map = self.0.read().ok()?;
+        let kept = map.get(&id)?;
+        Some(if kept.tenant == tenant {
+            Kept::Body(kept.body.clone())
+        } else {
+            Kept::NotYours
+        })
     }
 
     /// Keeps the body of a finished upload.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -226,12 +226,12 @@ impl KeyFile {
     }
 
     /// Records that the keys changed, for servers watching this data dir:
-    /// 16 new random bytes written in place, so a server holding the file
-    /// open sees them with one read. (Opening the key database itself may
+    /// 16 new random bytes written in place, so a server that maps the file
+    /// sees them with one memory read. (Opening the key database itself may
     /// touch its file, so the database's own timestamps cannot tell a change.)
     fn bump_generation(&self) -> Result<(), StoreError> {
         use std::os::unix::fs::FileExt;
-        let mut token = [0u8; 16];
+        let mut token = [0u8; TOKEN_LEN];
         getrandom::fill(&mut token).map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
         self.open_generation()?
             .write_all_at(&token, 0)
@@ -248,6 +248,71 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Length of the change token at the start of `keys.gen`.
+const TOKEN_LEN: usize = 16;
+
+/// The change token file mapped shared into memory: the page the `keys`
+/// commands write with `pwrite` is the page this mapping reads, so a change
+/// is seen by the next request without a system call.
+struct TokenMap {
+    ptr: *const u8,
+}
+
+// SAFETY: the mapping is read-only on this side, lives as long as the value
+// and is only read with volatile byte loads; any thread may do that.
+unsafe impl Send for TokenMap {}
+// SAFETY: as above.
+unsafe impl Sync for TokenMap {}
+
+impl TokenMap {
+    /// Maps the first bytes of `file`, first growing it to hold a token.
+    fn new(file: &std::fs::File) -> Result<TokenMap, StoreError> {
+        use std::os::fd::AsRawFd;
+        let err = |e: std::io::Error| StoreError::Db(format!("key change token: {e}"));
+        if file.metadata().map_err(err)?.len() < TOKEN_LEN as u64 {
+            file.set_len(TOKEN_LEN as u64).map_err(err)?;
+        }
+        // SAFETY: a fresh read-only shared mapping of an open file, of a
+        // length the file now has; the kernel picks the address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                TOKEN_LEN,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        Ok(TokenMap {
+            ptr: ptr.cast_const().cast(),
+        })
+    }
+
+    /// The token as it is now. A read racing a write may mix old and new
+    /// bytes; that differs from the loaded token too, so it only causes a
+    /// reload, which reads the token again.
+    fn read(&self) -> [u8; TOKEN_LEN] {
+        let mut token = [0u8; TOKEN_LEN];
+        for (i, byte) in token.iter_mut().enumerate() {
+            // SAFETY: `i` is within the mapped length; the bytes may change
+            // under us (another process writes them), hence volatile reads.
+            *byte = unsafe { std::ptr::read_volatile(self.ptr.add(i)) };
+        }
+        token
+    }
+}
+
+impl Drop for TokenMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`, once.
+        unsafe { libc::munmap(self.ptr.cast_mut().cast(), TOKEN_LEN) };
+    }
+}
+
 /// The server's view of the keys: active key hashes mapped to tenant ids,
 /// reloaded whenever the key file changes, so a new or revoked key takes
 /// effect on the next request.
@@ -256,8 +321,9 @@ pub struct KeyCache {
     state: RwLock<CacheState>,
     /// Serialises reloads so concurrent requests do not contend for the file.
     reloading: Mutex<()>,
-    /// The change token file, held open: one read per request tells a change.
-    generation: std::fs::File,
+    /// The change token, mapped: one memory read per request tells a change.
+    /// (The file must never be truncated while a server runs.)
+    generation: TokenMap,
 }
 
 #[derive(Default)]
@@ -265,9 +331,9 @@ struct CacheState {
     /// False until the first load.
     loaded: bool,
     /// The change token the map was loaded at.
-    generation: [u8; 16],
-    /// Hash of an active secret -> tenant id.
-    active: HashMap<String, String>,
+    generation: [u8; TOKEN_LEN],
+    /// SHA-256 of an active secret -> tenant id (shared, so a request's copy costs no allocation).
+    active: HashMap<[u8; 32], Arc<str>>,
     /// Tenant id of an active key -> its webhook endpoint and secret.
     webhooks: HashMap<String, TenantWebhook>,
 }
@@ -276,7 +342,7 @@ impl KeyCache {
     /// A cache over the key file of `data_dir`, loaded now.
     pub fn new(data_dir: &Path) -> Result<KeyCache, StoreError> {
         let file = KeyFile::new(data_dir);
-        let generation = file.open_generation()?;
+        let generation = TokenMap::new(&file.open_generation()?)?;
         let cache = KeyCache {
             file,
             state: RwLock::new(CacheState::default()),
@@ -293,10 +359,21 @@ impl KeyCache {
     }
 
     /// The tenant a bearer secret belongs to, if it is an active key.
-    /// Blocking: reads the change token (one `pread`) and may reload the key file.
-    pub fn tenant_for(&self, secret: &str) -> Result<Option<String>, StoreError> {
+    /// Blocking only when the key file changed and is reloaded.
+    pub fn tenant_for(&self, secret: &str) -> Result<Option<Arc<str>>, StoreError> {
+        let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let generation = self.current_generation();
+        {
+            // The usual case, under one read lock: nothing changed.
+            let state = self
+                .state
+                .read()
+                .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
+            if state.loaded && state.generation == generation {
+                return Ok(state.active.get(&hash).cloned());
+            }
+        }
         self.reload_if_changed()?;
-        let hash = hash_secret(secret);
         let state = self
             .state
             .read()
@@ -314,15 +391,11 @@ impl KeyCache {
         state.webhooks.get(tenant).cloned()
     }
 
-    fn current_generation(&self) -> [u8; 16] {
-        use std::os::unix::fs::FileExt;
-        let mut token = [0u8; 16];
-        // A short or failed read leaves zeros: at worst one extra reload.
-        let _ = self.generation.read_at(&mut token, 0);
-        token
+    fn current_generation(&self) -> [u8; TOKEN_LEN] {
+        self.generation.read()
     }
 
-    fn is_fresh(&self, generation: &[u8; 16]) -> Result<bool, StoreError> {
+    fn is_fresh(&self, generation: &[u8; TOKEN_LEN]) -> Result<bool, StoreError> {
         let state = self
             .state
             .read()
@@ -359,7 +432,15 @@ impl KeyCache {
                 (k.id.clone(), webhook)
             })
             .collect();
-        let active = keys.into_iter().map(|k| (k.hash, k.id)).collect();
+        // Stored hashes are hex; one that does not decode matches no secret.
+        let active = keys
+            .into_iter()
+            .filter_map(|k| {
+                let mut raw = [0u8; 32];
+                hex::decode_to_slice(&k.hash, &mut raw).ok()?;
+                Some((raw, Arc::from(k.id)))
+            })
+            .collect();
         let mut state = self
             .state
             .write()
@@ -384,7 +465,10 @@ mod tests {
         assert_eq!(cache.active_count(), 0);
         let (key, secret) = file.create("ci").unwrap();
         assert!(secret.starts_with("sk-") && secret.len() == 67);
-        assert_eq!(cache.tenant_for(&secret).unwrap(), Some(key.id.clone()));
+        assert_eq!(
+            cache.tenant_for(&secret).unwrap().as_deref(),
+            Some(key.id.as_str())
+        );
         assert_eq!(cache.tenant_for("sk-wrong").unwrap(), None);
         let listed = file.list().unwrap();
         assert_eq!(listed.len(), 1);
