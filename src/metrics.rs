@@ -39,17 +39,8 @@ const HTTP_SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// Route templates the HTTP series table has rows for (see `api::observe::route_template`).
-const HTTP_ROUTES: [&str; 8] = [
-    "/api/client/v1/uploads",
-    "/api/client/v1/uploads/{id}",
-    "/api/client/v1/openapi.json",
-    "/media/{token}/{file}",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "unmatched",
-];
+/// Route templates the HTTP series table has rows for.
+const HTTP_ROUTES: [&str; 8] = crate::api::observe::ROUTE_TEMPLATES;
 /// Method labels the table has columns for.
 const HTTP_METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "OTHER",

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use hyper_util::service::TowerToHyperService;
 use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -242,7 +241,7 @@ const MAX_READ_BUFFER: usize = 64 * 1024;
 
 async fn serve(
     listener: TcpListener,
-    http: api::observe::HttpService,
+    http: api::observe::HttpService<impl api::observe::Routes>,
     config: Arc<Config>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -286,7 +285,7 @@ async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(http.clone());
+                let service = http.for_connection();
                 let (timer, watchdog) = ConnectionTimer::new(check_every);
                 let mut builder = builder.clone();
                 builder.http1().timer(timer);

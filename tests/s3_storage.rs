@@ -254,68 +254,104 @@ async fn the_store_going_down_mid_upload_is_retried_then_recovers_or_fails() {
     t.server.shutdown().await;
 }
 
+/// A data dir, key and config file for the real binary storing to `weed`
+/// under `prefix`, MP4 only; files of `multipart_threshold` bytes or more go
+/// up as multipart uploads.
+struct BinarySetup {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    config: String,
+    s3: S3Config,
+    key: String,
+}
+
+impl BinarySetup {
+    fn new(weed: &Seaweed, prefix: &str, multipart_threshold: u64) -> BinarySetup {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let s3 = weed.s3_config(prefix);
+        let config_file = dir.path().join("vidpipe.toml");
+        let toml = format!(
+            "[profile]\nhls = false\n\n[s3]\nendpoint = \"{}\"\nbucket = \"{}\"\npath_style = true\nprefix = \"{prefix}\"\nmultipart_threshold_bytes = {multipart_threshold}\n",
+            weed.endpoint(),
+            s3.bucket
+        );
+        std::fs::write(&config_file, toml).unwrap();
+        let key = keys_create(&data);
+        BinarySetup {
+            config: config_file.to_str().unwrap().to_string(),
+            _dir: dir,
+            data,
+            s3,
+            key,
+        }
+    }
+
+    /// The server's environment: the config file and the credentials, plus `extra`.
+    fn env<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env = vec![
+            ("VIDPIPE_CONFIG", self.config.as_str()),
+            (
+                "VIDPIPE_S3_ACCESS_KEY_ID",
+                self.s3.access_key_id.as_deref().unwrap(),
+            ),
+            (
+                "VIDPIPE_S3_SECRET_ACCESS_KEY",
+                self.s3.secret_access_key.as_deref().unwrap(),
+            ),
+        ];
+        env.extend_from_slice(extra);
+        env
+    }
+
+    /// Starts the binary armed to crash at `point`, uploads `sample.mp4` and
+    /// waits for the crash. Returns the upload id and the record as the crash left it.
+    async fn upload_until_crash(
+        &self,
+        point: &str,
+    ) -> (String, vidpipe::store::record::UploadRecord) {
+        let mut server = start(&self.data, &self.env(&[("VIDPIPE_CRASH_AT", point)]));
+        let client = reqwest::Client::new();
+        let (code, body) = upload(&client, &server.base, &self.key, "sample.mp4", "root").await;
+        assert_eq!(code, 202, "{body}");
+        let id = body["data"]["id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + TERMINAL_DEADLINE;
+        while server.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the crash point was never reached"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server.kill9();
+        let store = Store::open(&self.data.join("vidpipe.redb")).unwrap();
+        let record = store
+            .get(uuid::Uuid::parse_str(&id).unwrap())
+            .unwrap()
+            .unwrap();
+        (id, record)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_upload_resumes_at_the_next_start() {
     let Some(weed) = Seaweed::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let s3 = weed.s3_config("crash");
-    let config_file = dir.path().join("vidpipe.toml");
-    let toml = format!(
-        "[profile]\nhls = false\n\n[s3]\nendpoint = \"{}\"\nbucket = \"{}\"\npath_style = true\nprefix = \"crash\"\nmultipart_threshold_bytes = 65536\n",
-        weed.endpoint(),
-        s3.bucket
-    );
-    std::fs::write(&config_file, toml).unwrap();
-    let config_path = config_file.to_str().unwrap();
-    let credentials = [
-        ("VIDPIPE_CONFIG", config_path),
-        (
-            "VIDPIPE_S3_ACCESS_KEY_ID",
-            s3.access_key_id.as_deref().unwrap(),
-        ),
-        (
-            "VIDPIPE_S3_SECRET_ACCESS_KEY",
-            s3.secret_access_key.as_deref().unwrap(),
-        ),
-    ];
-    let key = keys_create(&data);
+    let setup = BinarySetup::new(&weed, "crash", 65536);
 
     // The first start aborts once the first object is in the bucket.
-    let mut crashing = credentials.to_vec();
-    crashing.push(("VIDPIPE_CRASH_AT", "mid_storage_put"));
-    let mut server = start(&data, &crashing);
-    let client = reqwest::Client::new();
-    let (code, body) = upload(&client, &server.base, &key, "sample.mp4", "root").await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["data"]["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + TERMINAL_DEADLINE;
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the crash point was never reached"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let record = {
-        let store = Store::open(&data.join("vidpipe.redb")).unwrap();
-        store
-            .get(uuid::Uuid::parse_str(&id).unwrap())
-            .unwrap()
-            .unwrap()
-    };
+    let (id, record) = setup.upload_until_crash("mid_storage_put").await;
     assert_eq!(record.status, Status::Uploading);
     let folder = format!("crash/{}", record.media_token);
     let partial = weed.keys(&folder).await;
     assert_eq!(partial.len(), 1, "one object, no marker: {partial:?}");
 
     // The next start resumes the upload: every object, then the marker.
-    server.kill9();
-    let mut server = start(&data, &credentials);
-    let done = wait_terminal(&client, &server.base, &key, &id).await;
+    let mut server = start(&setup.data, &setup.env(&[]));
+    let client = reqwest::Client::new();
+    let done = wait_terminal(&client, &server.base, &setup.key, &id).await;
     assert_eq!(done["status"], 6, "{done}");
     let keys = weed.keys(&folder).await;
     for name in ["video.mp4", "poster.jpg", ".complete"] {
@@ -335,32 +371,9 @@ async fn a_crash_mid_multipart_upload_leaves_no_parts_behind() {
     let Some(weed) = Seaweed::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let s3 = weed.s3_config("parts");
-    let config_file = dir.path().join("vidpipe.toml");
     // Every file above 1 KiB goes up as a multipart upload.
-    let toml = format!(
-        "[profile]\nhls = false\n\n[s3]\nendpoint = \"{}\"\nbucket = \"{}\"\npath_style = true\nprefix = \"parts\"\nmultipart_threshold_bytes = 1024\n",
-        weed.endpoint(),
-        s3.bucket
-    );
-    std::fs::write(&config_file, toml).unwrap();
-    let config_path = config_file.to_str().unwrap();
-    let credentials = [
-        ("VIDPIPE_CONFIG", config_path),
-        (
-            "VIDPIPE_S3_ACCESS_KEY_ID",
-            s3.access_key_id.as_deref().unwrap(),
-        ),
-        (
-            "VIDPIPE_S3_SECRET_ACCESS_KEY",
-            s3.secret_access_key.as_deref().unwrap(),
-        ),
-    ];
-    let key = keys_create(&data);
-    let storage = S3Storage::new(&s3).unwrap();
+    let setup = BinarySetup::new(&weed, "parts", 1024);
+    let storage = S3Storage::new(&setup.s3).unwrap();
     // Someone else's multipart upload in the same bucket, under another folder.
     let other = object_store::path::Path::from("parts/someoneelse/video.mp4");
     let mut foreign = weed.client().put_multipart(&other).await.unwrap();
@@ -370,36 +383,15 @@ async fn a_crash_mid_multipart_upload_leaves_no_parts_behind() {
         .unwrap();
 
     // The first start dies with the video's multipart upload started, not completed.
-    let mut crashing = credentials.to_vec();
-    crashing.push(("VIDPIPE_CRASH_AT", "mid_multipart"));
-    let mut server = start(&data, &crashing);
-    let client = reqwest::Client::new();
-    let (code, body) = upload(&client, &server.base, &key, "sample.mp4", "root").await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["data"]["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + TERMINAL_DEADLINE;
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the crash point was never reached"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let token = {
-        let store = Store::open(&data.join("vidpipe.redb")).unwrap();
-        let record = store
-            .get(uuid::Uuid::parse_str(&id).unwrap())
-            .unwrap()
-            .unwrap();
-        assert_eq!(record.status, Status::Uploading);
-        record.media_token
-    };
+    let (id, record) = setup.upload_until_crash("mid_multipart").await;
+    assert_eq!(record.status, Status::Uploading);
+    let token = record.media_token;
     assert!(weed.keys(&format!("parts/{token}")).await.is_empty());
 
     // The next start aborts the interrupted multipart upload, then stores the upload again.
-    server.kill9();
-    let mut server = start(&data, &credentials);
-    let done = wait_terminal(&client, &server.base, &key, &id).await;
+    let mut server = start(&setup.data, &setup.env(&[]));
+    let client = reqwest::Client::new();
+    let done = wait_terminal(&client, &server.base, &setup.key, &id).await;
     assert_eq!(done["status"], 6, "{done}");
     let (status, content_type, _) =
         fetch_media(&client, done["playback"]["mp4_url"].as_str().unwrap()).await;
