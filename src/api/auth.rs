@@ -7,10 +7,11 @@ use warp::{Filter, Rejection};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::store::keys::TenantId;
 
 /// The tenant (API key id) a request is made for.
 #[derive(Debug, Clone)]
-pub struct Tenant(pub Arc<str>);
+pub struct Tenant(pub TenantId);
 
 /// Extracts the tenant, or rejects with 401.
 pub fn tenant(state: Arc<AppState>) -> impl Filter<Extract = (Tenant,), Error = Rejection> + Clone {
@@ -19,21 +20,23 @@ pub fn tenant(state: Arc<AppState>) -> impl Filter<Extract = (Tenant,), Error = 
         .map(Some)
         .or(warp::any().map(|| None))
         .unify();
+    // Decided at once, with the state borrowed: no reference count is
+    // taken per request.
     header.and_then(move |header: Option<HeaderValue>| {
-        let state = state.clone();
-        async move {
-            let secret = header
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .map(str::trim)
-                .filter(|s| s.starts_with("sk-"))
-                .ok_or_else(|| warp::reject::custom(ApiError::Unauthenticated))?;
-            match state.keys.tenant_for(secret) {
-                Ok(Some(tenant)) => Ok(Tenant(tenant)),
-                Ok(None) => Err(warp::reject::custom(ApiError::Unauthenticated)),
-                Err(e) => Err(warp::reject::custom(ApiError::from(e))),
-            }
-        }
+        std::future::ready(authenticate(&state, header.as_ref()))
     })
+}
+
+fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Tenant, Rejection> {
+    let secret = header
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|s| s.starts_with("sk-"))
+        .ok_or_else(|| warp::reject::custom(ApiError::Unauthenticated))?;
+    match state.keys.tenant_for(secret) {
+        Ok(Some(tenant)) => Ok(Tenant(tenant)),
+        Ok(None) => Err(warp::reject::custom(ApiError::Unauthenticated)),
+        Err(e) => Err(warp::reject::custom(ApiError::from(e))),
+    }
 }

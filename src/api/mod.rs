@@ -62,12 +62,12 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(auth::tenant(state.clone()))
         .and(with_state(state.clone()))
         .and_then(uploads::list);
+    let shown = state.clone();
     let show = warp::path::param::<String>()
         .and(warp::path::end())
         .and(warp::get())
         .and(auth::tenant(state.clone()))
-        .and(with_state(state.clone()))
-        .and_then(uploads::show);
+        .and_then(move |id, tenant| std::future::ready(uploads::show(id, tenant, &shown)));
     let media = match state.services.storage.media_access() {
         crate::storage::MediaAccess::ServedLocally => media(&state),
         _ => remote_media::routes(&state),

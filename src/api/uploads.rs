@@ -30,8 +30,10 @@ pub async fn list(tenant: Tenant, state: Arc<AppState>) -> Result<Response, Reje
     Ok(warp::reply::json(&json!({ "data": views })).into_response())
 }
 
-/// One upload of the caller; anything else is 404.
-pub async fn show(id: String, tenant: Tenant, state: Arc<AppState>) -> Result<Response, Rejection> {
+/// One upload of the caller; anything else is 404. Synchronous (one
+/// database read at most), so the route calls it without taking a
+/// reference to the state.
+pub fn show(id: String, tenant: Tenant, state: &AppState) -> Result<Response, Rejection> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     match state.views.get(id, &tenant.0) {
         Some(Kept::Body(body)) => return Ok(json_body(body)),
@@ -45,7 +47,7 @@ pub async fn show(id: String, tenant: Tenant, state: Arc<AppState>) -> Result<Re
         .map_err(ApiError::from)?
         .filter(|r| *r.tenant == *tenant.0)
         .ok_or(ApiError::NotFound)?;
-    let view = UploadView::new(&record, &state);
+    let view = UploadView::new(&record, state);
     let body = Bytes::from(
         serde_json::to_vec(&json!({ "data": view }))
             .map_err(|e| ApiError::Internal(e.to_string()))?,
