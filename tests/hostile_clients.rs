@@ -313,3 +313,33 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     drop(holders);
     t.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_without_a_valid_key_is_told_401_not_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "app");
+    let t = TestServer::start(test_config(dir.path())).await;
+    // Refused on its headers; the body is still on its way and is read
+    // (up to a bound) so that the client reads the answer.
+    let big = vec![0u8; 2 * 1024 * 1024];
+    for bearer in ["sk-not-a-key", ""] {
+        for _ in 0..5 {
+            let mut request = t.client.post(t.url("/uploads")).multipart(video_form(
+                big.clone(),
+                "big.mp4",
+                "root",
+            ));
+            if !bearer.is_empty() {
+                request = request.bearer_auth(bearer);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 401);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["message"], "Unauthenticated.");
+        }
+    }
+    // The right key still gets in.
+    let (code, _) = get_json(&t.client, &t.url("/uploads"), &key).await;
+    assert_eq!(code, 200);
+    t.server.shutdown().await;
+}

@@ -15,6 +15,14 @@ pub struct Tenant(pub TenantId);
 
 /// Extracts the tenant, or rejects with 401.
 pub fn tenant(state: Arc<AppState>) -> impl Filter<Extract = (Tenant,), Error = Rejection> + Clone {
+    tenant_or_refusal(state).and_then(std::future::ready)
+}
+
+/// The tenant, or the refusal as a value: for a handler that must still
+/// deal with the request's body before answering 401.
+pub fn tenant_or_refusal(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Result<Tenant, Rejection>,), Error = std::convert::Infallible> + Clone {
     // The header as hyper parsed it (a cheap clone of the request's bytes), not a new String.
     let header = warp::header::value("authorization")
         .map(Some)
@@ -22,9 +30,7 @@ pub fn tenant(state: Arc<AppState>) -> impl Filter<Extract = (Tenant,), Error = 
         .unify();
     // Decided at once, with the state borrowed: no reference count is
     // taken per request.
-    header.and_then(move |header: Option<HeaderValue>| {
-        std::future::ready(authenticate(&state, header.as_ref()))
-    })
+    header.map(move |header: Option<HeaderValue>| authenticate(&state, header.as_ref()))
 }
 
 fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Tenant, Rejection> {

@@ -56,7 +56,7 @@ struct ParsedForm {
 /// The handler. A refused request's unread body is drained (within bounds)
 /// before the error goes out, so that the client reads it.
 pub async fn create(
-    tenant: Tenant,
+    tenant: Result<Tenant, Rejection>,
     content_type: Option<String>,
     content_length: Option<u64>,
     expect: Option<String>,
@@ -64,7 +64,11 @@ pub async fn create(
     state: Arc<AppState>,
 ) -> Result<Response, Rejection> {
     let mut body = Tracked::new(body);
-    let result = accept(tenant, content_type, content_length, &mut body, &state).await;
+    let result = match tenant {
+        Ok(tenant) => accept(tenant, content_type, content_length, &mut body, &state).await,
+        // 401, after the body like any other refusal.
+        Err(refused) => Err(refused),
+    };
     // A client that stopped sending is not waited for again.
     let timed_out =
         matches!(&result, Err(r) if matches!(r.find::<ApiError>(), Some(ApiError::RequestTimeout)));

@@ -50,7 +50,7 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
 
     let create = warp::path::end()
         .and(warp::post())
-        .and(auth::tenant(state.clone()))
+        .and(auth::tenant_or_refusal(state.clone()))
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::header::optional::<String>("expect"))
