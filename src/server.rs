@@ -1,17 +1,18 @@
 //! Starting and stopping the whole service: database, recovery, actor tree
 //! and HTTP server.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -229,28 +230,16 @@ impl Server {
     }
 }
 
-/// The open connections' stop signals; a panic elsewhere cannot leave them unusable.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Largest read buffer of one HTTP/1 connection (it also bounds the request head).
 const MAX_READ_BUFFER: usize = 64 * 1024;
 
 async fn serve(
     listener: TcpListener,
-    http: api::observe::HttpService<impl api::observe::Routes>,
+    http: api::observe::HttpService,
     config: Arc<Config>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    // Each open connection's stop signal, sent on shutdown. (A shared
-    // watch channel, as `hyper_util`'s graceful helper uses, is polled with
-    // a lock on every wake of every connection; a oneshot per connection
-    // costs an atomic load.)
-    let open: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>> = Arc::default();
-    let mut next_id = 0u64;
+    let graceful = GracefulShutdown::new();
     // At the cap, accepting pauses: new connections wait in the kernel's
     // backlog instead of each costing the server buffers and a task.
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
@@ -285,31 +274,16 @@ async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = http.for_connection();
+                let service = TowerToHyperService::new(http.clone());
                 let (timer, watchdog) = ConnectionTimer::new(check_every);
                 let mut builder = builder.clone();
                 builder.http1().timer(timer);
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = conn.into_owned();
-                let (stop, stop_asked) = oneshot::channel();
-                let id = next_id;
-                next_id += 1;
-                lock(&open).insert(id, stop);
-                let open = open.clone();
+                let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     let watchdog = tokio::spawn(watchdog);
-                    let mut conn = std::pin::pin!(conn);
-                    tokio::select! {
-                        biased;
-                        _ = conn.as_mut() => {}
-                        Ok(()) = stop_asked => {
-                            // Finish the request in flight, then close.
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
+                    let _ = conn.await;
                     watchdog.abort();
-                    lock(&open).remove(&id);
                     drop(permit);
                 });
             }
@@ -317,12 +291,7 @@ async fn serve(
         }
     }
     drop(listener);
-    for (_, stop) in lock(&open).drain() {
-        let _ = stop.send(());
-    }
-    // Every connection gives its slot back when it ends.
-    let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(config.shutdown_grace, slots.acquire_many(all))
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {

@@ -7,11 +7,10 @@ use warp::{Filter, Rejection};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::store::keys::TenantId;
 
 /// The tenant (API key id) a request is made for.
 #[derive(Debug, Clone)]
-pub struct Tenant(pub TenantId);
+pub struct Tenant(pub Arc<str>);
 
 /// Extracts the tenant, or rejects with 401.
 pub fn tenant(state: Arc<AppState>) -> impl Filter<Extract = (Tenant,), Error = Rejection> + Clone {

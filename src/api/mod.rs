@@ -85,9 +85,9 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
 }
 
 /// The routes as the HTTP service, with request ids, logs and metrics.
-pub fn service(state: Arc<AppState>) -> observe::HttpService<impl observe::Routes> {
+pub fn service(state: Arc<AppState>) -> observe::HttpService {
     let services = state.services.clone();
-    observe::http_service(routes(state), services)
+    observe::HttpService::new(routes(state), services)
 }
 
 /// Completed outputs at `/media/{token}/{file}` (and `/media/{token}/hls/...` for the

@@ -3,11 +3,11 @@
 //! response, a span carrying it around the handler, one log line per request
 //! (method, route, status, latency) and the HTTP metrics.
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tracing::Instrument;
@@ -24,73 +24,32 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Longest client-supplied request id kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The whole HTTP side as a hyper service: the routes plus request ids,
-/// logs and metrics. One per connection ([`HttpService::for_connection`]):
-/// hyper calls it by reference, so nothing shared is cloned per request (a
-/// reference count shared by all connections bounces between the cores on
-/// every change).
-pub struct HttpService<S> {
-    /// Every route, errors already mapped to JSON, as warp's service.
-    routes: RefCell<S>,
-    /// Where the HTTP metrics go, behind this connection's own reference count.
-    services: Arc<ConnectionShare>,
-}
-
-/// This connection's handle on the shared services.
-struct ConnectionShare(Arc<Services>);
-
-/// What `warp::service` makes of the routes.
-pub trait Routes:
-    tower_service::Service<
-        Request<Incoming>,
-        Response = Response,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S> Routes for S where
-    S: tower_service::Service<
-            Request<Incoming>,
-            Response = Response,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
-
-/// Wraps `routes`.
-pub fn http_service(
+/// The whole HTTP side as a tower service: the routes plus request ids, logs and metrics.
+#[derive(Clone)]
+pub struct HttpService {
+    /// Every route, errors already mapped to JSON.
     routes: BoxedFilter<(Response,)>,
+    /// Where the HTTP metrics go.
     services: Arc<Services>,
-) -> HttpService<impl Routes> {
-    HttpService {
-        routes: RefCell::new(warp::service(routes)),
-        services: Arc::new(ConnectionShare(services)),
+}
+
+impl HttpService {
+    /// Wraps `routes`.
+    pub fn new(routes: BoxedFilter<(Response,)>, services: Arc<Services>) -> HttpService {
+        HttpService { routes, services }
     }
 }
 
-impl<S: Routes> HttpService<S> {
-    /// The service for one new connection.
-    pub fn for_connection(&self) -> HttpService<S> {
-        HttpService {
-            routes: RefCell::new(self.routes.borrow().clone()),
-            services: Arc::new(ConnectionShare(Arc::clone(&self.services.0))),
-        }
-    }
-}
-
-impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for HttpService<S> {
+impl tower_service::Service<Request<Incoming>> for HttpService {
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
         // The client's id is echoed as it came; a new one is made without allocating.
         let mut buffer = uuid::Uuid::encode_buffer();
@@ -103,9 +62,9 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for HttpService
         let route = route_template(request.uri().path());
         let method = request.method().clone();
         let span = tracing::info_span!("request", request_id = %id, method = %method, route);
-        // warp's service is always ready, and its future owns what it needs.
-        let response = tower_service::Service::call(&mut *self.routes.borrow_mut(), request);
-        let services = Arc::clone(&self.services);
+        let mut inner = warp::service(self.routes.clone());
+        let response = tower_service::Service::call(&mut inner, request);
+        let services = self.services.clone();
         Box::pin(
             async move {
                 let mut response = match response.await {
@@ -115,7 +74,6 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for HttpService
                 let status = response.status().as_u16();
                 let latency = started.elapsed();
                 services
-                    .0
                     .metrics
                     .http_request(route, method_label(&method), status, latency);
                 let latency_ms = latency.as_secs_f64() * 1000.0;

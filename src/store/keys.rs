@@ -313,53 +313,6 @@ impl Drop for TokenMap {
     }
 }
 
-/// A tenant id as the key cache hands it out: held inline when short (the
-/// ids `keys create` makes are 16 characters), so a request's copy is a few
-/// bytes copied, not a reference count that every request would touch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TenantId {
-    /// Up to 32 bytes, in place.
-    Inline {
-        /// Bytes used.
-        len: u8,
-        /// The id's UTF-8 bytes, then zeros.
-        bytes: [u8; 32],
-    },
-    /// Longer ids.
-    Shared(Arc<str>),
-}
-
-impl TenantId {
-    /// The id of `id`.
-    pub fn new(id: &str) -> TenantId {
-        let mut bytes = [0u8; 32];
-        match bytes.get_mut(..id.len()) {
-            Some(head) => {
-                head.copy_from_slice(id.as_bytes());
-                TenantId::Inline {
-                    len: id.len() as u8,
-                    bytes,
-                }
-            }
-            None => TenantId::Shared(Arc::from(id)),
-        }
-    }
-}
-
-impl std::ops::Deref for TenantId {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        match self {
-            // Copied from a `&str` whole: valid UTF-8 up to `len`.
-            TenantId::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
-            }
-            TenantId::Shared(id) => id,
-        }
-    }
-}
-
 /// The server's view of the keys: active key hashes mapped to tenant ids,
 /// reloaded whenever the key file changes, so a new or revoked key takes
 /// effect on the next request.
@@ -380,7 +333,7 @@ struct CacheState {
     /// The change token the map was loaded at.
     generation: [u8; TOKEN_LEN],
     /// SHA-256 of an active secret -> tenant id (shared, so a request's copy costs no allocation).
-    active: HashMap<[u8; 32], TenantId>,
+    active: HashMap<[u8; 32], Arc<str>>,
     /// Tenant id of an active key -> its webhook endpoint and secret.
     webhooks: HashMap<String, TenantWebhook>,
 }
@@ -407,20 +360,9 @@ impl KeyCache {
 
     /// The tenant a bearer secret belongs to, if it is an active key.
     /// Blocking only when the key file changed and is reloaded.
-    pub fn tenant_for(&self, secret: &str) -> Result<Option<TenantId>, StoreError> {
-        let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let generation = self.current_generation();
-        {
-            // The usual case, under one read lock: nothing changed.
-            let state = self
-                .state
-                .read()
-                .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
-            if state.loaded && state.generation == generation {
-                return Ok(state.active.get(&hash).cloned());
-            }
-        }
+    pub fn tenant_for(&self, secret: &str) -> Result<Option<Arc<str>>, StoreError> {
         self.reload_if_changed()?;
+        let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         let state = self
             .state
             .read()
@@ -485,7 +427,7 @@ impl KeyCache {
             .filter_map(|k| {
                 let mut raw = [0u8; 32];
                 hex::decode_to_slice(&k.hash, &mut raw).ok()?;
-                Some((raw, TenantId::new(&k.id)))
+                Some((raw, Arc::from(k.id)))
             })
             .collect();
         let mut state = self
@@ -503,18 +445,6 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tenant_ids_short_and_long() {
-        let short = TenantId::new("4c2d16b187cb46e1");
-        assert!(matches!(short, TenantId::Inline { .. }));
-        assert_eq!(&*short, "4c2d16b187cb46e1");
-        let long = "é".repeat(20);
-        let shared = TenantId::new(&long);
-        assert!(matches!(shared, TenantId::Shared(_)));
-        assert_eq!(&*shared, long);
-        assert_eq!(&*TenantId::new(""), "");
-    }
 
     #[test]
     fn create_authenticate_revoke() {
