@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,9 +26,9 @@ use crate::store::keys::KeyCache;
 use crate::store::record::{Status, TransitionPatch};
 use crate::store::Store;
 
-mod timer;
+mod connection;
 
-use timer::ConnectionTimer;
+use connection::ConnectionTimer;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -235,14 +233,15 @@ const MAX_READ_BUFFER: usize = 64 * 1024;
 
 async fn serve(
     listener: TcpListener,
-    http: api::observe::HttpService,
+    http: api::observe::HttpService<impl api::observe::RouteFilter>,
     config: Arc<Config>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
     // At the cap, accepting pauses: new connections wait in the kernel's
-    // backlog instead of each costing the server buffers and a task.
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    // backlog instead of each costing the server buffers and a task. At the
+    // stop, every permit back means every connection has closed.
+    let slot_count = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+    let slots = Arc::new(tokio::sync::Semaphore::new(slot_count as usize));
     let mut builder = ConnBuilder::new(TokioExecutor::new());
     builder
         .http1()
@@ -274,12 +273,13 @@ async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(http.clone());
-                let (timer, watchdog) = ConnectionTimer::new(check_every);
+                let (timer, watchdog) = ConnectionTimer::new(check_every, stopped.clone());
                 let mut builder = builder.clone();
-                builder.http1().timer(timer);
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+                builder.http1().timer(timer.clone());
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), http.connection())
+                    .into_owned();
+                let conn = timer.stoppable(conn);
                 tokio::spawn(async move {
                     let watchdog = tokio::spawn(watchdog);
                     let _ = conn.await;
@@ -291,7 +291,8 @@ async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+    let all_closed = slots.acquire_many(slot_count);
+    if tokio::time::timeout(config.shutdown_grace, all_closed)
         .await
         .is_err()
     {

@@ -188,5 +188,32 @@ async fn json_logs_follow_one_upload_from_request_to_completion() {
     })
     .await;
     assert_eq!(failed["error"], "unsupported_media");
+
+    // A status poll is logged at debug, but one that fails is a line at info
+    // inside its request span.
+    for (request_id, id) in [
+        ("poll-ok", upload.as_str()),
+        ("poll-404", "9c1fa5c4-a8f1-4b2e-9d6e-1c8a0b9e2d7f"),
+    ] {
+        let response = client
+            .get(format!("{base}/uploads/{id}"))
+            .bearer_auth(&key)
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-request-id"], request_id);
+    }
+    let line = next_json(&mut lines, |v| {
+        v["message"] == "request"
+            && ["poll-ok", "poll-404"]
+                .contains(&v["span"]["request_id"].as_str().unwrap_or_default())
+    })
+    .await;
+    assert_eq!(line["span"]["request_id"], "poll-404", "{line}");
+    assert_eq!(line["status"], 404);
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["span"]["method"], "GET");
+    assert_eq!(line["span"]["route"], "/api/client/v1/uploads/{id}");
     server.kill().await.unwrap();
 }

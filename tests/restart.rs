@@ -179,3 +179,44 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let mut server = server;
     server.kill9();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestServer::start(test_config(dir.path())).await;
+    // Two idle keep-alive connections, each after one answered request.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(t.server.addr())
+            .await
+            .unwrap();
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = vec![0u8; 1024];
+        let n = conn.read(&mut head).await.unwrap();
+        assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+        idle.push(conn);
+    }
+
+    // The grace period is 30 s; idle connections must not use it up.
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), t.server.shutdown())
+        .await
+        .expect("shutdown waited for idle connections");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for mut conn in idle {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))) || matches!(read, Ok(Err(_))),
+            "the connection is closed: {read:?} {rest:?}"
+        );
+    }
+}

@@ -22,25 +22,40 @@ pub fn tenant(state: Arc<AppState>) -> impl Filter<Extract = (Tenant,), Error = 
 pub fn tenant_or_refusal(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Result<Tenant, Rejection>,), Error = std::convert::Infallible> + Clone {
-    // The header as hyper parsed it (a cheap clone of the request's bytes), not a new String.
-    let header = warp::header::value("authorization")
-        .map(Some)
-        .or(warp::any().map(|| None))
-        .unify();
     // Decided at once, with the state borrowed: no reference count is
     // taken per request.
-    header.map(move |header: Option<HeaderValue>| authenticate(&state, header.as_ref()))
+    authorization().map(move |header: Option<HeaderValue>| {
+        with_tenant(&state, header.as_ref(), |tenant| Tenant(tenant.clone()))
+    })
 }
 
-fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Tenant, Rejection> {
+/// The `Authorization` header as hyper parsed it (a cheap clone of the
+/// request's bytes, not a new String), for a handler that authenticates by
+/// itself with [`with_tenant`]. It captures nothing, so trying a route that
+/// uses it clones nothing.
+pub fn authorization(
+) -> impl Filter<Extract = (Option<HeaderValue>,), Error = std::convert::Infallible> + Clone {
+    warp::header::value("authorization")
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+}
+
+/// `f` called with the tenant the bearer key in `header` belongs to, borrowed
+/// from the key cache; a missing, malformed or unknown key is a 401.
+pub fn with_tenant<T>(
+    state: &AppState,
+    header: Option<&HeaderValue>,
+    f: impl FnOnce(&Arc<str>) -> T,
+) -> Result<T, Rejection> {
     let secret = header
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|s| s.starts_with("sk-"))
         .ok_or_else(|| warp::reject::custom(ApiError::Unauthenticated))?;
-    match state.keys.tenant_for(secret) {
-        Ok(Some(tenant)) => Ok(Tenant(tenant)),
+    match state.keys.with_tenant(secret, f) {
+        Ok(Some(found)) => Ok(found),
         Ok(None) => Err(warp::reject::custom(ApiError::Unauthenticated)),
         Err(e) => Err(warp::reject::custom(ApiError::from(e))),
     }

@@ -44,10 +44,33 @@ fn with_state(
 }
 
 /// Every route of the server, with errors mapped to JSON.
-pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
-    // The shared prefix is matched once for the three upload routes.
-    let uploads = warp::path!("api" / "client" / "v1" / "uploads" / ..);
+///
+/// warp clones what a filter captures each time a request tries it, so the
+/// status poll, the route most requests take, comes first and captures the
+/// state once; the other routes come after it as one boxed filter, one
+/// reference count for the lot.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
+{
+    let shown = state.clone();
+    let show = warp::path!("api" / "client" / "v1" / "uploads" / String)
+        .and(warp::get())
+        .and(auth::authorization())
+        .and_then(move |id, authorization| {
+            std::future::ready(uploads::show(id, authorization, &shown))
+        });
 
+    show.or(other_routes(state))
+        .unify()
+        .recover(error::recover)
+        .unify()
+}
+
+/// Every route but `GET /uploads/{id}`.
+fn other_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
+    // The shared prefix is matched once for both upload routes.
+    let uploads = warp::path!("api" / "client" / "v1" / "uploads" / ..);
     let create = warp::path::end()
         .and(warp::post())
         .and(auth::tenant_or_refusal(state.clone()))
@@ -62,30 +85,22 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(auth::tenant(state.clone()))
         .and(with_state(state.clone()))
         .and_then(uploads::list);
-    let shown = state.clone();
-    let show = warp::path::param::<String>()
-        .and(warp::path::end())
-        .and(warp::get())
-        .and(auth::tenant(state.clone()))
-        .and_then(move |id, tenant| std::future::ready(uploads::show(id, tenant, &shown)));
     let media = match state.services.storage.media_access() {
         crate::storage::MediaAccess::ServedLocally => media(&state),
         _ => remote_media::routes(&state),
     };
 
     uploads
-        .and(create.or(list).unify().or(show).unify())
+        .and(create.or(list).unify())
         .or(media)
         .unify()
         .or(ops::routes(&state))
-        .unify()
-        .recover(error::recover)
         .unify()
         .boxed()
 }
 
 /// The routes as the HTTP service, with request ids, logs and metrics.
-pub fn service(state: Arc<AppState>) -> observe::HttpService {
+pub fn service(state: Arc<AppState>) -> observe::HttpService<impl observe::RouteFilter> {
     let services = state.services.clone();
     observe::HttpService::new(routes(state), services)
 }

@@ -2,19 +2,24 @@
 //! client's `x-request-id` when it is sane, else a new one) echoed in the
 //! response, a span carrying it around the handler, one log line per request
 //! (method, route, status, latency) and the HTTP metrics.
+//!
+//! Each connection gets its own [`ConnectionService`], so answering a request
+//! writes nothing that another connection (on another core) also writes: no
+//! shared reference count is taken, and the span of a status poll costs
+//! nothing unless debug logs are on.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tracing::Instrument;
-use warp::filters::BoxedFilter;
-use warp::http::{HeaderValue, Request};
+use tracing::{Instrument, Level, Span};
+use warp::http::{HeaderValue, Method, Request};
 use warp::hyper::body::Incoming;
 use warp::reply::Response;
+use warp::Filter;
 
 use crate::actors::Services;
 
@@ -24,32 +29,83 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Longest client-supplied request id kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The whole HTTP side as a tower service: the routes plus request ids, logs and metrics.
+/// The whole tree of routes, errors already mapped to JSON. Not boxed: a
+/// boxed filter would cost an allocation and a copy of its future per request.
+pub trait RouteFilter:
+    Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+}
+
+impl<F> RouteFilter for F where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+}
+
+/// The whole HTTP side: the routes plus request ids, logs and metrics.
+/// Cloned once per connection, as [`HttpService::connection`].
 #[derive(Clone)]
-pub struct HttpService {
-    /// Every route, errors already mapped to JSON.
-    routes: BoxedFilter<(Response,)>,
+pub struct HttpService<F> {
+    /// Every route.
+    routes: F,
     /// Where the HTTP metrics go.
     services: Arc<Services>,
 }
 
-impl HttpService {
+impl<F: RouteFilter> HttpService<F> {
     /// Wraps `routes`.
-    pub fn new(routes: BoxedFilter<(Response,)>, services: Arc<Services>) -> HttpService {
+    pub fn new(routes: F, services: Arc<Services>) -> HttpService<F> {
         HttpService { routes, services }
+    }
+
+    /// The service of one connection.
+    pub fn connection(&self) -> ConnectionService<impl Routes> {
+        ConnectionService {
+            routes: RefCell::new(warp::service(self.routes.clone())),
+            services: Arc::new(ConnectionServices(self.services.clone())),
+        }
     }
 }
 
-impl tower_service::Service<Request<Incoming>> for HttpService {
+/// The routes as warp serves them (its service type has no public name).
+pub trait Routes:
+    tower_service::Service<
+        Request<Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+{
+}
+
+impl<S> Routes for S where
+    S: tower_service::Service<
+            Request<Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+{
+}
+
+/// The service of one connection. hyper calls it by reference, one request
+/// at a time; what a request clones belongs to this connection alone.
+pub struct ConnectionService<R> {
+    /// The routes; warp's service is called through `&mut`.
+    routes: RefCell<R>,
+    /// Cloned into every request's future.
+    services: Arc<ConnectionServices>,
+}
+
+/// The services, behind a reference count of the connection's own: the
+/// shared count would be written from every core for every request.
+struct ConnectionServices(Arc<Services>);
+
+impl<R: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionService<R> {
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
         // The client's id is echoed as it came; a new one is made without allocating.
         let mut buffer = uuid::Uuid::encode_buffer();
@@ -58,48 +114,84 @@ impl tower_service::Service<Request<Incoming>> for HttpService {
             _ => HeaderValue::from_str(new_request_id(&mut buffer))
                 .unwrap_or_else(|_| HeaderValue::from_static("-")),
         };
-        let id = id_header.to_str().unwrap_or_default();
         let route = route_template(request.uri().path());
         let method = request.method().clone();
-        let span = tracing::info_span!("request", request_id = %id, method = %method, route);
-        let mut inner = warp::service(self.routes.clone());
-        let response = tower_service::Service::call(&mut inner, request);
+        let reads = method == Method::GET || method == Method::HEAD;
+        // Reads (mostly status polls) get their span at debug: at info it
+        // would cost a fifth of answering them. A read that ends in an error
+        // gets its span when its line is written.
+        let span = if reads {
+            request_span(Level::DEBUG, &id_header, &method, route)
+        } else {
+            request_span(Level::INFO, &id_header, &method, route)
+        };
+        let response = tower_service::Service::call(&mut *self.routes.borrow_mut(), request);
         let services = self.services.clone();
-        Box::pin(
-            async move {
-                let mut response = match response.await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                let status = response.status().as_u16();
-                let latency = started.elapsed();
-                services
-                    .metrics
-                    .http_request(route, method_label(&method), status, latency);
-                let latency_ms = latency.as_secs_f64() * 1000.0;
-                if status >= 500 {
-                    tracing::warn!(status, latency_ms, "request");
-                } else if is_probe(route) || (method == warp::http::Method::GET && status < 400) {
-                    // Polls and probes are the bulk of the traffic: a line each
-                    // at info would cost more than answering them.
-                    tracing::debug!(status, latency_ms, "request");
-                } else {
-                    tracing::info!(status, latency_ms, "request");
+        Box::pin(async move {
+            let mut response = match response.instrument(span.clone()).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let status = response.status().as_u16();
+            let latency = started.elapsed();
+            services
+                .0
+                .metrics
+                .http_request(route, method_label(&method), status, latency);
+            log_request(span, &id_header, &method, route, status, latency);
+            response.headers_mut().insert(REQUEST_ID, id_header);
+            if status == 405 {
+                if let Some(allow) = allowed_methods(route) {
+                    // RFC 9110: a 405 lists the methods the resource takes.
+                    let allow = HeaderValue::from_static(allow);
+                    response
+                        .headers_mut()
+                        .insert(warp::http::header::ALLOW, allow);
                 }
-                response.headers_mut().insert(REQUEST_ID, id_header);
-                if status == 405 {
-                    if let Some(allow) = allowed_methods(route) {
-                        // RFC 9110: a 405 lists the methods the resource takes.
-                        let allow = HeaderValue::from_static(allow);
-                        response
-                            .headers_mut()
-                            .insert(warp::http::header::ALLOW, allow);
-                    }
-                }
-                Ok(response)
             }
-            .instrument(span),
-        )
+            Ok(response)
+        })
+    }
+}
+
+/// The span of one request, at `level`.
+fn request_span(level: Level, id: &HeaderValue, method: &Method, route: &'static str) -> Span {
+    let id = id.to_str().unwrap_or_default();
+    if level == Level::DEBUG {
+        tracing::debug_span!("request", request_id = %id, method = %method, route)
+    } else {
+        tracing::info_span!("request", request_id = %id, method = %method, route)
+    }
+}
+
+/// The one `request` line of a request, inside its span (made now at info
+/// if the handler ran without one).
+fn log_request(
+    span: Span,
+    id: &HeaderValue,
+    method: &Method,
+    route: &'static str,
+    status: u16,
+    latency: std::time::Duration,
+) {
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    let quiet = status < 500 && (is_probe(route) || (*method == Method::GET && status < 400));
+    if quiet {
+        // Polls and probes are the bulk of the traffic: a line each at info
+        // would cost more than answering them.
+        span.in_scope(|| tracing::debug!(status, latency_ms, "request"));
+        return;
+    }
+    let span = if span.is_disabled() {
+        request_span(Level::INFO, id, method, route)
+    } else {
+        span
+    };
+    let _entered = span.enter();
+    if status >= 500 {
+        tracing::warn!(status, latency_ms, "request");
+    } else {
+        tracing::info!(status, latency_ms, "request");
     }
 }
 
@@ -119,8 +211,7 @@ fn new_request_id(buffer: &mut [u8]) -> &str {
 
 /// The method as a metrics label: a client can send any token as a method,
 /// and each distinct label value would be a new series.
-fn method_label(method: &warp::http::Method) -> &'static str {
-    use warp::http::Method;
+fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
@@ -209,9 +300,9 @@ mod tests {
 
     #[test]
     fn methods_outside_the_standard_set_share_one_label() {
-        let custom = warp::http::Method::from_bytes(b"FROBNICATE").unwrap();
+        let custom = Method::from_bytes(b"FROBNICATE").unwrap();
         assert_eq!(method_label(&custom), "OTHER");
-        assert_eq!(method_label(&warp::http::Method::POST), "POST");
+        assert_eq!(method_label(&Method::POST), "POST");
     }
 
     #[test]

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 use uuid::Uuid;
+use warp::http::HeaderValue;
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
-use super::auth::Tenant;
+use super::auth::{self, Tenant};
 use super::error::ApiError;
 use super::view::UploadView;
 use super::view_cache::{CachedView, Kept};
@@ -30,22 +31,33 @@ pub async fn list(tenant: Tenant, state: Arc<AppState>) -> Result<Response, Reje
     Ok(warp::reply::json(&json!({ "data": views })).into_response())
 }
 
-/// One upload of the caller; anything else is 404. Synchronous (one
-/// database read at most), so the route calls it without taking a
-/// reference to the state.
-pub fn show(id: String, tenant: Tenant, state: &AppState) -> Result<Response, Rejection> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    match state.views.get(id, &tenant.0) {
-        Some(Kept::Body(body)) => return Ok(json_body(body)),
-        Some(Kept::NotYours) => return Err(ApiError::NotFound.into()),
-        None => {}
-    }
+/// One upload of the caller; anything else is 404. Authenticates by itself
+/// and runs synchronously (one database read at most), so the route calls it
+/// with the state borrowed. A finished upload's kept body is found while the
+/// caller's tenant id is still borrowed from the key cache.
+pub fn show(
+    id: String,
+    authorization: Option<HeaderValue>,
+    state: &AppState,
+) -> Result<Response, Rejection> {
+    let looked_up = auth::with_tenant(state, authorization.as_ref(), |tenant| {
+        let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+        Ok(match state.views.get(id, tenant) {
+            Some(Kept::Body(body)) => Shown::Kept(body),
+            Some(Kept::NotYours) => return Err(ApiError::NotFound),
+            None => Shown::Read(id, tenant.clone()),
+        })
+    })?;
+    let (id, tenant) = match looked_up? {
+        Shown::Kept(body) => return Ok(json_body(body)),
+        Shown::Read(id, tenant) => (id, tenant),
+    };
     let record = state
         .services
         .store
         .get(id)
         .map_err(ApiError::from)?
-        .filter(|r| *r.tenant == *tenant.0)
+        .filter(|r| *r.tenant == *tenant)
         .ok_or(ApiError::NotFound)?;
     let view = UploadView::new(&record, state);
     let body = Bytes::from(
@@ -64,6 +76,14 @@ pub fn show(id: String, tenant: Tenant, state: &AppState) -> Result<Response, Re
         state.views.insert(id, kept);
     }
     Ok(json_body(body))
+}
+
+/// What [`show`] found before reading the database.
+enum Shown {
+    /// The kept body of a finished upload.
+    Kept(Bytes),
+    /// Not kept: the record is read for this id and tenant.
+    Read(Uuid, Arc<str>),
 }
 
 fn json_body(body: Bytes) -> Response {

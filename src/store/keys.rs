@@ -361,13 +361,33 @@ impl KeyCache {
     /// The tenant a bearer secret belongs to, if it is an active key.
     /// Blocking only when the key file changed and is reloaded.
     pub fn tenant_for(&self, secret: &str) -> Result<Option<Arc<str>>, StoreError> {
-        self.reload_if_changed()?;
+        self.with_tenant(secret, Arc::clone)
+    }
+
+    /// `f` called with the tenant of a bearer secret, if it is an active key,
+    /// under one read of the cache: nothing is cloned unless `f` clones it.
+    /// Blocking only when the key file changed and is reloaded.
+    pub fn with_tenant<T>(
+        &self,
+        secret: &str,
+        f: impl FnOnce(&Arc<str>) -> T,
+    ) -> Result<Option<T>, StoreError> {
         let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let state = self
-            .state
+        let generation = self.current_generation();
+        {
+            let state = self.read_state()?;
+            if state.loaded && state.generation == generation {
+                return Ok(state.active.get(&hash).map(f));
+            }
+        }
+        self.reload_if_changed()?;
+        Ok(self.read_state()?.active.get(&hash).map(f))
+    }
+
+    fn read_state(&self) -> Result<std::sync::RwLockReadGuard<'_, CacheState>, StoreError> {
+        self.state
             .read()
-            .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
-        Ok(state.active.get(&hash).cloned())
+            .map_err(|_| StoreError::Db("key cache poisoned".into()))
     }
 
     /// The webhook endpoint and secret of an active tenant. Blocking: may reload
@@ -385,10 +405,7 @@ impl KeyCache {
     }
 
     fn is_fresh(&self, generation: &[u8; TOKEN_LEN]) -> Result<bool, StoreError> {
-        let state = self
-            .state
-            .read()
-            .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
+        let state = self.read_state()?;
         Ok(state.loaded && state.generation == *generation)
     }
 

@@ -1,20 +1,25 @@
-//! hyper's header-read timeout, paid per connection instead of per request.
+//! What each connection is watched for: hyper's header-read timeout and the
+//! server's graceful stop, both paid per connection instead of per request.
 //!
 //! hyper arms its timer each time it starts reading a request head. With
 //! tokio's timer that is an allocation and an insertion into, then a removal
 //! from, the runtime's shared timer wheel for every request: about a twentieth
-//! of the cost of a status poll. Here each connection has one deadline cell
-//! and one watchdog task that looks at it a few times per timeout; a request
-//! only writes the cell. A timeout fires up to one check interval late.
+//! of the cost of a status poll. And hyper_util's graceful watcher locks a
+//! mutex shared by every connection each time a connection is polled. Here
+//! each connection has one [`Cell`] and one watchdog task that looks at it a
+//! few times per timeout and waits for the stop; a request only writes the
+//! cell. A timeout fires up to one check interval late.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::sync::watch;
 use warp::hyper::rt::{Sleep, Timer};
 
 /// No deadline set.
@@ -27,7 +32,8 @@ fn millis(at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(start).as_millis()).unwrap_or(NONE - 1)
 }
 
-/// The deadline of a connection's current request head, and who to wake.
+/// The deadline of a connection's current request head, whether the server
+/// is stopping, and who to wake for each.
 struct Cell {
     deadline_ms: AtomicU64,
     waker: AtomicWaker,
@@ -35,6 +41,10 @@ struct Cell {
     /// before it drops the last).
     owner: AtomicU64,
     next_owner: AtomicU64,
+    /// Set by the watchdog once the server stops.
+    stopping: AtomicBool,
+    /// The connection's task, woken when `stopping` is set.
+    connection: AtomicWaker,
 }
 
 /// The timer of one connection, handed to hyper.
@@ -44,27 +54,57 @@ pub struct ConnectionTimer {
 }
 
 impl ConnectionTimer {
-    /// A timer and its watchdog, which checks every `every` and must be
-    /// polled (spawned) for as long as the connection lives.
-    pub fn new(every: Duration) -> (ConnectionTimer, impl Future<Output = ()> + Send) {
+    /// A timer and its watchdog, which checks every `every`, tells the
+    /// connection when `stop` turns true, and must be polled (spawned) for as
+    /// long as the connection lives.
+    pub fn new(
+        every: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> (ConnectionTimer, impl Future<Output = ()> + Send) {
         let cell = Arc::new(Cell {
             deadline_ms: AtomicU64::new(NONE),
             waker: AtomicWaker::new(),
             owner: AtomicU64::new(0),
             next_owner: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            connection: AtomicWaker::new(),
         });
         let watched = cell.clone();
         let watchdog = async move {
+            let mut stop = stop;
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Already stopping, or stopping later; an error means the server is gone.
+            let stopped = stop.wait_for(|&stopping| stopping);
+            tokio::pin!(stopped);
+            let mut told = false;
             loop {
-                ticks.tick().await;
-                if millis(Instant::now()) >= watched.deadline_ms.load(Ordering::Acquire) {
-                    watched.waker.wake();
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        if millis(Instant::now()) >= watched.deadline_ms.load(Ordering::Acquire) {
+                            watched.waker.wake();
+                        }
+                    }
+                    _ = &mut stopped, if !told => {
+                        told = true;
+                        watched.stopping.store(true, Ordering::Release);
+                        watched.connection.wake();
+                    }
                 }
             }
         };
         (ConnectionTimer { cell }, watchdog)
+    }
+
+    /// `connection`, closed gracefully once the server stops: the request in
+    /// flight is answered, then the connection closes.
+    pub fn stoppable<C: GracefulConnection>(&self, connection: C) -> Stoppable<C> {
+        Stoppable {
+            connection: Box::pin(connection),
+            cell: self.cell.clone(),
+            registered: None,
+            closing: false,
+        }
     }
 }
 
@@ -117,13 +157,47 @@ impl Drop for HeadDeadline {
     }
 }
 
+/// A connection that closes gracefully once its watchdog sees the stop.
+pub struct Stoppable<C> {
+    connection: Pin<Box<C>>,
+    cell: Arc<Cell>,
+    /// The waker last handed to the cell (the task's own: it rarely changes).
+    registered: Option<Waker>,
+    /// The graceful close has begun.
+    closing: bool,
+}
+
+impl<C: GracefulConnection> Future for Stoppable<C> {
+    type Output = Result<(), C::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if !this.closing {
+            if !this
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                this.cell.connection.register(cx.waker());
+                this.registered = Some(cx.waker().clone());
+            }
+            if this.cell.stopping.load(Ordering::Acquire) {
+                this.closing = true;
+                this.connection.as_mut().graceful_shutdown();
+            }
+        }
+        this.connection.as_mut().poll(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn a_deadline_fires_through_the_watchdog_and_a_dropped_one_does_not() {
-        let (timer, watchdog) = ConnectionTimer::new(Duration::from_millis(20));
+        let (_stop, stopped) = watch::channel(false);
+        let (timer, watchdog) = ConnectionTimer::new(Duration::from_millis(20), stopped);
         let watchdog = tokio::spawn(watchdog);
         let started = Instant::now();
         timer.sleep(Duration::from_millis(100)).await;
