@@ -13,10 +13,11 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tracing::{Instrument, Level, Span};
-use warp::http::{HeaderValue, Method, Request};
+use tracing::{Level, Span};
+use warp::http::{HeaderName, HeaderValue, Method, Request};
 use warp::hyper::body::Incoming;
 use warp::reply::Response;
 use warp::Filter;
@@ -24,7 +25,7 @@ use warp::Filter;
 use crate::actors::Services;
 
 /// Header carrying the request id, both ways.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-supplied request id kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -103,13 +104,13 @@ struct ConnectionServices(Arc<Services>);
 impl<R: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionService<R> {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Observed<R::Future>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
         // The client's id is echoed as it came; a new one is made without allocating.
         let mut buffer = uuid::Uuid::encode_buffer();
-        let id_header = match request.headers().get(REQUEST_ID) {
+        let id_header = match request.headers().get(&REQUEST_ID) {
             Some(v) if v.to_str().is_ok_and(is_sane_request_id) => v.clone(),
             _ => HeaderValue::from_str(new_request_id(&mut buffer))
                 .unwrap_or_else(|_| HeaderValue::from_static("-")),
@@ -126,31 +127,90 @@ impl<R: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
             request_span(Level::INFO, &id_header, &method, route)
         };
         let response = tower_service::Service::call(&mut *self.routes.borrow_mut(), request);
-        let services = self.services.clone();
-        Box::pin(async move {
-            let mut response = match response.instrument(span.clone()).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            let status = response.status().as_u16();
-            let latency = started.elapsed();
-            services
-                .0
-                .metrics
-                .http_request(route, method_label(&method), status, latency);
-            log_request(span, &id_header, &method, route, status, latency);
-            response.headers_mut().insert(REQUEST_ID, id_header);
-            if status == 405 {
-                if let Some(allow) = allowed_methods(route) {
-                    // RFC 9110: a 405 lists the methods the resource takes.
-                    let allow = HeaderValue::from_static(allow);
-                    response
-                        .headers_mut()
-                        .insert(warp::http::header::ALLOW, allow);
-                }
+        Observed {
+            response,
+            span,
+            facts: Some(RequestFacts {
+                started,
+                id_header,
+                route,
+                method,
+                services: self.services.clone(),
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One request's response on its way: the routes' future, polled inside
+    /// the request's span, then the request id, the metrics and the log line.
+    /// A plain struct, not a boxed `async` block, so hyper keeps it in place.
+    pub struct Observed<F> {
+        #[pin]
+        response: F,
+        span: Span,
+        // Taken when the response is ready.
+        facts: Option<RequestFacts>,
+    }
+}
+
+/// What the request's line and metrics need once it is answered.
+struct RequestFacts {
+    started: Instant,
+    id_header: HeaderValue,
+    route: &'static str,
+    method: Method,
+    services: Arc<ConnectionServices>,
+}
+
+impl<F> Future for Observed<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let polled = {
+            let _entered = this.span.enter();
+            this.response.poll(cx)
+        };
+        let mut response = match polled {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => return Poll::Pending,
+        };
+        let Some(facts) = this.facts.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        let status = response.status().as_u16();
+        let latency = facts.started.elapsed();
+        let route = facts.route;
+        facts
+            .services
+            .0
+            .metrics
+            .http_request(route, method_label(&facts.method), status, latency);
+        let span = std::mem::replace(this.span, Span::none());
+        log_request(
+            span,
+            &facts.id_header,
+            &facts.method,
+            route,
+            status,
+            latency,
+        );
+        response.headers_mut().insert(REQUEST_ID, facts.id_header);
+        if status == 405 {
+            if let Some(allow) = allowed_methods(route) {
+                // RFC 9110: a 405 lists the methods the resource takes.
+                let allow = HeaderValue::from_static(allow);
+                response
+                    .headers_mut()
+                    .insert(warp::http::header::ALLOW, allow);
             }
-            Ok(response)
-        })
+        }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -196,15 +256,19 @@ fn log_request(
 }
 
 /// A request id unique to this process run, shaped as a UUID: 64 random bits
-/// drawn once and a 64-bit counter, so making one costs no system call (a
-/// random UUID per request did).
+/// drawn once per thread and that thread's counter, so making one costs no
+/// system call (a random UUID per request did) and writes nothing shared.
 fn new_request_id(buffer: &mut [u8]) -> &str {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    uuid::Uuid::from_u64_pair(prefix, NEXT.fetch_add(1, Ordering::Relaxed))
+    use std::cell::Cell;
+    thread_local! {
+        static NEXT: Cell<(u64, u64)> = Cell::new((uuid::Uuid::new_v4().as_u64_pair().0, 1));
+    }
+    let (prefix, n) = NEXT.with(|next| {
+        let (prefix, n) = next.get();
+        next.set((prefix, n.wrapping_add(1)));
+        (prefix, n)
+    });
+    uuid::Uuid::from_u64_pair(prefix, n)
         .hyphenated()
         .encode_lower(buffer)
 }
@@ -263,23 +327,31 @@ pub const ROUTE_TEMPLATES: [&str; 8] = [
 
 /// The route template of a path: a label that never holds an id or token.
 pub fn route_template(path: &str) -> &'static str {
-    // Matched on the first segments as they come: nothing is allocated.
-    let mut segments = path.trim_start_matches('/').split('/');
-    let mut next = || segments.next();
-    match (next(), next(), next(), next(), next(), next()) {
-        (Some("api"), Some("client"), Some("v1"), Some("uploads"), None, _) => {
-            "/api/client/v1/uploads"
-        }
-        (Some("api"), Some("client"), Some("v1"), Some("uploads"), Some(_), None) => {
-            "/api/client/v1/uploads/{id}"
-        }
-        (Some("api"), Some("client"), Some("v1"), Some("openapi.json"), None, _) => {
-            "/api/client/v1/openapi.json"
-        }
-        (Some("media"), Some(_), Some(_), ..) => "/media/{token}/{file}",
-        (Some("healthz"), None, ..) => "/healthz",
-        (Some("readyz"), None, ..) => "/readyz",
-        (Some("metrics"), None, ..) => "/metrics",
+    // Prefixes compared in place: nothing is allocated or split.
+    let path = path.trim_start_matches('/');
+    let one_segment = |s: &str| !s.contains('/');
+    if let Some(rest) = path.strip_prefix("api/client/v1/") {
+        return match rest {
+            "uploads" => "/api/client/v1/uploads",
+            "openapi.json" => "/api/client/v1/openapi.json",
+            _ => match rest.strip_prefix("uploads/") {
+                Some(id) if one_segment(id) => "/api/client/v1/uploads/{id}",
+                _ => "unmatched",
+            },
+        };
+    }
+    if let Some(rest) = path.strip_prefix("media/") {
+        // `{token}/{file}`, or deeper for the HLS ladder.
+        return if one_segment(rest) {
+            "unmatched"
+        } else {
+            "/media/{token}/{file}"
+        };
+    }
+    match path {
+        "healthz" => "/healthz",
+        "readyz" => "/readyz",
+        "metrics" => "/metrics",
         _ => "unmatched",
     }
 }
@@ -287,6 +359,22 @@ pub fn route_template(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_request_ids_are_unique_across_threads() {
+        let make = || {
+            (0..1000)
+                .map(|_| new_request_id(&mut uuid::Uuid::encode_buffer()).to_string())
+                .collect::<Vec<_>>()
+        };
+        let others = std::thread::spawn(make);
+        let mut ids: std::collections::HashSet<String> = make().into_iter().collect();
+        ids.extend(others.join().unwrap());
+        assert_eq!(ids.len(), 2000);
+        assert!(ids
+            .iter()
+            .all(|id| is_sane_request_id(id) && id.len() == 36));
+    }
 
     #[test]
     fn request_ids() {
@@ -331,5 +419,9 @@ mod tests {
             "/api/client/v1/uploads/{id}"
         );
         assert_eq!(route_template("/media/abc"), "unmatched");
+        assert_eq!(route_template("/"), "unmatched");
+        assert_eq!(route_template("//healthz"), "/healthz");
+        assert_eq!(route_template("/api/client/v1"), "unmatched");
+        assert_eq!(route_template("/api/client/v1/openapi.json/x"), "unmatched");
     }
 }
