@@ -101,6 +101,7 @@ fn registry_group_commit(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = vidpipe::config::Config::new(([127, 0, 0, 1], 0).into(), dir.path().to_path_buf());
+    let db_path = config.database_path();
     let server = runtime
         .block_on(vidpipe::server::Server::start(config))
         .unwrap();
@@ -158,7 +159,46 @@ fn registry_group_commit(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Every acknowledged transition is on disk: each caller moves its own
+    // upload through PER_CALLER transitions; after the server stops, the
+    // database reopened shows every last acknowledged status.
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|caller| {
+                let services = services.clone();
+                let id = ids[caller];
+                tokio::spawn(async move {
+                    for n in 0..PER_CALLER {
+                        vidpipe::actors::registry::transition(
+                            &services,
+                            id,
+                            flip(n),
+                            TransitionPatch::default(),
+                        )
+                        .await
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    drop(services);
     runtime.block_on(server.shutdown());
+    let store = Store::open(&db_path).unwrap();
+    let last = flip(PER_CALLER - 1);
+    for id in &ids[..CALLERS] {
+        let status = store.get(*id).unwrap().map(|r| r.status);
+        assert_eq!(
+            status,
+            Some(last),
+            "upload {id}: acknowledged {last:?}, on disk {status:?}"
+        );
+    }
+    println!("registry: all {CALLERS} last acknowledged statuses are what the reopened database holds");
 }
 
 /// Every event goes to the global endpoint.
