@@ -209,13 +209,14 @@ python3 - "$results" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 print()
-print(f"{'target':58} {'measured':>9}  {'limit':>8}  holds")
+print(f"{'target':58} {'measured':>10}  {'limit':>9}  holds")
 held = 0
 for name, value, op, limit, detail in rows:
     v, l = float(value), float(limit)
     ok = v <= l if op == "<=" else v >= l
     held += ok
-    print(f"{name:58} {v:9.3f}  {op} {l:<5}  {'yes' if ok else 'NO'}")
+    shown = f"{v:10.0f}" if v >= 1000 else f"{v:10.3f}"
+    print(f"{name:58} {shown}  {op} {l:<6g}  {'yes' if ok else 'NO'}")
     print(f"    {detail}")
 print(f"\n{held} of {len(rows)} targets hold")
 sys.exit(0 if held == len(rows) else 1)

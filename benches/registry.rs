@@ -198,7 +198,9 @@ fn registry_group_commit(c: &mut Criterion) {
             "upload {id}: acknowledged {last:?}, on disk {status:?}"
         );
     }
-    println!("registry: all {CALLERS} last acknowledged statuses are what the reopened database holds");
+    println!(
+        "registry: all {CALLERS} last acknowledged statuses are what the reopened database holds"
+    );
 }
 
 /// Every event goes to the global endpoint.

@@ -3,10 +3,10 @@
 //! response, a span carrying it around the handler, one log line per request
 //! (method, route, status, latency) and the HTTP metrics.
 //!
-//! Each connection gets its own [`ConnectionService`], so answering a request
-//! writes nothing that another connection (on another core) also writes: no
-//! shared reference count is taken, and the span of a status poll costs
-//! nothing unless debug logs are on.
+//! Each connection gets its own [`ConnectionService`]: the wrapper takes no
+//! reference count shared with other connections per request (written from
+//! both cores, such a count costs more than the work around it), and the span
+//! of a status poll costs nothing unless debug logs are on.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
