@@ -93,6 +93,42 @@ fn store_commits(c: &mut Criterion) {
 
 /// Concurrent callers through the registry actor of a running server: each
 /// call returns only once its transition is durable.
+/// Concurrent callers of the registry in the group-commit bench.
+const CALLERS: usize = 256;
+/// Transitions each caller makes in a round.
+const PER_CALLER: usize = 20;
+
+/// One round of the group-commit bench: CALLERS concurrent callers, each
+/// making PER_CALLER transitions of the upload `pick(ids, caller, n)`, one
+/// after another; done when every one is acknowledged.
+async fn round(
+    services: &Arc<vidpipe::actors::Services>,
+    ids: &Arc<Vec<Uuid>>,
+    pick: fn(&[Uuid], usize, usize) -> Uuid,
+) {
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let services = services.clone();
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                for n in 0..PER_CALLER {
+                    vidpipe::actors::registry::transition(
+                        &services,
+                        pick(&ids, caller, n),
+                        flip(n),
+                        TransitionPatch::default(),
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 fn registry_group_commit(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -121,8 +157,6 @@ fn registry_group_commit(c: &mut Criterion) {
     let mut group = c.benchmark_group("registry");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
-    const CALLERS: usize = 256;
-    const PER_CALLER: usize = 20;
     group.throughput(Throughput::Elements((CALLERS * PER_CALLER) as u64));
     group.bench_function("group_commit_256_concurrent_callers", |b| {
         b.to_async(&runtime).iter_custom(|iters| {
@@ -131,28 +165,11 @@ fn registry_group_commit(c: &mut Criterion) {
             async move {
                 let started = Instant::now();
                 for _ in 0..iters {
-                    let tasks: Vec<_> = (0..CALLERS)
-                        .map(|caller| {
-                            let services = services.clone();
-                            let ids = ids.clone();
-                            tokio::spawn(async move {
-                                for n in 0..PER_CALLER {
-                                    let id = ids[(caller * PER_CALLER + n) % ids.len()];
-                                    vidpipe::actors::registry::transition(
-                                        &services,
-                                        id,
-                                        flip(n),
-                                        TransitionPatch::default(),
-                                    )
-                                    .await
-                                    .unwrap();
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
-                    }
+                    // Callers share uploads: a round touches 1,000 of them.
+                    round(&services, &ids, |ids, caller, n| {
+                        ids[(caller * PER_CALLER + n) % ids.len()]
+                    })
+                    .await;
                 }
                 started.elapsed()
             }
@@ -163,29 +180,7 @@ fn registry_group_commit(c: &mut Criterion) {
     // Every acknowledged transition is on disk: each caller moves its own
     // upload through PER_CALLER transitions; after the server stops, the
     // database reopened shows every last acknowledged status.
-    runtime.block_on(async {
-        let tasks: Vec<_> = (0..CALLERS)
-            .map(|caller| {
-                let services = services.clone();
-                let id = ids[caller];
-                tokio::spawn(async move {
-                    for n in 0..PER_CALLER {
-                        vidpipe::actors::registry::transition(
-                            &services,
-                            id,
-                            flip(n),
-                            TransitionPatch::default(),
-                        )
-                        .await
-                        .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-    });
+    runtime.block_on(round(&services, &ids, |ids, caller, _| ids[caller]));
     drop(services);
     runtime.block_on(server.shutdown());
     let store = Store::open(&db_path).unwrap();
