@@ -91,8 +91,6 @@ fn store_commits(c: &mut Criterion) {
     group.finish();
 }
 
-/// Concurrent callers through the registry actor of a running server: each
-/// call returns only once its transition is durable.
 /// Concurrent callers of the registry in the group-commit bench.
 const CALLERS: usize = 256;
 /// Transitions each caller makes in a round.
@@ -129,6 +127,8 @@ async fn round(
     }
 }
 
+/// Concurrent callers through the registry actor of a running server: each
+/// call returns only once its transition is durable.
 fn registry_group_commit(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -22,8 +22,8 @@ pub fn tenant(state: Arc<AppState>) -> impl Filter<Extract = (Tenant,), Error = 
 pub fn tenant_or_refusal(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Result<Tenant, Rejection>,), Error = std::convert::Infallible> + Clone {
-    // Decided at once, with the state borrowed: no reference count is
-    // taken per request.
+    // Decided at once, with the state borrowed (warp's `Map` still clones
+    // the captured state for each request that tries the route).
     authorization().map(move |header: Option<HeaderValue>| {
         with_tenant(&state, header.as_ref(), |tenant| Tenant(tenant.clone()))
     })

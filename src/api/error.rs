@@ -154,14 +154,15 @@ impl ApiError {
         !matches!(self, ApiError::NotFound | ApiError::MethodNotAllowed)
     }
 
-    /// The JSON response.
+    /// The JSON response. What went wrong on the server's side rides along
+    /// as a [`Failure`] for the request's log line; the client sees only
+    /// the generic message.
     pub fn to_response(&self) -> Response {
-        if let ApiError::Internal(detail) = self {
-            tracing::error!(error = %detail, "internal error answered 500");
-        }
-        if let ApiError::StorageUnavailable(detail) = self {
-            tracing::warn!(error = %detail, "media storage error answered 502");
-        }
+        let failure = match self {
+            ApiError::Internal(detail) => Some(Failure::internal(detail.clone())),
+            ApiError::StorageUnavailable(detail) => Some(Failure::upstream(detail.clone())),
+            _ => None,
+        };
         let message = self.message();
         let errors = match self {
             ApiError::Validation(errors) => Some(errors),
@@ -192,7 +193,40 @@ impl ApiError {
                 warp::http::HeaderValue::from_static("Bearer"),
             );
         }
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(failure);
+        }
         response
+    }
+}
+
+/// Why a request failed on the server's side, carried on its response to the
+/// one `request` log line (which always has the request's span, even for a
+/// read, whose span is otherwise made at debug).
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The cause, for operators.
+    pub detail: String,
+    /// A fault of the server itself (logged at error), not of a service it
+    /// depends on (logged at warn).
+    pub internal: bool,
+}
+
+impl Failure {
+    /// A fault of the server itself.
+    pub fn internal(detail: String) -> Failure {
+        Failure {
+            detail,
+            internal: true,
+        }
+    }
+
+    /// A service the server depends on (storage, database) failed or is not ready.
+    pub fn upstream(detail: String) -> Failure {
+        Failure {
+            detail,
+            internal: false,
+        }
     }
 }
 
@@ -216,4 +250,26 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::Internal(format!("unhandled rejection: {rejection:?}"))
     };
     Ok(error.to_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_side_causes_ride_to_the_request_line_not_to_the_client() {
+        let response = ApiError::Internal("disk on fire".into()).to_response();
+        assert_eq!(response.status(), 500);
+        let failure = response.extensions().get::<Failure>().unwrap();
+        assert!(failure.internal);
+        assert_eq!(failure.detail, "disk on fire");
+
+        let response = ApiError::StorageUnavailable("bucket gone".into()).to_response();
+        assert_eq!(response.status(), 502);
+        let failure = response.extensions().get::<Failure>().unwrap();
+        assert!(!failure.internal);
+
+        let response = ApiError::NotFound.to_response();
+        assert!(response.extensions().get::<Failure>().is_none());
+    }
 }

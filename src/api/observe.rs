@@ -22,6 +22,7 @@ use warp::hyper::body::Incoming;
 use warp::reply::Response;
 use warp::Filter;
 
+use super::error::Failure;
 use crate::actors::Services;
 
 /// Header carrying the request id, both ways.
@@ -192,14 +193,8 @@ where
             .metrics
             .http_request(route, method_label(&facts.method), status, latency);
         let span = std::mem::replace(this.span, Span::none());
-        log_request(
-            span,
-            &facts.id_header,
-            &facts.method,
-            route,
-            status,
-            latency,
-        );
+        let failure = response.extensions_mut().remove::<Failure>();
+        log_request(span, &facts, status, latency, failure);
         response.headers_mut().insert(REQUEST_ID, facts.id_header);
         if status == 405 {
             if let Some(allow) = allowed_methods(route) {
@@ -225,33 +220,39 @@ fn request_span(level: Level, id: &HeaderValue, method: &Method, route: &'static
 }
 
 /// The one `request` line of a request, inside its span (made now at info
-/// if the handler ran without one).
+/// if the handler ran without one), with the cause of a server-side failure.
 fn log_request(
     span: Span,
-    id: &HeaderValue,
-    method: &Method,
-    route: &'static str,
+    facts: &RequestFacts,
     status: u16,
     latency: std::time::Duration,
+    failure: Option<Failure>,
 ) {
+    let (method, route) = (&facts.method, facts.route);
     let latency_ms = latency.as_secs_f64() * 1000.0;
     let quiet = status < 500 && (is_probe(route) || (*method == Method::GET && status < 400));
-    if quiet {
+    if quiet && failure.is_none() {
         // Polls and probes are the bulk of the traffic: a line each at info
         // would cost more than answering them.
         span.in_scope(|| tracing::debug!(status, latency_ms, "request"));
         return;
     }
     let span = if span.is_disabled() {
-        request_span(Level::INFO, id, method, route)
+        request_span(Level::INFO, &facts.id_header, method, route)
     } else {
         span
     };
     let _entered = span.enter();
-    if status >= 500 {
-        tracing::warn!(status, latency_ms, "request");
-    } else {
-        tracing::info!(status, latency_ms, "request");
+    match failure {
+        Some(Failure {
+            detail,
+            internal: true,
+        }) => tracing::error!(status, latency_ms, error = %detail, "request"),
+        Some(Failure { detail, .. }) => {
+            tracing::warn!(status, latency_ms, error = %detail, "request")
+        }
+        None if status >= 500 => tracing::warn!(status, latency_ms, "request"),
+        None => tracing::info!(status, latency_ms, "request"),
     }
 }
 

@@ -88,15 +88,20 @@ async fn readyz(state: Arc<AppState>) -> Response {
         None => ("ready", StatusCode::OK),
         Some(_) => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),
     };
-    if let Some(why) = &reason {
-        tracing::warn!(reason = %why, "not ready");
-    }
     let body = Readiness {
         status,
         reason,
         checks,
     };
-    warp::reply::with_status(warp::reply::json(&body), code).into_response()
+    let mut response = warp::reply::with_status(warp::reply::json(&body), code).into_response();
+    if let Some(why) = &body.reason {
+        // On the request's log line, with its span.
+        let why = format!("not ready: {why}");
+        response
+            .extensions_mut()
+            .insert(super::error::Failure::upstream(why));
+    }
+    response
 }
 
 async fn bounded(
