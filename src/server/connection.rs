@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
@@ -102,7 +102,6 @@ impl ConnectionTimer {
         Stoppable {
             connection: Box::pin(connection),
             cell: self.cell.clone(),
-            registered: None,
             closing: false,
         }
     }
@@ -161,8 +160,6 @@ impl Drop for HeadDeadline {
 pub struct Stoppable<C> {
     connection: Pin<Box<C>>,
     cell: Arc<Cell>,
-    /// The waker last handed to the cell (the task's own: it rarely changes).
-    registered: Option<Waker>,
     /// The graceful close has begun.
     closing: bool,
 }
@@ -173,14 +170,9 @@ impl<C: GracefulConnection> Future for Stoppable<C> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         if !this.closing {
-            if !this
-                .registered
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                this.cell.connection.register(cx.waker());
-                this.registered = Some(cx.waker().clone());
-            }
+            // Registered before `stopping` is read, so a stop set between
+            // the two still wakes this task.
+            this.cell.connection.register(cx.waker());
             if this.cell.stopping.load(Ordering::Acquire) {
                 this.closing = true;
                 this.connection.as_mut().graceful_shutdown();
