@@ -207,7 +207,7 @@ impl ApiError {
 pub struct Failure {
     /// The cause, for operators.
     pub detail: String,
-    /// A fault of the server itself (logged at error), not of a service it
+    /// A fault of the server itself (logged at error), not of something it
     /// depends on (logged at warn).
     pub internal: bool,
 }
@@ -221,7 +221,8 @@ impl Failure {
         }
     }
 
-    /// A service the server depends on (storage, database) failed or is not ready.
+    /// Something the request depends on (storage, the database, the
+    /// transcoders) failed or is not ready.
     pub fn upstream(detail: String) -> Failure {
         Failure {
             detail,

@@ -118,15 +118,15 @@ impl<R: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
         };
         let route = route_template(request.uri().path());
         let method = request.method().clone();
-        let reads = method == Method::GET || method == Method::HEAD;
         // Reads (mostly status polls) get their span at debug: at info it
         // would cost a fifth of answering them. A read that ends in an error
         // gets its span when its line is written.
-        let span = if reads {
-            request_span(Level::DEBUG, &id_header, &method, route)
+        let level = if method == Method::GET || method == Method::HEAD {
+            Level::DEBUG
         } else {
-            request_span(Level::INFO, &id_header, &method, route)
+            Level::INFO
         };
+        let span = request_span(level, &id_header, &method, route);
         let response = tower_service::Service::call(&mut *self.routes.borrow_mut(), request);
         Observed {
             response,

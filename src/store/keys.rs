@@ -338,6 +338,13 @@ struct CacheState {
     webhooks: HashMap<String, TenantWebhook>,
 }
 
+impl CacheState {
+    /// Loaded, and at the key file's change token `generation`.
+    fn is_at(&self, generation: &[u8; TOKEN_LEN]) -> bool {
+        self.loaded && self.generation == *generation
+    }
+}
+
 impl KeyCache {
     /// A cache over the key file of `data_dir`, loaded now.
     pub fn new(data_dir: &Path) -> Result<KeyCache, StoreError> {
@@ -376,7 +383,7 @@ impl KeyCache {
         let generation = self.current_generation();
         {
             let state = self.read_state()?;
-            if state.loaded && state.generation == generation {
+            if state.is_at(&generation) {
                 return Ok(state.active.get(&hash).map(f));
             }
         }
@@ -405,8 +412,7 @@ impl KeyCache {
     }
 
     fn is_fresh(&self, generation: &[u8; TOKEN_LEN]) -> Result<bool, StoreError> {
-        let state = self.read_state()?;
-        Ok(state.loaded && state.generation == *generation)
+        Ok(self.read_state()?.is_at(generation))
     }
 
     fn reload_if_changed(&self) -> Result<(), StoreError> {
