@@ -16,6 +16,7 @@
 //! - [`store`]: redb tables for uploads, their transition history, the webhook outbox and
 //!   API keys; sync code.
 //! - [`storage`]: final storage trait, the local-folder backend and the S3-compatible one.
+//! - [`view`]: an upload as clients see it, shared by the API and webhook events.
 //! - [`webhook`]: signed webhook events: endpoints, signatures, routing into the outbox.
 //! - `faults`: crash points for the crash-matrix harness (hidden).
 //! - [`layout`]: where files live under the data dir.
@@ -33,4 +34,5 @@ pub mod metrics;
 pub mod server;
 pub mod storage;
 pub mod store;
+pub mod view;
 pub mod webhook;

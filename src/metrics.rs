@@ -39,8 +39,6 @@ const HTTP_SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// Route templates the HTTP series table has rows for.
-const HTTP_ROUTES: [&str; 8] = crate::api::observe::ROUTE_TEMPLATES;
 /// Method labels the table has columns for.
 const HTTP_METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "OTHER",
@@ -58,9 +56,8 @@ struct HttpCell {
     requests: [OnceLock<IntCounter>; HTTP_STATUSES.len()],
 }
 
-/// Handles by route and method.
-#[derive(Default)]
-struct HttpSeries([[HttpCell; HTTP_METHODS.len()]; HTTP_ROUTES.len()]);
+/// Handles by route (in the order of [`Metrics::new`]'s labels) and method.
+type HttpSeries = Vec<[HttpCell; HTTP_METHODS.len()]>;
 
 /// Where a storage error happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,11 +97,13 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     /// Time to the response head, by route template and method.
     http_seconds: HistogramVec,
+    /// The route labels the HTTP series table has rows for.
+    http_routes: &'static [&'static str],
     /// The series of each (route, method, status) seen so far. Finding a
     /// labelled series hashes its label strings under the vector's lock (and
     /// the status would be formatted each time); this keeps the handles in
     /// a table read without a lock.
-    http_series: Box<HttpSeries>,
+    http_series: HttpSeries,
     /// Failed writes to staging or final storage.
     storage_errors: IntCounterVec,
 }
@@ -119,8 +118,10 @@ impl Drop for RunningJob<'_> {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them in a new registry.
-    pub fn new() -> Result<Metrics, prometheus::Error> {
+    /// Creates the metrics and registers them in a new registry. The HTTP
+    /// series are labelled by `http_routes`, the route templates the server
+    /// answers for.
+    pub fn new(http_routes: &'static [&'static str]) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let transitions = IntCounterVec::new(
             Opts::new(
@@ -210,7 +211,8 @@ impl Metrics {
             realtime_factor,
             http_requests,
             http_seconds,
-            http_series: Box::default(),
+            http_routes,
+            http_series: http_routes.iter().map(|_| Default::default()).collect(),
             storage_errors,
         })
     }
@@ -259,7 +261,7 @@ impl Metrics {
     ) {
         let seconds = latency.as_secs_f64();
         let (Some(r), Some(m)) = (
-            HTTP_ROUTES.iter().position(|&x| x == route),
+            self.http_routes.iter().position(|&x| x == route),
             HTTP_METHODS.iter().position(|&x| x == method),
         ) else {
             // Not a label the table knows: the slow way.
@@ -271,7 +273,7 @@ impl Metrics {
                 .observe(seconds);
             return;
         };
-        let cell = &self.http_series.0[r][m];
+        let cell = &self.http_series[r][m];
         cell.seconds
             .get_or_init(|| self.http_seconds.with_label_values(&[route, method]))
             .observe(seconds);
@@ -301,7 +303,7 @@ mod tests {
 
     #[test]
     fn renders_every_family_and_counts() {
-        let metrics = Metrics::new().unwrap();
+        let metrics = Metrics::new(&["/healthz"]).unwrap();
         metrics.transition(Status::Pending);
         metrics.ingested(42);
         metrics.transcoded(Duration::from_secs(2), Some(4.0));
@@ -333,7 +335,7 @@ mod tests {
 
     #[test]
     fn two_servers_keep_separate_counts() {
-        let (a, b) = (Metrics::new().unwrap(), Metrics::new().unwrap());
+        let (a, b) = (Metrics::new(&[]).unwrap(), Metrics::new(&[]).unwrap());
         a.ingested(5);
         assert!(b
             .render(0)

@@ -145,7 +145,7 @@ impl Server {
             queued: AtomicUsize::new(0),
             tenant_load,
             peers: Peers::default(),
-            metrics: crate::metrics::Metrics::new()
+            metrics: crate::metrics::Metrics::new(&api::observe::ROUTE_TEMPLATES)
                 .map_err(|e| StartError::Startup(format!("metrics: {e}")))?,
             keys: keys.clone(),
             base_url: base_url.clone(),

@@ -175,13 +175,6 @@ pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", signature(secret, timestamp, body))
 }
 
-/// A new random signing secret, `whsec_` and 64 hex digits.
-pub fn generate_secret() -> Result<String, getrandom::Error> {
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw)?;
-    Ok(format!("whsec_{}", hex::encode(raw)))
-}
-
 /// An endpoint URL: absolute `http` or `https` with a host, no credentials, at most `max_bytes`.
 pub fn check_endpoint_url(url: &str, max_bytes: usize) -> Result<(), String> {
     if url.len() > max_bytes {
@@ -287,6 +280,5 @@ mod tests {
             ..config
         };
         config.validate().unwrap();
-        assert!(generate_secret().unwrap().starts_with("whsec_"));
     }
 }

@@ -16,8 +16,8 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{debug, error, info, warn};
 
 use super::Services;
-use crate::api::view::UploadView;
 use crate::store::outbox::{Delivery, Endpoint, Settlement};
+use crate::view::UploadView;
 use crate::webhook::{
     event_type, signature_header, EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER,
 };

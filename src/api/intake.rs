@@ -19,7 +19,6 @@ use super::auth::Tenant;
 use super::body::{guarded, BodyError, HeaderWatch, Tracked};
 use super::error::ApiError;
 use super::folder::{clean_filename, validate_folder};
-use super::view::UploadView;
 use super::AppState;
 use crate::actors::intake::{IntakeError, IntakeMsg, StagedUpload};
 use crate::config::Config;
@@ -198,7 +197,7 @@ where
     tracing::info!(upload = %record.id, size_bytes = record.size_bytes, "upload accepted");
     let body = json!({
         "message": "Upload accepted and is now being processed.",
-        "data": UploadView::new(&record, state),
+        "data": state.view(&record),
     });
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response())
 }

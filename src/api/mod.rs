@@ -13,7 +13,6 @@ pub mod observe;
 pub mod ops;
 pub mod remote_media;
 pub mod uploads;
-pub mod view;
 pub mod view_cache;
 
 use std::sync::Arc;
@@ -24,6 +23,8 @@ use warp::{Filter, Reply};
 
 use crate::actors::Services;
 use crate::store::keys::KeyCache;
+use crate::store::record::UploadRecord;
+use crate::view::UploadView;
 
 /// What the handlers need.
 pub struct AppState {
@@ -35,6 +36,14 @@ pub struct AppState {
     pub base_url: String,
     /// Rendered bodies of finished uploads.
     pub views: view_cache::ViewCache,
+}
+
+impl AppState {
+    /// How clients see `record` now: with live progress and playback URLs.
+    pub fn view<'a>(&self, record: &'a UploadRecord) -> UploadView<'a> {
+        let live = self.services.progress.get(record.id);
+        UploadView::render(record, self.services.storage.as_ref(), &self.base_url, live)
+    }
 }
 
 fn with_state(

@@ -11,7 +11,6 @@ use warp::{Rejection, Reply};
 
 use super::auth::{self, Tenant};
 use super::error::ApiError;
-use super::view::UploadView;
 use super::view_cache::{CachedView, Kept};
 use super::AppState;
 use crate::storage::MediaAccess;
@@ -27,7 +26,7 @@ pub async fn list(tenant: Tenant, state: Arc<AppState>) -> Result<Response, Reje
         .store
         .list_recent(&tenant.0, LIST_LIMIT)
         .map_err(ApiError::from)?;
-    let views: Vec<UploadView> = records.iter().map(|r| UploadView::new(r, &state)).collect();
+    let views: Vec<_> = records.iter().map(|r| state.view(r)).collect();
     Ok(warp::reply::json(&json!({ "data": views })).into_response())
 }
 
@@ -59,7 +58,7 @@ pub fn show(
         .map_err(ApiError::from)?
         .filter(|r| *r.tenant == *tenant)
         .ok_or(ApiError::NotFound)?;
-    let view = UploadView::new(&record, state);
+    let view = state.view(&record);
     let body = Bytes::from(
         serde_json::to_vec(&json!({ "data": view }))
             .map_err(|e| ApiError::Internal(e.to_string()))?,

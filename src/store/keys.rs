@@ -239,8 +239,11 @@ impl KeyFile {
     }
 }
 
+/// A new random webhook signing secret, `whsec_` and 64 hex digits.
 fn new_webhook_secret() -> Result<String, StoreError> {
-    crate::webhook::generate_secret().map_err(|e| StoreError::Db(format!("no randomness: {e}")))
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
+    Ok(format!("whsec_{}", hex::encode(raw)))
 }
 
 /// Hex SHA-256 of a secret: what is stored and compared.

@@ -1,4 +1,6 @@
-//! The JSON shapes of the API, built from records.
+//! An upload as clients see it: the JSON shape of `GET /uploads/{id}`, built
+//! from a record. The API answers with it and webhook events carry it, so it
+//! lives beside both.
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -6,8 +8,6 @@ use uuid::Uuid;
 use crate::media::SourceInfo;
 use crate::storage::FinalStorage;
 use crate::store::record::{Status, UploadError, UploadRecord};
-
-use super::AppState;
 
 /// An upload as clients see it. Fields beyond the seed's are additions; the
 /// seed's fields keep their meaning.
@@ -53,17 +53,6 @@ pub struct RenditionView<'a> {
 }
 
 impl<'a> UploadView<'a> {
-    /// The view of one record, with live progress and playback URLs.
-    pub fn new(record: &'a UploadRecord, state: &AppState) -> UploadView<'a> {
-        let live = state.services.progress.get(record.id);
-        UploadView::render(
-            record,
-            state.services.storage.as_ref(),
-            &state.base_url,
-            live,
-        )
-    }
-
     /// The view of a record as a transition left it, without live progress: what a
     /// webhook event carries.
     pub fn snapshot(
@@ -74,7 +63,8 @@ impl<'a> UploadView<'a> {
         UploadView::render(record, storage, base_url, None)
     }
 
-    fn render(
+    /// The view of a record, with `live_progress` for a running transcode.
+    pub fn render(
         record: &'a UploadRecord,
         storage: &dyn FinalStorage,
         base_url: &str,
