@@ -341,7 +341,7 @@ fn transcode(input: &Path, outdir: &Path, config_file: Option<&Path>, no_hls: bo
         outdir,
         &profile,
         &config.media_limits,
-        &mut |fraction| bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0) as u64),
+        &mut |fraction: f64| bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0) as u64),
     );
     bar.finish_and_clear();
     let out = result.map_err(|e| format!("{} ({})", e.message, e.code.as_str()))?;

@@ -66,6 +66,8 @@ pub enum StorageStage {
     Staging,
     /// Moving finished outputs to final storage.
     Final,
+    /// Committing status changes to the database.
+    Database,
 }
 
 impl StorageStage {
@@ -73,6 +75,7 @@ impl StorageStage {
         match self {
             StorageStage::Staging => "staging",
             StorageStage::Final => "final",
+            StorageStage::Database => "database",
         }
     }
 }
@@ -174,7 +177,7 @@ impl Metrics {
         let storage_errors = IntCounterVec::new(
             Opts::new(
                 "vidpipe_storage_errors_total",
-                "Failed writes, by stage (staging = incoming bodies, final = final storage).",
+                "Failed writes, by stage (staging = incoming bodies, final = final storage, database = status commits).",
             ),
             &["stage"],
         )?;
@@ -198,7 +201,11 @@ impl Metrics {
         for status in STATUSES {
             transitions.with_label_values(&[status.text()]);
         }
-        for stage in [StorageStage::Staging, StorageStage::Final] {
+        for stage in [
+            StorageStage::Staging,
+            StorageStage::Final,
+            StorageStage::Database,
+        ] {
             storage_errors.with_label_values(&[stage.label()]);
         }
         Ok(Metrics {

@@ -6,15 +6,16 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::actors::registry;
 use crate::actors::supervisor::{Child, Supervisor, SupervisorMsg};
 use crate::actors::{recovery, Peers, ProgressBoard, Services, TenantLoad};
 use crate::api::{self, AppState};
@@ -22,8 +23,7 @@ use crate::config::Config;
 use crate::layout::DataLayout;
 use crate::storage::s3::S3Storage;
 use crate::storage::{FinalStorage, LocalStorage};
-use crate::store::keys::KeyCache;
-use crate::store::record::{Status, TransitionPatch};
+use crate::store::keys::{KeyCache, KeyRefresher};
 use crate::store::Store;
 
 mod connection;
@@ -65,11 +65,18 @@ pub struct Server {
     addr: SocketAddr,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_done: JoinHandle<()>,
+    /// Tells the HTTP side to stop accepting and close its connections.
     stop: watch::Sender<bool>,
+    /// The HTTP side; ends once every connection has closed.
     http_done: JoinHandle<()>,
     services: Arc<Services>,
+    /// Keeps the API keys current.
+    key_refresher: KeyRefresher,
     keys_active: usize,
 }
+
+/// How often shutdown says it is still waiting for the database to close.
+const CLOSE_WAIT_REPORT: Duration = Duration::from_secs(5);
 
 impl Server {
     /// Opens the data dir, resumes unfinished uploads and starts serving.
@@ -86,10 +93,11 @@ impl Server {
             .await
             .map_err(|e| StartError::Startup(e.to_string()))??;
         let store = Arc::new(store);
+        let stop = CancellationToken::new();
         let storage: Arc<dyn FinalStorage> = match &config.s3 {
-            Some(s3) => {
-                Arc::new(S3Storage::new(s3).map_err(|e| StartError::Startup(e.to_string()))?)
-            }
+            Some(s3) => Arc::new(
+                S3Storage::new(s3, stop.clone()).map_err(|e| StartError::Startup(e.to_string()))?,
+            ),
             None => Arc::new(LocalStorage::new(&layout.media_root())),
         };
         // One scan of the records serves the clean-up and the per-tenant counts.
@@ -112,8 +120,15 @@ impl Server {
         for record in &unfinished {
             tenant_load.add(&record.tenant);
         }
-        let keys = Arc::new(KeyCache::new(&config.data_dir)?);
+        let data_dir = config.data_dir.clone();
+        // Reading the key file may wait for a `keys` command that has it open.
+        let keys = tokio::task::spawn_blocking(move || KeyCache::load(&data_dir))
+            .await
+            .map_err(|e| StartError::Startup(e.to_string()))??;
+        let keys = Arc::new(keys);
         let keys_active = keys.active_count();
+        let key_refresher = KeyRefresher::start(keys.clone())
+            .map_err(|e| StartError::Startup(format!("key refresher: {e}")))?;
         // Before any transition: each one writes its webhook events from now on.
         store.route_webhooks(Arc::new(crate::webhook::Routing::new(
             &config.webhooks,
@@ -149,6 +164,8 @@ impl Server {
                 .map_err(|e| StartError::Startup(format!("metrics: {e}")))?,
             keys: keys.clone(),
             base_url: base_url.clone(),
+            stop,
+            tasks: TaskTracker::new(),
         });
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, services.clone())
             .await
@@ -161,7 +178,13 @@ impl Server {
             views: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
-        let http_done = tokio::spawn(serve(listener, api::service(state), config, stopped));
+        let http_done = tokio::spawn(serve(
+            listener,
+            api::service(state),
+            config,
+            services.tasks.clone(),
+            stopped,
+        ));
         info!(%addr, "listening");
         Ok(Server {
             addr,
@@ -170,6 +193,7 @@ impl Server {
             stop,
             http_done,
             services,
+            key_refresher,
             keys_active,
         })
     }
@@ -196,34 +220,45 @@ impl Server {
     }
 
     /// Stops accepting connections, lets in-flight requests finish within the
-    /// grace period, then stops the actors. Unfinished uploads resume at the next start.
+    /// grace period (then closes the rest), stops running transcodes (they
+    /// go back to `pending` without using up an attempt) and the actors, and
+    /// returns once every task and thread that held the database has ended
+    /// and its file is closed: the data dir can be opened again at once.
+    /// Unfinished uploads resume at the next start.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.http_done.await;
-        // Checkpoint: running transcodes go back to `pending` without using up
-        // an attempt, and start over at the next start.
-        for id in self.services.progress.running() {
-            let still_running = self.services.store.get(id).ok().flatten();
-            if still_running.is_none_or(|r| r.status != Status::Processing) {
-                continue;
-            }
-            let patch = TransitionPatch {
-                release_attempt: true,
-                ..Default::default()
-            };
-            if let Err(e) = registry::transition(&self.services, id, Status::Pending, patch).await {
-                warn!(upload = %id, error = %e, "could not checkpoint a running job");
+        let Server {
+            supervisor,
+            supervisor_done,
+            stop,
+            http_done,
+            services,
+            key_refresher,
+            ..
+        } = self;
+        let _ = stop.send(true);
+        let _ = http_done.await;
+        // Running transcodes checkpoint themselves, queued ones stay queued,
+        // object-store retries give up.
+        services.stop.cancel();
+        let _ = supervisor
+            .call(SupervisorMsg::Shutdown, Some(Duration::from_secs(60)))
+            .await;
+        supervisor.stop(None);
+        let _ = supervisor_done.await;
+        // Joining waits for at most one refresh, which never waits for the file.
+        let _ = tokio::task::spawn_blocking(move || key_refresher.stop()).await;
+        services.tasks.close();
+        services.tasks.wait().await;
+        let mut closed = services.store.on_close();
+        drop(services);
+        // Every holder has ended; dropping the last reference closes the file.
+        loop {
+            match tokio::time::timeout(CLOSE_WAIT_REPORT, closed.changed()).await {
+                Ok(Err(_)) => break,
+                Ok(Ok(())) => {}
+                Err(_) => warn!("still waiting for the database to close"),
             }
         }
-        let _ = self
-            .supervisor
-            .call(
-                SupervisorMsg::Shutdown,
-                Some(std::time::Duration::from_secs(60)),
-            )
-            .await;
-        self.supervisor.stop(None);
-        let _ = self.supervisor_done.await;
         info!("stopped");
     }
 }
@@ -235,14 +270,14 @@ async fn serve(
     listener: TcpListener,
     http: api::observe::HttpService<impl api::observe::RouteFilter>,
     config: Arc<Config>,
+    tasks: TaskTracker,
     mut stopped: watch::Receiver<bool>,
 ) {
     // At the cap, accepting pauses: new connections wait in the kernel's
-    // backlog instead of each costing the server buffers and a task. At the
-    // stop, every permit back means every connection has closed.
+    // backlog instead of each costing the server buffers and a task.
     let slot_count = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
     let slots = Arc::new(tokio::sync::Semaphore::new(slot_count as usize));
-    let mut builder = ConnBuilder::new(TokioExecutor::new());
+    let mut builder = ConnBuilder::new(TrackedExecutor(tasks));
     builder
         .http1()
         // hyper's read buffer may grow to 400 KiB per connection by default;
@@ -254,6 +289,7 @@ async fn serve(
     // checked more often than every 50 ms, nor less than every second).
     let check_every =
         (config.header_read_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut connections = JoinSet::new();
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
@@ -262,6 +298,8 @@ async fn serve(
             },
             _ = stopped.changed() => break,
         };
+        // Reap finished connections, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = match accepted {
@@ -280,10 +318,10 @@ async fn serve(
                     .serve_connection_with_upgrades(TokioIo::new(stream), http.connection())
                     .into_owned();
                 let conn = timer.stoppable(conn);
-                tokio::spawn(async move {
-                    let watchdog = tokio::spawn(watchdog);
+                connections.spawn(async move {
+                    // Aborted with the connection's task, however that ends.
+                    let _watchdog = AbortOnDrop(tokio::spawn(watchdog));
                     let _ = conn.await;
-                    watchdog.abort();
                     drop(permit);
                 });
             }
@@ -291,11 +329,40 @@ async fn serve(
         }
     }
     drop(listener);
-    let all_closed = slots.acquire_many(slot_count);
+    let all_closed = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(config.shutdown_grace, all_closed)
         .await
         .is_err()
     {
-        warn!("grace period over; closing remaining connections");
+        warn!(
+            open = connections.len(),
+            "grace period over; closing remaining connections"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+/// Runs the tasks hyper spawns (one per HTTP/2 stream) as tracked tasks,
+/// so that shutdown waits for them too.
+#[derive(Clone)]
+struct TrackedExecutor(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for TrackedExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(future);
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

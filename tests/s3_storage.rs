@@ -10,6 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use common::seaweed::{Seaweed, BUCKET};
 use common::*;
@@ -205,10 +206,13 @@ async fn outputs_land_in_the_bucket_and_play_through_the_returned_urls() {
     );
 
     // Public mode: unsigned URLs under a public base; the playlists play as stored.
-    let public = S3Storage::new(&S3Config {
-        public_base_url: Some(format!("{}/{BUCKET}", weed.endpoint())),
-        ..s3
-    })
+    let public = S3Storage::new(
+        &S3Config {
+            public_base_url: Some(format!("{}/{BUCKET}", weed.endpoint())),
+            ..s3
+        },
+        CancellationToken::new(),
+    )
     .unwrap();
     let master = public.url("http://unused", &token, "hls/master.m3u8");
     assert_eq!(
@@ -373,7 +377,7 @@ async fn a_crash_mid_multipart_upload_leaves_no_parts_behind() {
     };
     // Every file above 1 KiB goes up as a multipart upload.
     let setup = BinarySetup::new(&weed, "parts", 1024);
-    let storage = S3Storage::new(&setup.s3).unwrap();
+    let storage = S3Storage::new(&setup.s3, CancellationToken::new()).unwrap();
     // Someone else's multipart upload in the same bucket, under another folder.
     let other = object_store::path::Path::from("parts/someoneelse/video.mp4");
     let mut foreign = weed.client().put_multipart(&other).await.unwrap();

@@ -1,5 +1,10 @@
 //! The intake actor: turns a staged body into a durable `pending` record and
 //! queues its transcode. The HTTP handler answers 202 only after this replies.
+//!
+//! Admission (the queue and per-tenant limits) is decided in the actor, one
+//! upload at a time, and a place is reserved before the record is written;
+//! the write itself is awaited in a task of its own, so that uploads arriving
+//! together share the registry's group commit instead of one fsync each.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,6 +12,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
 
+use super::registry::{self, RegistryError};
 use super::{transcoder, Services};
 use crate::store::record::{now_utc, Status, UploadRecord};
 
@@ -41,7 +47,10 @@ pub enum IntakeError {
     TenantBusy,
     /// The record could not be made durable.
     #[error("could not record the upload: {0}")]
-    Store(String),
+    Registry(#[from] RegistryError),
+    /// No random storage token could be made.
+    #[error("could not name the upload's storage: {0}")]
+    Random(getrandom::Error),
 }
 
 /// Messages to the intake actor.
@@ -73,12 +82,24 @@ impl Actor for Intake {
         services: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let IntakeMsg::Accept(staged, reply) = msg;
-        let _ = reply.send(accept(services, staged).await);
+        let record = match admit(services, staged) {
+            Ok(record) => record,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return Ok(());
+            }
+        };
+        let services = services.clone();
+        services.clone().tasks.spawn(async move {
+            let _ = reply.send(record_admitted(&services, record).await);
+        });
         Ok(())
     }
 }
 
-async fn accept(services: &Services, staged: StagedUpload) -> Result<UploadRecord, IntakeError> {
+/// Checks the limits and reserves a place in the queue and in the tenant's
+/// count for one upload; returns its `pending` record, not yet written.
+fn admit(services: &Services, staged: StagedUpload) -> Result<UploadRecord, IntakeError> {
     if services.queued.load(Ordering::Relaxed) >= services.config.max_queued_jobs {
         return Err(IntakeError::QueueFull);
     }
@@ -97,39 +118,41 @@ async fn accept(services: &Services, staged: StagedUpload) -> Result<UploadRecor
         updated_at: now,
         size_bytes: staged.size_bytes,
         source: None,
-        media_token: random_token().map_err(IntakeError::Store)?,
+        media_token: random_token().map_err(IntakeError::Random)?,
         outputs: None,
         error: None,
         attempts: 0,
         callback_url: staged.callback_url,
     };
-    let registry = services
-        .peers
-        .registry
-        .get()
-        .ok_or_else(|| IntakeError::Store("status registry is not running".into()))?;
-    let created = registry
-        .call(
-            |reply| super::registry::RegistryMsg::Create(Box::new(record), reply),
-            None,
-        )
-        .await
-        .map_err(|e| IntakeError::Store(e.to_string()))?;
-    let record = match created {
-        ractor::rpc::CallResult::Success(result) => {
-            result.map_err(|e| IntakeError::Store(e.to_string()))?
-        }
-        _ => return Err(IntakeError::Store("status registry did not answer".into())),
-    };
+    services.queued.fetch_add(1, Ordering::Relaxed);
     services.tenant_load.add(&record.tenant);
-    // Durable now: if the pool is down, recovery re-queues it from the database.
-    transcoder::enqueue(services, record.id);
     Ok(record)
 }
 
+/// Writes an admitted upload's record, then queues its transcode; a write
+/// that fails gives its reserved places back.
+async fn record_admitted(
+    services: &Services,
+    record: UploadRecord,
+) -> Result<UploadRecord, IntakeError> {
+    let tenant = record.tenant.clone();
+    match registry::create(services, record).await {
+        Ok(record) => {
+            // Durable now: if the pool is down, recovery re-queues it from the database.
+            transcoder::dispatch_reserved(services, record.id);
+            Ok(record)
+        }
+        Err(e) => {
+            services.queued.fetch_sub(1, Ordering::Relaxed);
+            services.tenant_load.finish(&tenant);
+            Err(e.into())
+        }
+    }
+}
+
 /// 128 random bits as hex: names an upload's final storage folder.
-fn random_token() -> Result<String, String> {
+fn random_token() -> Result<String, getrandom::Error> {
     let mut raw = [0u8; 16];
-    getrandom::fill(&mut raw).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::fill(&mut raw)?;
     Ok(hex::encode(raw))
 }

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use ractor::factory::FactoryMessage;
 use ractor::{ActorRef, Message};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -158,4 +160,23 @@ pub struct Services {
     pub keys: Arc<crate::store::keys::KeyCache>,
     /// Base URL in front of media paths (`public_url`, or `http://` + the bound address).
     pub base_url: String,
+    /// Cancelled when the server stops: running transcodes and storage retries
+    /// end early, and no new job starts.
+    pub stop: CancellationToken,
+    /// The tasks that may hold the database besides the actors themselves;
+    /// the server's shutdown waits for every one.
+    pub tasks: TaskTracker,
+}
+
+impl Services {
+    /// Runs blocking work (file I/O, a database scan or commit, a request to
+    /// the object store) on tokio's blocking pool, tracked so that shutdown
+    /// waits for it.
+    pub fn blocking<T, F>(&self, work: F) -> tokio::task::JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.tasks.spawn_blocking(work)
+    }
 }

@@ -14,12 +14,13 @@ use super::{transcoder, Services};
 use crate::layout::DataLayout;
 use crate::storage::FinalStorage;
 use crate::store::record::{Status, UploadRecord};
-use crate::store::StoreError;
 
 /// Removes an upload's local working files: staged body, partial and finished work folders.
 pub async fn discard_local(services: &Services, id: Uuid) -> Result<(), ActorProcessingErr> {
     let layout = services.layout.clone();
-    tokio::task::spawn_blocking(move || discard_local_sync(&layout, id)).await??;
+    services
+        .blocking(move || discard_local_sync(&layout, id))
+        .await??;
     Ok(())
 }
 
@@ -85,11 +86,13 @@ pub fn clean_orphans(
 /// Sends every unfinished upload back to the stage it was in. With
 /// `transcodes_only`, only uploads waiting for or in a transcode (after the
 /// transcoder pool was restarted).
-pub async fn resume(services: &Services, transcodes_only: bool) -> Result<usize, StoreError> {
+pub async fn resume(
+    services: &Services,
+    transcodes_only: bool,
+) -> Result<usize, ActorProcessingErr> {
     let store = services.store.clone();
-    let unfinished = tokio::task::spawn_blocking(move || store.unfinished())
-        .await
-        .map_err(|e| StoreError::Db(e.to_string()))??;
+    // A scan of every record: off the executor.
+    let unfinished = services.blocking(move || store.unfinished()).await??;
     let mut resumed = 0;
     for record in unfinished {
         let id = record.id;

@@ -11,6 +11,7 @@ use tracing::{error, info};
 use uuid::Uuid;
 
 use super::Services;
+use crate::metrics::StorageStage;
 use crate::store::record::{Status, TransitionPatch, UploadRecord};
 use crate::store::{StoreError, WriteOp};
 
@@ -52,6 +53,27 @@ pub enum RegistryMsg {
         /// 0-100.
         percent: u8,
     },
+}
+
+/// Why a write through the registry did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry is not running (it is being restarted, or the server is stopping).
+    #[error("the status registry is not running")]
+    NotRunning,
+    /// The registry stopped before it answered.
+    #[error("the status registry did not answer: {0}")]
+    NoAnswer(String),
+    /// The database refused or failed the write.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RegistryError {
+    /// True when the write failed because the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, RegistryError::Store(e) if e.is_disk_full())
+    }
 }
 
 /// Most writes folded into one commit.
@@ -179,8 +201,10 @@ fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingW
             }
             Err(e) => {
                 error!(error = %e, writes = replies.len(), "status commit failed");
+                services.metrics.storage_error(StorageStage::Database);
+                let shared = Arc::new(e);
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Db(e.to_string())));
+                    let _ = reply.send(Err(StoreError::Batch(shared.clone())));
                 }
             }
         }
@@ -223,7 +247,7 @@ pub async fn transition(
     id: Uuid,
     to: Status,
     patch: TransitionPatch,
-) -> Result<UploadRecord, ActorProcessingErr> {
+) -> Result<UploadRecord, RegistryError> {
     let patch = Box::new(patch);
     write(services, |reply| RegistryMsg::Transition {
         id,
@@ -240,24 +264,36 @@ pub async fn patch(
     services: &Services,
     id: Uuid,
     patch: TransitionPatch,
-) -> Result<UploadRecord, ActorProcessingErr> {
+) -> Result<UploadRecord, RegistryError> {
     let patch = Box::new(patch);
     write(services, |reply| RegistryMsg::Patch { id, patch, reply }).await
+}
+
+/// Asks the registry to record a new upload and waits until it is durable.
+pub async fn create(
+    services: &Services,
+    record: UploadRecord,
+) -> Result<UploadRecord, RegistryError> {
+    write(services, |reply| {
+        RegistryMsg::Create(Box::new(record), reply)
+    })
+    .await
 }
 
 /// Sends one durable write to the registry and waits for the updated record.
 async fn write(
     services: &Services,
     message: impl FnOnce(RpcReplyPort<Result<UploadRecord, StoreError>>) -> RegistryMsg,
-) -> Result<UploadRecord, ActorProcessingErr> {
+) -> Result<UploadRecord, RegistryError> {
     let registry = services
         .peers
         .registry
         .get()
-        .ok_or("status registry is not running")?;
-    match registry.call(message, None).await? {
-        ractor::rpc::CallResult::Success(r) => Ok(r?),
-        _ => Err("status registry did not answer".into()),
+        .ok_or(RegistryError::NotRunning)?;
+    match registry.call(message, None).await {
+        Ok(ractor::rpc::CallResult::Success(result)) => Ok(result?),
+        Ok(_) => Err(RegistryError::NoAnswer("the reply was dropped".into())),
+        Err(e) => Err(RegistryError::NoAnswer(e.to_string())),
     }
 }
 
@@ -267,7 +303,7 @@ pub async fn fail(
     id: Uuid,
     code: &str,
     message: impl Into<String>,
-) -> Result<UploadRecord, ActorProcessingErr> {
+) -> Result<UploadRecord, RegistryError> {
     let patch = TransitionPatch {
         error: Some(crate::store::record::UploadError {
             code: code.to_string(),

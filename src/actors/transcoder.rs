@@ -16,6 +16,7 @@ use ractor::factory::{
 use ractor::{ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -77,16 +78,22 @@ pub fn pool_arguments(
 /// Queues a transcode. Returns false when the pool is not running; the job
 /// stays `pending` in the database and recovery queues it again.
 pub fn enqueue(services: &Services, id: Uuid) -> bool {
-    let Some(pool) = services.peers.transcoders.get() else {
-        warn!(upload = %id, "transcoder pool not running; job left for recovery");
-        return false;
-    };
     services.queued.fetch_add(1, Ordering::Relaxed);
-    if pool.dispatch(id, TranscodeJob { id }).is_err() {
+    dispatch_reserved(services, id)
+}
+
+/// Queues a transcode whose place in `queued` is already counted (by intake's
+/// admission); gives the place back when the pool is not running.
+pub fn dispatch_reserved(services: &Services, id: Uuid) -> bool {
+    let dispatched = match services.peers.transcoders.get() {
+        Some(pool) => pool.dispatch(id, TranscodeJob { id }).is_ok(),
+        None => false,
+    };
+    if !dispatched {
+        warn!(upload = %id, "transcoder pool not running; job left for recovery");
         services.queued.fetch_sub(1, Ordering::Relaxed);
-        return false;
     }
-    true
+    dispatched
 }
 
 /// A worker of the pool.
@@ -106,13 +113,12 @@ pub struct WorkerState {
 
 /// A job as the libav thread sees it: plain paths and settings.
 struct ThreadJob {
-    id: Uuid,
     input: PathBuf,
     out_dir: PathBuf,
     profile: OutputProfile,
     limits: MediaLimits,
-    /// Where progress ticks go.
-    registry: Option<ActorRef<RegistryMsg>>,
+    /// Where progress ticks go, and whether the job is to stop.
+    progress: JobProgress,
     /// Test hook: panic instead of transcoding.
     panic: bool,
     /// Gets the probed source before transcoding starts (dropped if the probe fails).
@@ -146,14 +152,46 @@ fn lower_priority() {
     }
 }
 
+/// A running job's link back: progress ticks to the registry, and its stop.
+struct JobProgress {
+    id: Uuid,
+    /// Where progress ticks go.
+    registry: Option<ActorRef<RegistryMsg>>,
+    /// The last percentage sent.
+    last: u8,
+    /// Cancelled when the server stops.
+    cancel: CancellationToken,
+}
+
+impl media::Progress for JobProgress {
+    fn report(&mut self, fraction: f64) {
+        if fraction > 0.3 {
+            crate::faults::crash_if(crate::faults::CrashPoint::MidTranscode);
+        }
+        let percent = (fraction.clamp(0.0, 1.0) * 100.0) as u8;
+        if percent != self.last {
+            self.last = percent;
+            if let Some(registry) = &self.registry {
+                let _ = registry.cast(RegistryMsg::Progress {
+                    id: self.id,
+                    percent,
+                });
+            }
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
 fn run_job(job: ThreadJob) {
     let ThreadJob {
-        id,
         input,
         out_dir,
         profile,
         limits,
-        registry,
+        mut progress,
         panic,
         probed,
         done,
@@ -162,23 +200,10 @@ fn run_job(job: ThreadJob) {
         if panic {
             panic!("injected transcoder panic");
         }
-        let mut last = 0u8;
-        let mut report = |fraction: f64| {
-            if fraction > 0.3 {
-                crate::faults::crash_if(crate::faults::CrashPoint::MidTranscode);
-            }
-            let percent = (fraction.clamp(0.0, 1.0) * 100.0) as u8;
-            if percent != last {
-                last = percent;
-                if let Some(registry) = &registry {
-                    let _ = registry.cast(RegistryMsg::Progress { id, percent });
-                }
-            }
-        };
         // Probe first, so the record shows the source while the transcode runs.
         let source = media::probe(&input, &limits)?;
         let _ = probed.send(source);
-        media::transcode(&input, &out_dir, &profile, &limits, &mut report)
+        media::transcode(&input, &out_dir, &profile, &limits, &mut progress)
     }));
     let result = outcome.unwrap_or_else(|panic| {
         let what = panic
@@ -221,10 +246,14 @@ impl Worker for TranscoderWorker {
         _factory: &ActorRef<FactoryMessage<Uuid, TranscodeJob>>,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
-        // Closing the channel ends the thread after its current job.
+        // Closing the channel ends the thread after its current job, which
+        // the server's stop has cancelled.
         let (closed, _) = crossbeam_channel::bounded(0);
         state.jobs = closed;
-        state.thread.take();
+        if let Some(thread) = state.thread.take() {
+            // Joining blocks until the job has returned: off the executor.
+            let _ = state.services.blocking(move || thread.join()).await;
+        }
         Ok(())
     }
 
@@ -254,7 +283,8 @@ async fn transcode(
     let Some(record) = services.store.get(id)? else {
         return Ok(());
     };
-    if record.status.is_terminal() {
+    // Stopping: the job stays `pending` for the next start.
+    if record.status.is_terminal() || services.stop.is_cancelled() {
         return Ok(());
     }
     let layout = &services.layout;
@@ -280,18 +310,22 @@ async fn transcode(
     };
     registry::transition(services, id, Status::Processing, patch).await?;
     if let Some(delay) = services.config.faults.transcode_delay {
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = services.stop.cancelled() => {}
+        }
     }
 
     let out_dir = layout.work_tmp_dir(id);
     let prepare = out_dir.clone();
-    tokio::task::spawn_blocking(move || {
-        if prepare.exists() {
-            std::fs::remove_dir_all(&prepare)?;
-        }
-        std::fs::create_dir_all(&prepare)
-    })
-    .await??;
+    services
+        .blocking(move || {
+            if prepare.exists() {
+                std::fs::remove_dir_all(&prepare)?;
+            }
+            std::fs::create_dir_all(&prepare)
+        })
+        .await??;
 
     let panic = services
         .config
@@ -302,12 +336,16 @@ async fn transcode(
     let (done, result) = oneshot::channel();
     let (probed, source) = oneshot::channel();
     let job = ThreadJob {
-        id,
         input,
         out_dir: out_dir.clone(),
         profile: services.config.profile.clone(),
         limits: services.config.media_limits.clone(),
-        registry: services.peers.registry.get(),
+        progress: JobProgress {
+            id,
+            registry: services.peers.registry.get(),
+            last: 0,
+            cancel: services.stop.child_token(),
+        },
         panic,
         probed,
         done,
@@ -340,14 +378,23 @@ async fn transcode(
             info!(upload = %id, seconds = elapsed.as_secs_f64(), "transcoded");
             let work_dir = layout.work_dir(id);
             let root = layout.work_root();
-            tokio::task::spawn_blocking(move || {
-                publish_work(&out_dir, &work_dir, &root, &manifest)
-            })
-            .await??;
+            services
+                .blocking(move || publish_work(&out_dir, &work_dir, &root, &manifest))
+                .await??;
             match services.peers.uploader.get() {
                 Some(uploader) => uploader.cast(UploaderMsg::Store(id))?,
                 None => warn!(upload = %id, "uploader not running; left for recovery"),
             }
+        }
+        Ok(Err(e)) if e.code == MediaErrorCode::Cancelled => {
+            // The server is stopping: the job goes back to `pending` without
+            // using up an attempt, and starts over at the next start.
+            let patch = TransitionPatch {
+                release_attempt: true,
+                ..Default::default()
+            };
+            registry::transition(services, id, Status::Pending, patch).await?;
+            info!(upload = %id, "transcode stopped; it starts over at the next start");
         }
         Ok(Err(e)) => {
             registry::fail(services, id, e.code.as_str(), e.message).await?;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::transcoder::{Manifest, MANIFEST};
 use super::{recovery, registry, transcoder, Services};
 use crate::metrics::StorageStage;
-use crate::storage::OutputFile;
+use crate::storage::{OutputFile, StorageError};
 use crate::store::record::{Status, TransitionPatch};
 
 /// The uploader actor.
@@ -53,16 +53,18 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
     let Some(record) = services.store.get(id)? else {
         return Ok(());
     };
-    if record.status.is_terminal() {
+    // Stopping: left for the next start.
+    if record.status.is_terminal() || services.stop.is_cancelled() {
         return Ok(());
     }
     let work_dir = services.layout.work_dir(id);
     let manifest_path = work_dir.join(MANIFEST);
-    let manifest = tokio::task::spawn_blocking(move || -> Option<Manifest> {
-        let bytes = std::fs::read(manifest_path).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    })
-    .await?;
+    let manifest = services
+        .blocking(move || -> Option<Manifest> {
+            let bytes = std::fs::read(manifest_path).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        })
+        .await?;
     let Some(manifest) = manifest else {
         // The work folder is incomplete: transcode again from the staged body.
         transcoder::enqueue(services, id);
@@ -91,7 +93,9 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
         .collect();
     let storage = services.storage.clone();
     let token = record.media_token.clone();
-    let put = tokio::task::spawn_blocking(move || storage.put(&token, &files)).await?;
+    let put = services
+        .blocking(move || storage.put(&token, &files))
+        .await?;
     match put {
         Ok(()) => {
             let patch = TransitionPatch {
@@ -100,11 +104,14 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
             };
             registry::transition(services, id, Status::Completed, patch).await?;
         }
+        // The server is stopping: the upload stays `uploading` and is stored
+        // again at the next start.
+        Err(StorageError::Interrupted) => return Ok(()),
         Err(e) => {
             services.metrics.storage_error(StorageStage::Final);
             let storage = services.storage.clone();
             let token = record.media_token.clone();
-            let _ = tokio::task::spawn_blocking(move || storage.remove(&token)).await?;
+            let _ = services.blocking(move || storage.remove(&token)).await?;
             registry::fail(services, id, "storage_error", e.to_string()).await?;
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
 use super::Services;
@@ -73,9 +73,11 @@ pub struct WebhookState {
     services: Arc<Services>,
     /// HTTP clients; neither follows redirects.
     clients: Clients,
-    /// Outbox rows being delivered now, and their tasks, aborted when the actor
-    /// stops (an unsettled row is simply sent again later).
+    /// Outbox rows being delivered now, and their tasks' abort handles.
     in_flight: HashMap<u64, AbortHandle>,
+    /// The delivery tasks, aborted and awaited when the actor stops (an
+    /// unsettled row is simply sent again later).
+    tasks: JoinSet<()>,
     /// The timer that sends `Poll`, stopped with the actor.
     ticker: Option<JoinHandle<()>>,
 }
@@ -95,6 +97,7 @@ impl Actor for WebhookDelivery {
             services,
             clients,
             in_flight: HashMap::new(),
+            tasks: JoinSet::new(),
             ticker: None,
         })
     }
@@ -119,9 +122,9 @@ impl Actor for WebhookDelivery {
         if let Some(ticker) = state.ticker.take() {
             ticker.abort();
         }
-        for (_, task) in state.in_flight.drain() {
-            task.abort();
-        }
+        state.in_flight.clear();
+        state.tasks.abort_all();
+        while state.tasks.join_next().await.is_some() {}
         Ok(())
     }
 
@@ -135,6 +138,8 @@ impl Actor for WebhookDelivery {
             WebhookMsg::Poll => send_due(&myself, state).await,
             WebhookMsg::Settled(seq) => {
                 state.in_flight.remove(&seq);
+                // Reap finished tasks, so the set holds only those still running.
+                while state.tasks.try_join_next().is_some() {}
                 send_due(&myself, state).await;
             }
         }
@@ -156,10 +161,10 @@ async fn send_due(myself: &ActorRef<WebhookMsg>, state: &mut WebhookState) {
     let store = state.services.store.clone();
     let in_flight = state.in_flight.keys().copied().collect();
     // A read transaction over the outbox: off the executor.
-    let due = tokio::task::spawn_blocking(move || {
-        store.outbox_due(OffsetDateTime::now_utc(), &in_flight, room)
-    })
-    .await;
+    let due = state
+        .services
+        .blocking(move || store.outbox_due(OffsetDateTime::now_utc(), &in_flight, room))
+        .await;
     let due = match due {
         Ok(Ok(due)) => due,
         Ok(Err(e)) => return error!(error = %e, "cannot read the webhook outbox"),
@@ -171,7 +176,7 @@ async fn send_due(myself: &ActorRef<WebhookMsg>, state: &mut WebhookState) {
             clients: state.clients.clone(),
             myself: myself.clone(),
         };
-        let handle = tokio::spawn(task.run(seq, delivery)).abort_handle();
+        let handle = state.tasks.spawn(task.run(seq, delivery));
         state.in_flight.insert(seq, handle);
     }
 }
@@ -189,7 +194,11 @@ impl DeliveryTask {
         let settlement = self.attempt(&delivery).await;
         let store = self.services.store.clone();
         // A durable commit: off the executor.
-        match tokio::task::spawn_blocking(move || store.outbox_settle(seq, settlement)).await {
+        match self
+            .services
+            .blocking(move || store.outbox_settle(seq, settlement))
+            .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => error!(seq, error = %e, "cannot settle a webhook delivery"),
             Err(e) => error!(seq, error = %e, "webhook settlement failed"),
@@ -200,7 +209,7 @@ impl DeliveryTask {
     async fn attempt(&self, delivery: &Delivery) -> Settlement {
         let record = &delivery.record;
         let event = event_type(record.status);
-        let Some((url, secret)) = self.resolve(delivery).await else {
+        let Some((url, secret)) = self.resolve(delivery) else {
             warn!(upload = %record.id, event, endpoint = ?delivery.endpoint, "webhook endpoint no longer configured; event dropped");
             return Settlement::Done;
         };
@@ -251,18 +260,13 @@ impl DeliveryTask {
     }
 
     /// The URL and signing secret of the delivery's endpoint, as configured now.
-    async fn resolve(&self, delivery: &Delivery) -> Option<(String, String)> {
+    fn resolve(&self, delivery: &Delivery) -> Option<(String, String)> {
         let config = &self.services.config.webhooks;
         if delivery.endpoint == Endpoint::Global {
             let (url, secret) = config.global()?;
             return Some((url.to_string(), secret.to_string()));
         }
-        let keys = self.services.keys.clone();
-        let tenant = delivery.record.tenant.clone();
-        // May reload the key file: off the executor.
-        let webhook = tokio::task::spawn_blocking(move || keys.tenant_webhook(&tenant))
-            .await
-            .ok()??;
+        let webhook = self.services.keys.tenant_webhook(&delivery.record.tenant)?;
         let secret = webhook.secret?;
         match &delivery.endpoint {
             Endpoint::Tenant => Some((webhook.url?, secret)),

@@ -54,9 +54,8 @@ pub fn with_tenant<T>(
         .map(str::trim)
         .filter(|s| s.starts_with("sk-"))
         .ok_or_else(|| warp::reject::custom(ApiError::Unauthenticated))?;
-    match state.keys.with_tenant(secret, f) {
-        Ok(Some(found)) => Ok(found),
-        Ok(None) => Err(warp::reject::custom(ApiError::Unauthenticated)),
-        Err(e) => Err(warp::reject::custom(ApiError::from(e))),
-    }
+    state
+        .keys
+        .with_tenant(secret, f)
+        .ok_or_else(|| warp::reject::custom(ApiError::Unauthenticated))
 }

@@ -10,6 +10,11 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
+use crate::actors::intake::IntakeError;
+use crate::actors::registry::RegistryError;
+use crate::storage::StorageError;
+use crate::store::StoreError;
+
 /// An error answered to an API client.
 #[derive(Debug)]
 pub enum ApiError {
@@ -231,9 +236,52 @@ impl Failure {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+// What the layers below answer, as API errors: the one place they are
+// mapped. A full disk is a 507 wherever it was met; any other failure of the
+// server's own is a 500 whose cause goes to the request's log line.
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_disk_full() {
+            ApiError::InsufficientStorage
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        if crate::layout::is_disk_full(&e) {
+            ApiError::InsufficientStorage
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    /// Only reads reach the API (`/media`): a failing store is a 502.
+    fn from(e: StorageError) -> Self {
+        ApiError::StorageUnavailable(e.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::Internal(format!("a blocking task failed: {e}"))
+    }
+}
+
+impl ApiError {
+    /// Why intake refused an upload; `retry_after` goes in the answer to a full queue or a busy tenant.
+    pub fn from_intake(e: IntakeError, retry_after: Duration) -> ApiError {
+        match e {
+            IntakeError::QueueFull => ApiError::QueueFull { retry_after },
+            IntakeError::TenantBusy => ApiError::TooManyUploads { retry_after },
+            IntakeError::Registry(RegistryError::Store(e)) => e.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -245,8 +293,6 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::NotFound
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::MethodNotAllowed
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::PayloadTooLarge { limit: 0 }
     } else {
         ApiError::Internal(format!("unhandled rejection: {rejection:?}"))
     };

@@ -20,7 +20,7 @@ use super::body::{guarded, BodyError, HeaderWatch, Tracked};
 use super::error::ApiError;
 use super::folder::{clean_filename, validate_folder};
 use super::AppState;
-use crate::actors::intake::{IntakeError, IntakeMsg, StagedUpload};
+use crate::actors::intake::{IntakeMsg, StagedUpload};
 use crate::config::Config;
 use crate::layout::fsync_dir;
 
@@ -144,14 +144,16 @@ where
     let from = part_path.clone();
     let to = staged_path.clone();
     // rename + directory fsync: the body is durable under its final name.
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        std::fs::rename(&from, &to)?;
-        fsync_dir(&staging_dir)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(storage_error)
-    .inspect_err(|e| count_storage_error(state, e))?;
+    state
+        .services
+        .blocking(move || -> std::io::Result<()> {
+            std::fs::rename(&from, &to)?;
+            fsync_dir(&staging_dir)
+        })
+        .await
+        .map_err(ApiError::from)?
+        .map_err(ApiError::from)
+        .inspect_err(|e| count_storage_error(state, e))?;
     guard.path = staged_path;
     crate::faults::crash_if(crate::faults::CrashPoint::AfterStaging);
 
@@ -174,21 +176,8 @@ where
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let record = match reply {
-        ractor::rpc::CallResult::Success(Ok(record)) => record,
-        ractor::rpc::CallResult::Success(Err(IntakeError::QueueFull)) => {
-            return Err(ApiError::QueueFull {
-                retry_after: config.retry_after,
-            }
-            .into())
-        }
-        ractor::rpc::CallResult::Success(Err(IntakeError::TenantBusy)) => {
-            return Err(ApiError::TooManyUploads {
-                retry_after: config.retry_after,
-            }
-            .into())
-        }
-        ractor::rpc::CallResult::Success(Err(e)) => {
-            return Err(ApiError::Internal(e.to_string()).into())
+        ractor::rpc::CallResult::Success(accepted) => {
+            accepted.map_err(|e| ApiError::from_intake(e, config.retry_after))?
         }
         _ => return Err(ApiError::Internal("intake actor did not answer".into()).into()),
     };
@@ -202,21 +191,13 @@ where
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response())
 }
 
-/// Staging writes fail only as these two (see [`storage_error`]).
+/// Staging writes fail only as these two (a full disk, or another I/O error).
 fn count_storage_error(state: &AppState, e: &ApiError) {
     if matches!(e, ApiError::InsufficientStorage | ApiError::Internal(_)) {
         state
             .services
             .metrics
             .storage_error(crate::metrics::StorageStage::Staging);
-    }
-}
-
-fn storage_error(e: std::io::Error) -> ApiError {
-    if e.raw_os_error() == Some(libc::ENOSPC) {
-        ApiError::InsufficientStorage
-    } else {
-        ApiError::Internal(e.to_string())
     }
 }
 
@@ -377,16 +358,16 @@ async fn read_form(
                 form.filename = field.file_name().map(str::to_string);
                 let mut file = tokio::fs::File::create(part_path)
                     .await
-                    .map_err(storage_error)?;
+                    .map_err(ApiError::from)?;
                 let mut written = 0u64;
                 while let Some(chunk) =
                     field.chunk().await.map_err(|e| multipart_error(e, limit))?
                 {
                     written += chunk.len() as u64;
-                    file.write_all(&chunk).await.map_err(storage_error)?;
+                    file.write_all(&chunk).await.map_err(ApiError::from)?;
                 }
-                file.flush().await.map_err(storage_error)?;
-                file.sync_all().await.map_err(storage_error)?;
+                file.flush().await.map_err(ApiError::from)?;
+                file.sync_all().await.map_err(ApiError::from)?;
                 form.video_bytes = Some(written);
             }
             Some("folder") => {

@@ -117,7 +117,8 @@ async fn bounded(
 async fn check_database(services: &Services) -> Result<(), String> {
     let store = services.store.clone();
     // A read transaction: cheap, but still file I/O.
-    tokio::task::spawn_blocking(move || store.get(uuid::Uuid::nil()).map(|_| ()))
+    services
+        .blocking(move || store.get(uuid::Uuid::nil()).map(|_| ()))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("database not readable: {e}"))
@@ -127,18 +128,19 @@ async fn check_database(services: &Services) -> Result<(), String> {
 async fn check_storage(services: &Services) -> Result<(), String> {
     let layout = services.layout.clone();
     // Creating and removing files blocks.
-    tokio::task::spawn_blocking(move || {
-        for (name, dir) in [
-            ("staging", layout.staging_dir()),
-            ("work", layout.work_root()),
-            ("media", layout.media_root()),
-        ] {
-            probe_write(&dir).map_err(|e| format!("{name} folder not writable: {e}"))?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    services
+        .blocking(move || {
+            for (name, dir) in [
+                ("staging", layout.staging_dir()),
+                ("work", layout.work_root()),
+                ("media", layout.media_root()),
+            ] {
+                probe_write(&dir).map_err(|e| format!("{name} folder not writable: {e}"))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// Creates, writes and removes a uniquely named hidden file in `dir`.

@@ -17,7 +17,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
 use super::{with_state, AppState};
-use crate::storage::{content_type, playlist, MediaAccess, StorageError};
+use crate::storage::{check_name, check_token, content_type, playlist, MediaAccess, StorageError};
 
 /// The route, for backends that are not served from disk.
 pub fn routes(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
@@ -33,14 +33,8 @@ pub fn routes(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
 /// segment, none starting with `.` (the completion marker stays hidden).
 fn parse(tail: &str) -> Option<(&str, &str)> {
     let (token, name) = tail.split_once('/')?;
-    let token_ok = !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric());
-    let name_ok = name.split('/').all(|s| {
-        !s.is_empty()
-            && !s.starts_with('.')
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    });
-    (token_ok && name_ok).then_some((token, name))
+    let plain = check_token(token).is_ok() && check_name(name).is_ok();
+    plain.then_some((token, name))
 }
 
 async fn serve(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection> {
@@ -56,18 +50,20 @@ async fn serve(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection> 
     let (token, name) = (token.to_string(), name.to_string());
     let (t, n) = (token.clone(), name.clone());
     // Requests to the object store block: off the executor.
-    let found = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, StorageError> {
-        if !storage.contains(&t)? {
-            return Ok(None);
-        }
-        if !rewrite {
-            return Ok(Some(Vec::new()));
-        }
-        storage.read_small(&t, &n, max_bytes)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
+    let found = state
+        .services
+        .blocking(move || -> Result<Option<Vec<u8>>, StorageError> {
+            if !storage.contains(&t)? {
+                return Ok(None);
+            }
+            if !rewrite {
+                return Ok(Some(Vec::new()));
+            }
+            storage.read_small(&t, &n, max_bytes)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
     let Some(bytes) = found else {
         return Err(ApiError::NotFound.into());
     };

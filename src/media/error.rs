@@ -16,6 +16,8 @@ pub enum MediaErrorCode {
     CorruptMedia,
     /// Our side failed (I/O on the output, encoder setup): not the upload's fault.
     Internal,
+    /// The caller stopped the job before it finished.
+    Cancelled,
 }
 
 impl MediaErrorCode {
@@ -27,6 +29,7 @@ impl MediaErrorCode {
             Self::InputTooLarge => "input_too_large",
             Self::CorruptMedia => "corrupt_media",
             Self::Internal => "internal_error",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -67,6 +70,11 @@ impl MediaError {
         Self::new(MediaErrorCode::CorruptMedia, message)
     }
 
+    /// The caller stopped the job.
+    pub fn cancelled() -> Self {
+        Self::new(MediaErrorCode::Cancelled, "the transcode was stopped")
+    }
+
     /// An internal failure while doing `what`, keeping libav's own reason.
     pub fn internal(what: &str, err: impl fmt::Display) -> Self {
         Self::new(MediaErrorCode::Internal, format!("{what}: {err}"))
@@ -92,6 +100,7 @@ mod tests {
         assert_eq!(MediaErrorCode::InputTooLarge.as_str(), "input_too_large");
         assert_eq!(MediaErrorCode::CorruptMedia.as_str(), "corrupt_media");
         assert_eq!(MediaErrorCode::Internal.as_str(), "internal_error");
+        assert_eq!(MediaErrorCode::Cancelled.as_str(), "cancelled");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::sync::Once;
 
 pub use error::{MediaError, MediaErrorCode};
 pub use hls::{HlsLadder, HlsRendition, HlsSegment, HLS_DIR, MASTER_PLAYLIST};
-pub use pipeline::{transcode, TranscodeOutputs, MP4_FILE_NAME, POSTER_FILE_NAME};
+pub use pipeline::{transcode, Progress, TranscodeOutputs, MP4_FILE_NAME, POSTER_FILE_NAME};
 pub use probe::{probe, probe_details, probe_pixel_format, SourceInfo, StreamDetails};
 pub use profile::{MediaLimits, OutputProfile};
 

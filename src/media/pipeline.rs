@@ -63,18 +63,37 @@ impl TranscodeOutputs {
     }
 }
 
+/// What a running transcode tells its caller, and asks it.
+pub trait Progress {
+    /// `fraction` (0..=1) of the source is done.
+    fn report(&mut self, fraction: f64);
+    /// True once the caller wants the job stopped; asked before each packet.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// A closure is a progress callback that never cancels.
+impl<F: FnMut(f64)> Progress for F {
+    fn report(&mut self, fraction: f64) {
+        self(fraction)
+    }
+}
+
 /// Transcodes `input` into `out_dir`: `video.mp4`, `poster.jpg` and (with
 /// `profile.hls`) the ladder under `hls/`, which is replaced if it exists.
 ///
 /// Runs on the calling thread (which must own every libav object it creates:
 /// call it from a dedicated OS thread). `progress` gets fractions in 0..=1 at
-/// most about once a second, then 1.0 on success. On error, partial outputs are removed.
+/// most about once a second, then 1.0 on success; once it says the job is
+/// cancelled, the transcode stops before the next packet with
+/// [`MediaErrorCode::Cancelled`]. On error, partial outputs are removed.
 pub fn transcode(
     input: &Path,
     out_dir: &Path,
     profile: &OutputProfile,
     limits: &MediaLimits,
-    progress: &mut dyn FnMut(f64),
+    progress: &mut dyn Progress,
 ) -> Result<TranscodeOutputs, MediaError> {
     super::init();
     let paths = OutputPaths {
@@ -92,7 +111,7 @@ pub fn transcode(
         let _ = paths.clear_ladder();
     }
     let (source, finished) = result?;
-    progress(1.0);
+    progress.report(1.0);
     Ok(TranscodeOutputs {
         mp4: paths.mp4,
         poster: paths.poster,
@@ -128,7 +147,7 @@ fn run(
     paths: &OutputPaths,
     profile: &OutputProfile,
     limits: &MediaLimits,
-    progress: &mut dyn FnMut(f64),
+    progress: &mut dyn Progress,
 ) -> Result<(SourceInfo, Finished), MediaError> {
     let mut ictx = open_input(input, limits)?;
     let source = Source::inspect(&ictx, input, limits)?;
@@ -230,6 +249,9 @@ impl Transcoder {
     ) -> Result<(), MediaError> {
         let mut consecutive_errors = 0;
         loop {
+            if reporter.callback.cancelled() {
+                return Err(MediaError::cancelled());
+            }
             let mut packet = Packet::empty();
             match packet.read(ictx) {
                 Ok(()) => {
@@ -315,7 +337,7 @@ impl Transcoder {
 /// Turns decoding progress into throttled fractions for the caller.
 struct ProgressReporter<'a> {
     /// The caller's callback.
-    callback: &'a mut dyn FnMut(f64),
+    callback: &'a mut dyn Progress,
     /// Source duration; progress is by time when known...
     duration: Option<f64>,
     /// ...else by bytes read.
@@ -325,7 +347,7 @@ struct ProgressReporter<'a> {
 }
 
 impl<'a> ProgressReporter<'a> {
-    fn new(duration: Option<f64>, size_bytes: u64, callback: &'a mut dyn FnMut(f64)) -> Self {
+    fn new(duration: Option<f64>, size_bytes: u64, callback: &'a mut dyn Progress) -> Self {
         Self {
             callback,
             duration: duration.filter(|d| *d > 0.0),
@@ -348,6 +370,6 @@ impl<'a> ProgressReporter<'a> {
             None => return,
         };
         // 1.0 is reserved for "done", after the trailer and poster are written.
-        (self.callback)(fraction.clamp(0.0, 0.99));
+        self.callback.report(fraction.clamp(0.0, 0.99));
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{FinalStorage, OutputFile, StorageError};
+use super::{check_name, check_token, FinalStorage, OutputFile, StorageError};
 use crate::layout::fsync_dir;
 
 /// Final storage in a local folder. An upload's files (in subfolders too, such
@@ -39,7 +39,8 @@ impl LocalStorage {
         fs::create_dir(incoming)?;
         let mut folders = BTreeSet::new();
         for file in files {
-            let target = incoming.join(check_name(&file.name)?);
+            check_name(&file.name)?;
+            let target = incoming.join(&file.name);
             for folder in target.ancestors().skip(1) {
                 if folder == incoming || !folders.insert(folder.to_path_buf()) {
                     break;
@@ -65,26 +66,6 @@ impl LocalStorage {
         fsync_dir(&self.root)?;
         Ok(())
     }
-}
-
-/// An output name as a relative path: `/`-separated segments, none empty or starting
-/// with `.` (the media server hides such paths).
-fn check_name(name: &str) -> Result<&Path, StorageError> {
-    let valid = !name.is_empty()
-        && name
-            .split('/')
-            .all(|s| !s.is_empty() && !s.starts_with('.') && !s.contains(['\\', '\0']));
-    if !valid {
-        return Err(StorageError(format!("invalid output name {name:?}")));
-    }
-    Ok(Path::new(name))
-}
-
-fn check_token(token: &str) -> Result<(), StorageError> {
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(StorageError(format!("invalid storage token {token:?}")));
-    }
-    Ok(())
 }
 
 impl FinalStorage for LocalStorage {

@@ -10,15 +10,97 @@ use std::path::PathBuf;
 
 pub use local::LocalStorage;
 
-/// Errors of a storage backend; every one ends an upload with `storage_error`.
+/// Errors of a storage backend. Each ends an upload with `storage_error`,
+/// except [`StorageError::Interrupted`], after which the upload is stored
+/// again at the next start.
 #[derive(Debug, thiserror::Error)]
-#[error("storage error: {0}")]
-pub struct StorageError(pub String);
+pub enum StorageError {
+    /// A local file or folder failed (the local backend, or reading an output to send).
+    #[error("storage error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The object store failed at every attempt.
+    #[error("storage error: {what}: object store failed {tries} times; last error: {source}")]
+    Store {
+        /// What was being done.
+        what: String,
+        /// Attempts made.
+        tries: u32,
+        /// The last failure.
+        source: object_store::Error,
+    },
+    /// A request `object_store` does not make itself (listing multipart uploads) failed.
+    #[error("storage error: {what}: {detail}")]
+    Request {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A name that cannot be a storage path.
+    #[error("storage error: invalid {what} {name:?}")]
+    InvalidName {
+        /// `storage token` or `output name`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A stored file is larger than the caller reads.
+    #[error("storage error: {name} is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// The file.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The backend cannot do this (reading files of a backend served from disk).
+    #[error("storage error: {0}")]
+    Unsupported(&'static str),
+    /// The settings cannot make a client.
+    #[error("storage error: {0}")]
+    Config(String),
+    /// The server is stopping: the work was abandoned, to be done again at the next start.
+    #[error("storage error: interrupted by the server stopping")]
+    Interrupted,
+}
 
-impl From<std::io::Error> for StorageError {
-    fn from(e: std::io::Error) -> Self {
-        StorageError(e.to_string())
+impl StorageError {
+    /// True when the cause is a full local disk.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StorageError::Io(e) if crate::layout::is_disk_full(e))
     }
+}
+
+/// A storage token: the random name of one upload's folder, letters and digits only.
+pub fn check_token(token: &str) -> Result<(), StorageError> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(StorageError::InvalidName {
+            what: "storage token",
+            name: token.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A file name inside an upload's folder: `/`-separated segments of letters,
+/// digits, `.`, `_` and `-`, none empty or starting with `.` (such names are
+/// never served, and need no escaping in paths, URLs or signatures).
+pub fn check_name(name: &str) -> Result<(), StorageError> {
+    let valid = !name.is_empty()
+        && name.split('/').all(|s| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if !valid {
+        return Err(StorageError::InvalidName {
+            what: "output name",
+            name: name.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// One output to store: its name in storage and the file holding it now.
@@ -58,7 +140,9 @@ pub trait FinalStorage: Send + Sync {
         _name: &str,
         _max_bytes: u64,
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        Err(StorageError("this backend is served from disk".into()))
+        Err(StorageError::Unsupported(
+            "this backend is served from disk",
+        ))
     }
 }
 
@@ -89,5 +173,31 @@ pub fn content_type(name: &str) -> &'static str {
         "m4s" => "video/iso.segment",
         "json" => "application/json",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_tokens_are_checked() {
+        for name in [
+            "../x",
+            "hls//x",
+            ".complete",
+            "a b",
+            "hls/.x",
+            "",
+            "/abs",
+            "a\\b",
+        ] {
+            assert!(check_name(name).is_err(), "{name}");
+        }
+        check_name("hls/720p/seg_00000.ts").unwrap();
+        check_name("video.mp4").unwrap();
+        assert!(check_token("a/b").is_err());
+        assert!(check_token("").is_err());
+        check_token("0f3a").unwrap();
     }
 }

@@ -2,13 +2,23 @@
 //! own small database (`keys.redb`) so the `vidpipe keys` commands work while
 //! the server runs: the server opens it only briefly, to reload after a change.
 //!
+//! Every change also writes a new random token to `keys.gen`. The server's
+//! [`KeyRefresher`] thread reads that token every [`REFRESH_INTERVAL`] and
+//! reloads the keys when it changed, then writes the token it loaded to
+//! `keys.loaded`, a file it holds locked while it runs. A change made with
+//! [`KeyFile`] (the `keys` commands) waits for that before it returns, so a
+//! key created, changed or revoked is in force from the next request on; a
+//! change the server cannot read at once (a `keys` command holding the file)
+//! is loaded at a later tick. Requests only ever read the loaded map: no
+//! request waits for the key file.
+//!
 //! A key may also carry the tenant's webhook endpoint and its signing secret.
 //! That secret is stored as it is (it signs every delivery), so the key file
 //! is as sensitive as the config file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -84,7 +94,13 @@ impl KeyFile {
     }
 
     fn open(&self) -> Result<Database, StoreError> {
-        let deadline = Instant::now() + OPEN_PATIENCE;
+        self.open_within(OPEN_PATIENCE)
+    }
+
+    /// Opens the key database, waiting up to `patience` for another process
+    /// that has it open.
+    fn open_within(&self, patience: Duration) -> Result<Database, StoreError> {
+        let deadline = Instant::now() + patience;
         loop {
             match Database::create(&self.path) {
                 Ok(db) => return Ok(db),
@@ -109,7 +125,7 @@ impl KeyFile {
     ) -> Result<(ApiKey, String), StoreError> {
         let webhook_secret = new_webhook_secret()?;
         let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
+        getrandom::fill(&mut raw).map_err(StoreError::Random)?;
         let secret = format!("sk-{}", hex::encode(raw));
         let key = ApiKey {
             id: uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
@@ -121,21 +137,27 @@ impl KeyFile {
             webhook_url: webhook_url.map(str::to_string),
             webhook_secret: Some(webhook_secret),
         };
-        let db = self.open()?;
-        let txn = db.begin_write()?;
-        txn.open_table(KEYS)?
-            .insert(key.id.as_str(), serde_json::to_vec(&key)?.as_slice())?;
-        txn.commit()?;
-        self.bump_generation()?;
+        self.write(|txn| {
+            txn.open_table(KEYS)?
+                .insert(key.id.as_str(), serde_json::to_vec(&key)?.as_slice())?;
+            Ok(())
+        })?;
+        self.announce_change()?;
         Ok((key, secret))
     }
 
     /// Every key, revoked ones included, oldest first.
     pub fn list(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.list_within(OPEN_PATIENCE)
+    }
+
+    /// [`KeyFile::list`], waiting up to `patience` for another process that
+    /// has the key database open.
+    fn list_within(&self, patience: Duration) -> Result<Vec<ApiKey>, StoreError> {
         if !self.path.exists() {
             return Ok(Vec::new());
         }
-        let db = self.open()?;
+        let db = self.open_within(patience)?;
         let txn = db.begin_read()?;
         let table = match txn.open_table(KEYS) {
             Ok(table) => table,
@@ -166,26 +188,23 @@ impl KeyFile {
         id: &str,
         change: impl FnOnce(&mut ApiKey) -> Result<(), StoreError>,
     ) -> Result<Option<ApiKey>, StoreError> {
-        let db = self.open()?;
-        let txn = db.begin_write()?;
-        let updated = {
+        let updated = self.write(|txn| {
             let mut table = txn.open_table(KEYS)?;
             let existing = table
                 .get(id)?
                 .map(|bytes| serde_json::from_slice::<ApiKey>(bytes.value()))
                 .transpose()?;
-            match existing {
+            Ok(match existing {
                 Some(mut key) => {
                     change(&mut key)?;
                     table.insert(id, serde_json::to_vec(&key)?.as_slice())?;
                     Some(key)
                 }
                 None => None,
-            }
-        };
-        txn.commit()?;
+            })
+        })?;
         if updated.is_some() {
-            self.bump_generation()?;
+            self.announce_change()?;
         }
         Ok(updated)
     }
@@ -214,35 +233,79 @@ impl KeyFile {
         })
     }
 
-    /// Opens the change token file, creating it empty if missing.
-    fn open_generation(&self) -> Result<std::fs::File, StoreError> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(self.path.with_extension("gen"))
-            .map_err(|e| StoreError::Db(format!("key change token: {e}")))
+    /// Runs `f` in a write transaction of the key database, commits it and
+    /// closes the file (so that a server can read it at once).
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.open()?;
+        let txn = db.begin_write()?;
+        let value = f(&txn)?;
+        txn.commit()?;
+        Ok(value)
     }
 
-    /// Records that the keys changed, for servers watching this data dir:
-    /// 16 new random bytes written in place, so a server that maps the file
-    /// sees them with one memory read. (Opening the key database itself may
-    /// touch its file, so the database's own timestamps cannot tell a change.)
-    fn bump_generation(&self) -> Result<(), StoreError> {
-        use std::os::unix::fs::FileExt;
+    /// The change token file.
+    fn token_path(&self) -> PathBuf {
+        self.path.with_extension("gen")
+    }
+
+    /// The file where a running server says which change token it has loaded.
+    fn loaded_path(&self) -> PathBuf {
+        self.path.with_extension("loaded")
+    }
+
+    /// Tells a server running on this data dir that the keys changed, and
+    /// waits (up to [`ANNOUNCE_PATIENCE`]) until it has loaded them: when a
+    /// change returns, the next request is judged by it.
+    fn announce_change(&self) -> Result<(), StoreError> {
+        let token = self.bump_generation()?;
+        let Some(server) = RunningServer::find(&self.loaded_path())? else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + ANNOUNCE_PATIENCE;
+        while server.loaded()? != token {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "the running server has not loaded the key change yet; it will when it can read the key file"
+                );
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Writes a new random change token (opening the key database itself may
+    /// touch its file, so its own timestamps cannot tell a change) and returns it.
+    fn bump_generation(&self) -> Result<[u8; TOKEN_LEN], StoreError> {
         let mut token = [0u8; TOKEN_LEN];
-        getrandom::fill(&mut token).map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
-        self.open_generation()?
-            .write_all_at(&token, 0)
-            .map_err(|e| StoreError::Db(format!("key change token: {e}")))
+        getrandom::fill(&mut token).map_err(StoreError::Random)?;
+        std::fs::write(self.token_path(), token).map_err(|source| StoreError::Io {
+            what: "writing the key change token",
+            source,
+        })?;
+        Ok(token)
+    }
+
+    /// The change token as it is now; `None` while there is none.
+    fn read_generation(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match std::fs::read(self.token_path()) {
+            Ok(token) => Ok(Some(token)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                what: "reading the key change token",
+                source,
+            }),
+        }
     }
 }
 
 /// A new random webhook signing secret, `whsec_` and 64 hex digits.
 fn new_webhook_secret() -> Result<String, StoreError> {
     let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw).map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut raw).map_err(StoreError::Random)?;
     Ok(format!("whsec_{}", hex::encode(raw)))
 }
 
@@ -251,189 +314,191 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Length of the change token at the start of `keys.gen`.
+/// Length of the change token the `keys` commands write.
 const TOKEN_LEN: usize = 16;
 
-/// The change token file mapped shared into memory: the page the `keys`
-/// commands write with `pwrite` is the page this mapping reads, so a change
-/// is seen by the next request without a system call.
-struct TokenMap {
-    ptr: *const u8,
-}
+/// How often the refresher reads the change token.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
-// SAFETY: the mapping is read-only on this side, lives as long as the value
-// and is only read with volatile byte loads; any thread may do that.
-unsafe impl Send for TokenMap {}
-// SAFETY: as above.
-unsafe impl Sync for TokenMap {}
+/// How long a change waits for a running server to load it.
+const ANNOUNCE_PATIENCE: Duration = Duration::from_secs(5);
 
-impl TokenMap {
-    /// Maps the first bytes of `file`, first growing it to hold a token.
-    fn new(file: &std::fs::File) -> Result<TokenMap, StoreError> {
-        use std::os::fd::AsRawFd;
-        let err = |e: std::io::Error| StoreError::Db(format!("key change token: {e}"));
-        if file.metadata().map_err(err)?.len() < TOKEN_LEN as u64 {
-            file.set_len(TOKEN_LEN as u64).map_err(err)?;
-        }
-        // SAFETY: a fresh read-only shared mapping of an open file, of a
-        // length the file now has; the kernel picks the address.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                TOKEN_LEN,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
+/// The `keys.loaded` file of a running server: it holds the change token the
+/// server has loaded, and the server keeps an exclusive `flock` on it for as
+/// long as it runs (the kernel drops the lock if the process dies).
+struct RunningServer(std::fs::File);
+
+impl RunningServer {
+    /// Claims the file for this server. Fails if another server holds it.
+    fn claim(path: &Path) -> Result<RunningServer, StoreError> {
+        let io = |source| StoreError::Io {
+            what: "claiming the key change file",
+            source,
         };
-        if ptr == libc::MAP_FAILED {
-            return Err(err(std::io::Error::last_os_error()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(io)? {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "another server runs on this data dir",
+            )));
         }
-        Ok(TokenMap {
-            ptr: ptr.cast_const().cast(),
-        })
+        Ok(RunningServer(file))
     }
 
-    /// The token as it is now. A read racing a write may mix old and new
-    /// bytes; that differs from the loaded token too, so it only causes a
-    /// reload, which reads the token again.
-    fn read(&self) -> [u8; TOKEN_LEN] {
-        let mut token = [0u8; TOKEN_LEN];
-        for (i, byte) in token.iter_mut().enumerate() {
-            // SAFETY: `i` is within the mapped length; the bytes may change
-            // under us (another process writes them), hence volatile reads.
-            *byte = unsafe { std::ptr::read_volatile(self.ptr.add(i)) };
+    /// The file of a server running on this data dir, if one is.
+    fn find(path: &Path) -> Result<Option<RunningServer>, StoreError> {
+        let io = |source| StoreError::Io {
+            what: "looking for a running server",
+            source,
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        // A shared lock is free exactly when no server holds its exclusive one.
+        if flock(&file, libc::LOCK_SH | libc::LOCK_NB).map_err(io)? {
+            return Ok(None);
         }
-        token
+        Ok(Some(RunningServer(file)))
+    }
+
+    /// The change token the server has loaded.
+    fn loaded(&self) -> Result<Vec<u8>, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let mut token = vec![0u8; TOKEN_LEN + 1];
+        let n = self
+            .0
+            .read_at(&mut token, 0)
+            .map_err(|source| StoreError::Io {
+                what: "reading the loaded key change token",
+                source,
+            })?;
+        token.truncate(n);
+        Ok(token)
+    }
+
+    /// Records that the server has loaded change token `token`.
+    fn set_loaded(&self, token: Option<&[u8]>) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let token = token.unwrap_or_default();
+        let io = |source| StoreError::Io {
+            what: "writing the loaded key change token",
+            source,
+        };
+        self.0.write_all_at(token, 0).map_err(io)?;
+        self.0.set_len(token.len() as u64).map_err(io)
     }
 }
 
-impl Drop for TokenMap {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`, once.
-        unsafe { libc::munmap(self.ptr.cast_mut().cast(), TOKEN_LEN) };
+/// `flock(2)`; `Ok(false)` when a non-blocking lock is held by someone else.
+fn flock(file: &std::fs::File, operation: libc::c_int) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock has no memory-safety preconditions; the descriptor is open.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
     }
 }
 
 /// The server's view of the keys: active key hashes mapped to tenant ids,
-/// reloaded whenever the key file changes, so a new or revoked key takes
-/// effect on the next request.
+/// and the tenants' webhook endpoints. Reading it never touches a file;
+/// [`KeyCache::refresh`] (from the [`KeyRefresher`] thread) swaps in a new
+/// view when the key file changed.
 pub struct KeyCache {
     file: KeyFile,
     state: RwLock<CacheState>,
-    /// Serialises reloads so concurrent requests do not contend for the file.
-    reloading: Mutex<()>,
-    /// The change token, mapped: one memory read per request tells a change.
-    /// (The file must never be truncated while a server runs.)
-    generation: TokenMap,
 }
 
 #[derive(Default)]
 struct CacheState {
-    /// False until the first load.
-    loaded: bool,
-    /// The change token the map was loaded at.
-    generation: [u8; TOKEN_LEN],
+    /// The change token the keys were loaded at (`None`: no token file yet).
+    generation: Option<Vec<u8>>,
     /// SHA-256 of an active secret -> tenant id (shared, so a request's copy costs no allocation).
     active: HashMap<[u8; 32], Arc<str>>,
     /// Tenant id of an active key -> its webhook endpoint and secret.
     webhooks: HashMap<String, TenantWebhook>,
 }
 
-impl CacheState {
-    /// Loaded, and at the key file's change token `generation`.
-    fn is_at(&self, generation: &[u8; TOKEN_LEN]) -> bool {
-        self.loaded && self.generation == *generation
-    }
-}
-
 impl KeyCache {
-    /// A cache over the key file of `data_dir`, loaded now.
-    pub fn new(data_dir: &Path) -> Result<KeyCache, StoreError> {
+    /// A cache over the key file of `data_dir`, loaded now (blocking: it
+    /// waits for a `keys` command that has the file open).
+    pub fn load(data_dir: &Path) -> Result<KeyCache, StoreError> {
         let file = KeyFile::new(data_dir);
-        let generation = TokenMap::new(&file.open_generation()?)?;
+        let generation = file.read_generation()?;
+        let keys = file.list()?;
         let cache = KeyCache {
             file,
-            state: RwLock::new(CacheState::default()),
-            reloading: Mutex::new(()),
-            generation,
+            state: RwLock::default(),
         };
-        cache.reload_if_changed()?;
+        cache.install(generation, keys);
         Ok(cache)
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, CacheState> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Number of active keys.
     pub fn active_count(&self) -> usize {
-        self.state.read().map(|s| s.active.len()).unwrap_or(0)
+        self.read_state().active.len()
     }
 
     /// The tenant a bearer secret belongs to, if it is an active key.
-    /// Blocking only when the key file changed and is reloaded.
-    pub fn tenant_for(&self, secret: &str) -> Result<Option<Arc<str>>, StoreError> {
+    pub fn tenant_for(&self, secret: &str) -> Option<Arc<str>> {
         self.with_tenant(secret, Arc::clone)
     }
 
     /// `f` called with the tenant of a bearer secret, if it is an active key,
     /// under one read of the cache: nothing is cloned unless `f` clones it.
-    /// Blocking only when the key file changed and is reloaded.
-    pub fn with_tenant<T>(
-        &self,
-        secret: &str,
-        f: impl FnOnce(&Arc<str>) -> T,
-    ) -> Result<Option<T>, StoreError> {
+    pub fn with_tenant<T>(&self, secret: &str, f: impl FnOnce(&Arc<str>) -> T) -> Option<T> {
         let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let generation = self.current_generation();
-        {
-            let state = self.read_state()?;
-            if state.is_at(&generation) {
-                return Ok(state.active.get(&hash).map(f));
-            }
-        }
-        self.reload_if_changed()?;
-        Ok(self.read_state()?.active.get(&hash).map(f))
+        self.read_state().active.get(&hash).map(f)
     }
 
-    fn read_state(&self) -> Result<std::sync::RwLockReadGuard<'_, CacheState>, StoreError> {
-        self.state
-            .read()
-            .map_err(|_| StoreError::Db("key cache poisoned".into()))
-    }
-
-    /// The webhook endpoint and secret of an active tenant. Blocking: may reload
-    /// the key file; if that fails, answers from what was loaded before.
+    /// The webhook endpoint and secret of an active tenant.
     pub fn tenant_webhook(&self, tenant: &str) -> Option<TenantWebhook> {
-        if let Err(e) = self.reload_if_changed() {
-            tracing::warn!(error = %e, "cannot reload the key file; using the keys loaded before");
-        }
-        let state = self.state.read().ok()?;
-        state.webhooks.get(tenant).cloned()
+        self.read_state().webhooks.get(tenant).cloned()
     }
 
-    fn current_generation(&self) -> [u8; TOKEN_LEN] {
-        self.generation.read()
+    /// Reloads the keys if the change token differs from the one they were
+    /// loaded at. Blocking, but never for long: a key file that a `keys`
+    /// command holds open is left for the next call. Returns whether the
+    /// keys were reloaded.
+    pub fn refresh(&self) -> Result<bool, StoreError> {
+        // Read before the keys: a change during the load makes the next call reload again.
+        let generation = self.file.read_generation()?;
+        if self.read_state().generation == generation {
+            return Ok(false);
+        }
+        let keys = match self.file.list_within(Duration::ZERO) {
+            Ok(keys) => keys,
+            Err(StoreError::Open(redb::DatabaseError::DatabaseAlreadyOpen)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        self.install(generation, keys);
+        Ok(true)
     }
 
-    fn is_fresh(&self, generation: &[u8; TOKEN_LEN]) -> Result<bool, StoreError> {
-        Ok(self.read_state()?.is_at(generation))
+    /// The change token the keys in force were loaded at.
+    fn generation(&self) -> Option<Vec<u8>> {
+        self.read_state().generation.clone()
     }
 
-    fn reload_if_changed(&self) -> Result<(), StoreError> {
-        if self.is_fresh(&self.current_generation())? {
-            return Ok(());
-        }
-        let _one_at_a_time = self
-            .reloading
-            .lock()
-            .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
-        // Read before the keys: a change during the load triggers another.
-        let generation = self.current_generation();
-        if self.is_fresh(&generation)? {
-            return Ok(());
-        }
-        let keys: Vec<ApiKey> = self
-            .file
-            .list()?
+    /// Makes `keys`, read at change token `generation`, the ones in force.
+    fn install(&self, generation: Option<Vec<u8>>, keys: Vec<ApiKey>) {
+        let keys: Vec<ApiKey> = keys
             .into_iter()
             .filter(|k| k.revoked_at.is_none())
             .collect();
@@ -456,15 +521,84 @@ impl KeyCache {
                 Some((raw, Arc::from(k.id)))
             })
             .collect();
-        let mut state = self
-            .state
-            .write()
-            .map_err(|_| StoreError::Db("key cache poisoned".into()))?;
-        state.loaded = true;
-        state.generation = generation;
-        state.active = active;
-        state.webhooks = webhooks;
-        Ok(())
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = CacheState {
+            generation,
+            active,
+            webhooks,
+        };
+    }
+}
+
+/// The thread that keeps a [`KeyCache`] current: it calls
+/// [`KeyCache::refresh`] every [`REFRESH_INTERVAL`] until stopped.
+pub struct KeyRefresher {
+    /// Dropping it wakes and ends the thread.
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KeyRefresher {
+    /// Starts refreshing `cache`, as the one server of its data dir: the
+    /// `keys` commands wait for this thread to load each change they make.
+    pub fn start(cache: Arc<KeyCache>) -> Result<KeyRefresher, StoreError> {
+        let server = RunningServer::claim(&cache.file.loaded_path())?;
+        server.set_loaded(cache.generation().as_deref())?;
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let spawned = std::thread::Builder::new()
+            .name("vidpipe-keys".into())
+            .spawn(move || {
+                // A failure is logged when it starts and when it ends, not at every tick.
+                let mut failing = false;
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(REFRESH_INTERVAL)
+                {
+                    let refreshed = cache.refresh().and_then(|reloaded| {
+                        if reloaded {
+                            server.set_loaded(cache.generation().as_deref())?;
+                        }
+                        Ok(reloaded)
+                    });
+                    match refreshed {
+                        Ok(reloaded) => {
+                            if reloaded || failing {
+                                tracing::info!(active = cache.active_count(), "API keys reloaded");
+                            }
+                            failing &= !reloaded;
+                        }
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(error = %e, "cannot reload the API keys; the keys loaded before stay in force");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            });
+        let thread = spawned.map_err(|source| StoreError::Io {
+            what: "starting the key refresher",
+            source,
+        })?;
+        Ok(KeyRefresher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits for it (at most one refresh, which never waits for the file).
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for KeyRefresher {
+    fn drop(&mut self) {
+        self.stop_now();
     }
 }
 
@@ -476,31 +610,32 @@ mod tests {
     fn create_authenticate_revoke() {
         let dir = tempfile::tempdir().unwrap();
         let file = KeyFile::new(dir.path());
-        let cache = KeyCache::new(dir.path()).unwrap();
+        let cache = KeyCache::load(dir.path()).unwrap();
         assert_eq!(cache.active_count(), 0);
         let (key, secret) = file.create("ci").unwrap();
+        assert!(cache.refresh().unwrap());
+        assert!(!cache.refresh().unwrap(), "nothing changed since");
         assert!(secret.starts_with("sk-") && secret.len() == 67);
-        assert_eq!(
-            cache.tenant_for(&secret).unwrap().as_deref(),
-            Some(key.id.as_str())
-        );
-        assert_eq!(cache.tenant_for("sk-wrong").unwrap(), None);
+        assert_eq!(cache.tenant_for(&secret).as_deref(), Some(key.id.as_str()));
+        assert_eq!(cache.tenant_for("sk-wrong"), None);
         let listed = file.list().unwrap();
         assert_eq!(listed.len(), 1);
         assert_ne!(listed[0].hash, secret, "only the hash is stored");
         assert!(file.revoke(&key.id).unwrap());
         assert!(!file.revoke("nope").unwrap());
-        assert_eq!(cache.tenant_for(&secret).unwrap(), None);
+        cache.refresh().unwrap();
+        assert_eq!(cache.tenant_for(&secret), None);
     }
 
     #[test]
     fn webhook_endpoint_and_secret_live_with_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = KeyFile::new(dir.path());
-        let cache = KeyCache::new(dir.path()).unwrap();
+        let cache = KeyCache::load(dir.path()).unwrap();
         let (key, _) = file
             .create_with_webhook("hooks", Some("https://hooks.test/a"))
             .unwrap();
+        cache.refresh().unwrap();
         let first = cache.tenant_webhook(&key.id).unwrap();
         assert_eq!(first.url.as_deref(), Some("https://hooks.test/a"));
         assert!(first.secret.as_deref().unwrap().starts_with("whsec_"));
@@ -529,9 +664,75 @@ mod tests {
             .set_webhook("nope", None, SecretChange::Keep)
             .unwrap()
             .is_none());
+        cache.refresh().unwrap();
         let now = cache.tenant_webhook(&key.id).unwrap();
         assert_eq!((now.url, now.secret.as_deref()), (None, Some("whsec_mine")));
         file.revoke(&key.id).unwrap();
+        cache.refresh().unwrap();
         assert_eq!(cache.tenant_webhook(&key.id), None);
+    }
+
+    #[test]
+    fn a_key_file_held_open_is_left_for_the_next_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyFile::new(dir.path());
+        let cache = KeyCache::load(dir.path()).unwrap();
+        let (_, secret) = file.create("a").unwrap();
+        let held = file.open().unwrap();
+        assert!(!cache.refresh().unwrap(), "waited for the file");
+        assert_eq!(cache.tenant_for(&secret), None);
+        drop(held);
+        assert!(cache.refresh().unwrap());
+        assert!(cache.tenant_for(&secret).is_some());
+    }
+
+    #[test]
+    fn a_truncated_or_replaced_token_only_causes_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyFile::new(dir.path());
+        let (_, secret) = file.create("a").unwrap();
+        let cache = KeyCache::load(dir.path()).unwrap();
+        std::fs::write(file.token_path(), b"").unwrap();
+        assert!(cache.refresh().unwrap());
+        std::fs::remove_file(file.token_path()).unwrap();
+        assert!(cache.refresh().unwrap());
+        std::fs::write(dir.path().join("other"), b"x".repeat(4096)).unwrap();
+        std::fs::rename(dir.path().join("other"), file.token_path()).unwrap();
+        assert!(cache.refresh().unwrap());
+        assert!(!cache.refresh().unwrap());
+        assert!(cache.tenant_for(&secret).is_some());
+    }
+
+    #[test]
+    fn the_refresher_sees_a_revocation_and_stops_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyFile::new(dir.path());
+        let (key, secret) = file.create("a").unwrap();
+        let cache = Arc::new(KeyCache::load(dir.path()).unwrap());
+        let refresher = KeyRefresher::start(cache.clone()).unwrap();
+        assert!(
+            KeyRefresher::start(cache.clone()).is_err(),
+            "one server per data dir"
+        );
+        // The revocation returns once the running server has loaded it.
+        let revoking = Instant::now();
+        file.revoke(&key.id).unwrap();
+        assert!(revoking.elapsed() < ANNOUNCE_PATIENCE);
+        assert_eq!(cache.tenant_for(&secret), None);
+        let stopping = Instant::now();
+        refresher.stop();
+        assert!(
+            stopping.elapsed() < REFRESH_INTERVAL,
+            "{:?}",
+            stopping.elapsed()
+        );
+        // With no server running, a change does not wait.
+        let alone = Instant::now();
+        file.create("b").unwrap();
+        assert!(
+            alone.elapsed() < ANNOUNCE_PATIENCE / 2,
+            "{:?}",
+            alone.elapsed()
+        );
     }
 }

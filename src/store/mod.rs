@@ -1,19 +1,33 @@
-//! The status database: redb tables and queries. Sync code; callers keep it
-//! off the async executor.
+//! The status database: redb tables and queries. Sync code.
 //!
-//! Durability contract: every `write_*` call returns only after its commit is
-//! on disk (redb `Durability::Immediate`), so a record the API acknowledged
-//! survives a crash.
+//! Durability contract: every write returns only after its commit is on disk
+//! (redb `Durability::Immediate`), so a record the API acknowledged survives
+//! a crash.
+//!
+//! The rule for calling it from async code: a read of a bounded size (one
+//! record, one upload's history, one page of a listing, the outbox's due
+//! rows) may run on the executor, since redb reads an MVCC snapshot from its
+//! page cache without waiting for any writer; a scan of a whole table
+//! ([`Store::unfinished`]) and every write go to a blocking thread (the
+//! registry's committer, or `Services::blocking`). Nothing here sleeps or
+//! waits on another process.
+//!
+//! redb gives up on its file after an I/O error (a full disk, say): every
+//! later operation fails until it is opened again. The store opens it again
+//! itself, once per failure, so a disk that fills up and is freed again
+//! costs the writes made while it was full and nothing else.
 
 pub mod keys;
 pub mod outbox;
 pub mod record;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use uuid::Uuid;
 
 use record::{Status, Transition, TransitionPatch, UploadRecord};
@@ -27,38 +41,111 @@ const TRANSITIONS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("t
 /// Counters; `next_seq` orders uploads.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// Errors of the status database.
+/// Errors of the status database and the key file. Each keeps its cause,
+/// so that a full disk is still recognisable where it is answered
+/// ([`StoreError::is_disk_full`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be opened or created.
     #[error("cannot open database: {0}")]
     Open(#[from] redb::DatabaseError),
-    /// A transaction, table or storage operation failed.
-    #[error("database error: {0}")]
-    Db(String),
+    /// A transaction could not begin.
+    #[error("database transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    /// A table could not be opened.
+    #[error("database table: {0}")]
+    Table(#[from] redb::TableError),
+    /// Reading or writing the database file failed.
+    #[error("database storage: {0}")]
+    Storage(#[from] redb::StorageError),
+    /// A commit failed; nothing of its transaction was written.
+    #[error("database commit: {0}")]
+    Commit(#[from] redb::CommitError),
     /// A stored record did not decode.
     #[error("corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// A file beside the database (the key change token) failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The system's random number source failed.
+    #[error("no randomness: {0}")]
+    Random(getrandom::Error),
+    /// The write was one of a batch whose commit failed; the cause is shared by all of them.
+    #[error("{0}")]
+    Batch(Arc<StoreError>),
+    /// New uploads are refused: the disk holding the database has less free space than the reserve.
+    #[error("the disk holding the database has {free} bytes free, less than the {reserve} kept in reserve")]
+    BelowReserve {
+        /// Bytes free now.
+        free: u64,
+        /// Bytes kept for the accepted uploads' own work.
+        reserve: u64,
+    },
     /// The upload does not exist.
     #[error("no such upload: {0}")]
     NotFound(Uuid),
+    /// The database could not be opened again after an I/O error; the next
+    /// operation tries again.
+    #[error("the database is not open: it failed and could not be opened again")]
+    NotOpen,
 }
 
-macro_rules! db_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Db(e.to_string())
-            }
+impl StoreError {
+    /// True when the cause is a full disk, at any depth.
+    pub fn is_disk_full(&self) -> bool {
+        let storage_full = |e: &redb::StorageError| match e {
+            redb::StorageError::Io(io) => crate::layout::is_disk_full(io),
+            _ => false,
+        };
+        match self {
+            StoreError::Storage(e) => storage_full(e),
+            StoreError::Commit(redb::CommitError::Storage(e)) => storage_full(e),
+            StoreError::Transaction(redb::TransactionError::Storage(e)) => storage_full(e),
+            StoreError::Table(redb::TableError::Storage(e)) => storage_full(e),
+            StoreError::Open(redb::DatabaseError::Storage(e)) => storage_full(e),
+            StoreError::Io { source, .. } => crate::layout::is_disk_full(source),
+            StoreError::Batch(inner) => inner.is_disk_full(),
+            StoreError::BelowReserve { .. } => true,
+            _ => false,
         }
-    )*};
+    }
+
+    /// True when redb has given up on its file after an I/O error: every
+    /// later operation fails until the database is opened again.
+    fn needs_reopen(&self) -> bool {
+        let failed = |e: &redb::StorageError| {
+            matches!(
+                e,
+                redb::StorageError::Io(_) | redb::StorageError::PreviousIo
+            )
+        };
+        match self {
+            StoreError::Storage(e) => failed(e),
+            StoreError::Commit(redb::CommitError::Storage(e)) => failed(e),
+            StoreError::Transaction(redb::TransactionError::Storage(e)) => failed(e),
+            StoreError::Table(redb::TableError::Storage(e)) => failed(e),
+            _ => false,
+        }
+    }
 }
-db_err!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+
+/// Opens (or creates) the database file and makes sure every table exists.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path)?;
+    let txn = db.begin_write()?;
+    txn.open_table(UPLOADS)?;
+    txn.open_table(TENANT_UPLOADS)?;
+    txn.open_table(TRANSITIONS)?;
+    txn.open_table(META)?;
+    outbox::OutboxTables::open(&txn)?.reindex()?;
+    txn.commit()?;
+    Ok(db)
+}
 
 /// The stored record under `key` in an open uploads table, decoded.
 fn stored_record(
@@ -98,29 +185,107 @@ pub enum WriteOp {
 /// (MVCC); writes come only from the registry actor, except the webhook
 /// delivery actor settling outbox rows ([`outbox`]).
 pub struct Store {
-    db: Database,
+    /// The database, and how many times it was opened (so that two threads
+    /// that saw the same failure open it again only once). `None` after an
+    /// opening failed, until one succeeds.
+    db: RwLock<(u64, Option<Database>)>,
+    /// The database file.
+    path: PathBuf,
     /// Picks the webhook endpoints of each transition's event; none, no events.
     router: OnceLock<Arc<dyn outbox::EndpointRouter>>,
     /// Outbox rows committed since open: tells the registry when to wake delivery.
     events_written: AtomicU64,
+    /// Dropped after `db`, once the file is closed: wakes [`Store::on_close`]'s receivers.
+    closed: tokio::sync::watch::Sender<()>,
 }
 
 impl Store {
     /// Opens (or creates) the database and makes sure every table exists.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path)?;
-        let txn = db.begin_write()?;
-        txn.open_table(UPLOADS)?;
-        txn.open_table(TENANT_UPLOADS)?;
-        txn.open_table(TRANSITIONS)?;
-        txn.open_table(META)?;
-        outbox::OutboxTables::open(&txn)?.reindex()?;
-        txn.commit()?;
         Ok(Store {
-            db,
+            db: RwLock::new((1, Some(open_database(path)?))),
+            path: path.to_path_buf(),
             router: OnceLock::new(),
             events_written: AtomicU64::new(0),
+            closed: tokio::sync::watch::channel(()).0,
         })
+    }
+
+    /// A receiver whose `changed()` fails once this store is dropped and its file closed.
+    pub fn on_close(&self) -> tokio::sync::watch::Receiver<()> {
+        self.closed.subscribe()
+    }
+
+    /// Bytes free on the disk holding the database.
+    pub fn free_bytes(&self) -> Result<u64, StoreError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        crate::layout::free_bytes(dir).map_err(|source| StoreError::Io {
+            what: "reading the free space of the database's disk",
+            source,
+        })
+    }
+
+    /// Runs `f` in a read transaction.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with_database(|db| f(&db.begin_read()?))
+    }
+
+    /// Runs `f` in a write transaction and commits it durably; if `f` fails,
+    /// nothing is written.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with_database(|db| {
+            let txn = db.begin_write()?;
+            let value = f(&txn)?;
+            txn.commit()?;
+            Ok(value)
+        })
+    }
+
+    /// Runs `f` on the open database; after an I/O error that leaves redb
+    /// unusable, opens the file again before returning the error.
+    fn with_database<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let (opened, result) = {
+            let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            let result = match &guard.1 {
+                Some(db) => f(db),
+                None => Err(StoreError::NotOpen),
+            };
+            (guard.0, result)
+        };
+        if let Err(e) = &result {
+            if e.needs_reopen() || matches!(e, StoreError::NotOpen) {
+                self.reopen(opened, e);
+            }
+        }
+        result
+    }
+
+    /// Closes and opens the database file again, unless another thread has
+    /// done so since open number `seen`.
+    fn reopen(&self, seen: u64, cause: &StoreError) {
+        let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if guard.0 != seen {
+            return;
+        }
+        // The old handle must be closed before the file can be opened again.
+        guard.1 = None;
+        guard.0 += 1;
+        match open_database(&self.path) {
+            Ok(db) => {
+                tracing::warn!(error = %cause, "database opened again after an I/O error");
+                guard.1 = Some(db);
+            }
+            Err(e) => tracing::error!(error = %e, cause = %cause, "cannot open the database again"),
+        }
     }
 
     /// Inserts a new record, assigning its `seq`, and logs its creation. Durable on return.
@@ -155,7 +320,18 @@ impl Store {
         &self,
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<UploadRecord, StoreError>>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let (results, events) = self.write(|txn| self.write_ops(txn, ops))?;
+        self.events_written.fetch_add(events, Ordering::Relaxed);
+        Ok(results)
+    }
+
+    /// The operations of [`Store::apply_batch`] in `txn`, and how many
+    /// outbox rows they wrote.
+    fn write_ops(
+        &self,
+        txn: &WriteTransaction,
+        ops: Vec<WriteOp>,
+    ) -> Result<(Vec<Result<UploadRecord, StoreError>>, u64), StoreError> {
         let mut results = Vec::with_capacity(ops.len());
         let mut events = 0;
         {
@@ -163,7 +339,7 @@ impl Store {
             let mut index = txn.open_table(TENANT_UPLOADS)?;
             let mut history = txn.open_table(TRANSITIONS)?;
             let mut meta = txn.open_table(META)?;
-            let mut outbox_rows = outbox::OutboxTables::open(&txn)?;
+            let mut outbox_rows = outbox::OutboxTables::open(txn)?;
             for op in ops {
                 let reported = !matches!(op, WriteOp::Patch { .. });
                 let result = match op {
@@ -226,61 +402,61 @@ impl Store {
                 results.push(result);
             }
         }
-        txn.commit()?;
-        self.events_written.fetch_add(events, Ordering::Relaxed);
-        Ok(results)
+        Ok((results, events))
     }
 
     /// One record, whoever owns it.
     pub fn get(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
-        stored_record(&txn.open_table(UPLOADS)?, id.as_u128())
+        self.read(|txn| stored_record(&txn.open_table(UPLOADS)?, id.as_u128()))
     }
 
     /// A tenant's most recent uploads, newest first.
     pub fn list_recent(&self, tenant: &str, limit: usize) -> Result<Vec<UploadRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let index = txn.open_table(TENANT_UPLOADS)?;
-        let uploads = txn.open_table(UPLOADS)?;
-        let mut out = Vec::with_capacity(limit.min(64));
-        for entry in index.range((tenant, 0)..=(tenant, u64::MAX))?.rev() {
-            if out.len() == limit {
-                break;
+        self.read(|txn| {
+            let index = txn.open_table(TENANT_UPLOADS)?;
+            let uploads = txn.open_table(UPLOADS)?;
+            let mut out = Vec::with_capacity(limit.min(64));
+            for entry in index.range((tenant, 0)..=(tenant, u64::MAX))?.rev() {
+                if out.len() == limit {
+                    break;
+                }
+                let (_, id) = entry?;
+                if let Some(bytes) = uploads.get(id.value())? {
+                    out.push(serde_json::from_slice(bytes.value())?);
+                }
             }
-            let (_, id) = entry?;
-            if let Some(bytes) = uploads.get(id.value())? {
-                out.push(serde_json::from_slice(bytes.value())?);
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Every record not yet completed or failed, oldest first: the work to resume at start.
     pub fn unfinished(&self) -> Result<Vec<UploadRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let uploads = txn.open_table(UPLOADS)?;
-        let mut out = Vec::new();
-        for entry in uploads.iter()? {
-            let (_, bytes) = entry?;
-            let record: UploadRecord = serde_json::from_slice(bytes.value())?;
-            if !record.status.is_terminal() {
-                out.push(record);
+        self.read(|txn| {
+            let uploads = txn.open_table(UPLOADS)?;
+            let mut out = Vec::new();
+            for entry in uploads.iter()? {
+                let (_, bytes) = entry?;
+                let record: UploadRecord = serde_json::from_slice(bytes.value())?;
+                if !record.status.is_terminal() {
+                    out.push(record);
+                }
             }
-        }
-        out.sort_by_key(|r| r.seq);
-        Ok(out)
+            out.sort_by_key(|r| r.seq);
+            Ok(out)
+        })
     }
 
     /// The recorded history of one upload, oldest first.
     pub fn transitions(&self, id: Uuid) -> Result<Vec<Transition>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let history = txn.open_table(TRANSITIONS)?;
-        let mut out = Vec::new();
-        for entry in history.range((id.as_u128(), 0)..=(id.as_u128(), u32::MAX))? {
-            let (_, bytes) = entry?;
-            out.push(serde_json::from_slice(bytes.value())?);
-        }
-        Ok(out)
+        self.read(|txn| {
+            let history = txn.open_table(TRANSITIONS)?;
+            let mut out = Vec::new();
+            for entry in history.range((id.as_u128(), 0)..=(id.as_u128(), u32::MAX))? {
+                let (_, bytes) = entry?;
+                out.push(serde_json::from_slice(bytes.value())?);
+            }
+            Ok(out)
+        })
     }
 }
 

@@ -16,10 +16,7 @@
 
 use std::collections::HashSet;
 
-use redb::{
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
-    WriteTransaction,
-};
+use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -214,32 +211,32 @@ impl Store {
         in_flight: &HashSet<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Delivery)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let rows = txn.open_table(OUTBOX)?;
-        let heads = txn.open_table(DUE)?;
-        let mut due = Vec::new();
-        for entry in heads.range((0, 0)..=(due_key(now), u64::MAX))? {
-            if due.len() >= limit {
-                break;
+        self.read(|txn| {
+            let rows = txn.open_table(OUTBOX)?;
+            let heads = txn.open_table(DUE)?;
+            let mut due = Vec::new();
+            for entry in heads.range((0, 0)..=(due_key(now), u64::MAX))? {
+                if due.len() >= limit {
+                    break;
+                }
+                let (_, seq) = entry?.0.value();
+                if in_flight.contains(&seq) {
+                    continue;
+                }
+                if let Some(bytes) = rows.get(seq)? {
+                    due.push((seq, serde_json::from_slice(bytes.value())?));
+                }
             }
-            let (_, seq) = entry?.0.value();
-            if in_flight.contains(&seq) {
-                continue;
-            }
-            if let Some(bytes) = rows.get(seq)? {
-                due.push((seq, serde_json::from_slice(bytes.value())?));
-            }
-        }
-        // Oldest event first, as the rows are numbered.
-        due.sort_by_key(|(seq, _)| *seq);
-        Ok(due)
+            // Oldest event first, as the rows are numbered.
+            due.sort_by_key(|(seq, _)| *seq);
+            Ok(due)
+        })
     }
 
     /// Records the outcome of one delivery attempt. Durable on return.
     pub fn outbox_settle(&self, seq: u64, settlement: Settlement) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut outbox = OutboxTables::open(&txn)?;
+        self.write(|txn| {
+            let mut outbox = OutboxTables::open(txn)?;
             let row: Option<Delivery> = match outbox.rows.get(seq)? {
                 Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
                 None => None,
@@ -280,9 +277,8 @@ impl Store {
                     outbox.due.insert((due_key(at), seq), ())?;
                 }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Outbox rows committed since the database was opened.
@@ -293,8 +289,7 @@ impl Store {
 
     /// Deliveries not yet settled.
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(OUTBOX)?.len()?)
+        self.read(|txn| Ok(txn.open_table(OUTBOX)?.len()?))
     }
 }
 
