@@ -28,7 +28,7 @@ fn pipeline(c: &mut Criterion) {
     for (name, hls) in [("mp4_only", false), ("mp4_and_ladder", true)] {
         let profile = OutputProfile {
             hls,
-            threads: num_cpus::get(),
+            threads: Some(num_cpus::get()),
             ..OutputProfile::default()
         };
         group.bench_with_input(

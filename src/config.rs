@@ -1,7 +1,18 @@
 //! One documented configuration for the server, validated at start.
-//! [`file`] reads it from a TOML file with env and flag overrides.
+//!
+//! Every `[server]` setting is one entry of the table below: its field, type,
+//! default, doc line, file key, flag, environment variable and check. The
+//! `Config` fields, the `[server]` table of the file with its flags and
+//! environment variables ([`file::ServerSettings`]), the `--help` texts,
+//! `config check` and [`SERVER_SETTINGS`] (which the tests hold the example
+//! file and the README to) are all made from it. The other tables are one
+//! struct each, beside what they configure: [`OutputProfile`] and
+//! [`MediaLimits`] (media), [`S3Config`] (storage), [`WebhookConfig`]
+//! (webhooks); each documents its defaults on its fields and checks its own
+//! values. [`file`] reads a TOML file with environment and flag overrides.
 
 pub mod file;
+pub mod setting;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,68 +21,307 @@ use std::time::Duration;
 use crate::media::{MediaLimits, OutputProfile};
 use crate::storage::s3::S3Config;
 use crate::webhook::WebhookConfig;
+use setting::{any, at_least, not_zero, Form, Optional, Plain, Secs, SettingDoc};
 
 /// Most `max_connections` accepted (far past what one process serves).
 pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
 
-/// Everything the server needs to run. Every limit and duration has a
-/// documented default; [`Config::new`] fills them in.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Address the HTTP server binds. Default `127.0.0.1:8080`.
-    pub listen: SocketAddr,
-    /// Root of everything the server keeps (database, staging, media). Default `./data`.
-    pub data_dir: PathBuf,
-    /// Base URL put in front of media paths in `playback` (no trailing slash).
-    /// Default: `http://` + the bound listen address.
-    pub public_url: Option<String>,
-    /// Number of transcoder workers, each owning one OS thread. Default: the number of CPUs.
-    pub transcoders: usize,
-    /// Largest accepted request body in bytes. Default 4 GiB.
-    pub max_upload_bytes: u64,
-    /// Accepted uploads waiting for a transcoder before `POST /uploads` answers 503. Default 1000.
-    pub max_queued_jobs: usize,
-    /// Uploads of one tenant accepted and not yet terminal before `POST /uploads` answers 429. Default 100.
-    pub max_in_flight_per_tenant: usize,
-    /// Time a client may pause mid-body before the upload is refused with 408. Default 60 s.
-    pub body_idle_timeout: Duration,
-    /// Most parts in one multipart body. Default 16.
-    pub max_form_parts: usize,
-    /// Largest header block of one multipart part, in bytes. Default 16 KiB.
-    pub max_part_header_bytes: u64,
-    /// Times a job is started (first run plus retries after crashes) before it fails. Default 3.
-    pub max_attempts: u32,
-    /// Seconds a client waits before retrying after a 503. Default 5 s.
-    pub retry_after: Duration,
-    /// Time allowed to send the request headers. Default 30 s.
-    pub header_read_timeout: Duration,
-    /// Client connections open at once; past it, new ones wait in the
-    /// listen backlog until one closes. Default 1024.
-    pub max_connections: usize,
-    /// Grace period for in-flight requests on shutdown. Default 30 s.
-    pub shutdown_grace: Duration,
-    /// Output encoding settings. Default: H.264 CRF 23 veryfast, AAC 128 kb/s, with
-    /// `threads` (libav threads per job) = CPUs / transcoders, at least 1.
-    pub profile: OutputProfile,
-    /// Limits on what the media pipeline accepts. Default: 3840x2160 class, 6 h.
-    pub media_limits: MediaLimits,
-    /// Time `GET /readyz` gives each check before reporting it failed. Default 5 s.
-    pub readiness_timeout: Duration,
-    /// Bearer token `GET /metrics` requires. Default: none (the endpoint is open).
-    pub metrics_token: Option<String>,
-    /// Log output: human-readable `text` or one JSON object per line. Default `text`.
-    pub log_format: LogFormat,
-    /// Which logs to write, as a `tracing` filter (e.g. `info,vidpipe=debug`). Default `info`.
-    pub log_filter: String,
-    /// Final storage in an S3-compatible bucket (the `[s3]` table); see [`S3Config`]
-    /// for each setting's default. Default: none, outputs stay in `media/` under the data dir.
-    pub s3: Option<S3Config>,
-    /// Webhook endpoints and delivery (the `[webhooks]` table); see [`WebhookConfig`]
-    /// for each setting's default. Default: no global endpoint.
-    pub webhooks: WebhookConfig,
-    /// Faults to inject, for tests of the failure paths only. Default: none.
-    #[doc(hidden)]
-    pub faults: FaultInjection,
+/// Address the server listens on when nothing else says.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+/// Data dir when nothing else says.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// Declares the `[server]` settings, each once: see the module doc.
+///
+/// An entry: doc comment; `field: RuntimeType = default`; `file key: FileType`
+/// with the [`Form`] that converts between the two; the flag's value name and
+/// the environment variable; optionally how to describe the default when it
+/// is not a plain value; the check the value must pass.
+macro_rules! server_settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $field:ident: $runtime:ty = $default:expr;
+        file $key:ident: $file:ty as $form:ty;
+        flag $value_name:literal, $env:literal;
+        $(default $default_text:literal;)?
+        check $check:expr;
+    )+) => {
+        /// Everything the server needs to run. Every `[server]` setting has a
+        /// documented default ([`Config::new`] fills them in); the other tables
+        /// document theirs on their own types.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $field: $runtime, )+
+            /// Output encoding (the `[profile]` table); see [`OutputProfile`] for each
+            /// setting's default. `threads` defaults to CPUs / transcoders, at least 1.
+            pub profile: OutputProfile,
+            /// Limits on what the media pipeline accepts (the `[media_limits]` table).
+            pub media_limits: MediaLimits,
+            /// Final storage in an S3-compatible bucket (the `[s3]` table); see [`S3Config`]
+            /// for each setting's default. Default: none, outputs stay in `media/` under the data dir.
+            pub s3: Option<S3Config>,
+            /// Webhook endpoints and delivery (the `[webhooks]` table); see [`WebhookConfig`]
+            /// for each setting's default. Default: no global endpoint.
+            pub webhooks: WebhookConfig,
+            /// Faults to inject, for tests of the failure paths only. Default: none.
+            #[doc(hidden)]
+            pub faults: FaultInjection,
+        }
+
+        impl Config {
+            /// A configuration with every default filled in.
+            pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Config {
+                let mut config = Config {
+                    $( $field: $default, )+
+                    profile: OutputProfile::default(),
+                    media_limits: MediaLimits::default(),
+                    s3: None,
+                    webhooks: WebhookConfig::default(),
+                    faults: FaultInjection::default(),
+                };
+                config.listen = listen;
+                config.data_dir = data_dir;
+                let transcoders = config.transcoders;
+                config.with_transcoders(transcoders)
+            }
+
+            /// Checks each `[server]` setting, naming the one that fails.
+            fn validate_server(&self) -> Result<(), String> {
+                $(
+                    let check: &dyn Fn(&$runtime) -> Result<(), String> = &$check;
+                    check(&self.$field).map_err(|why| format!("{} {why}", stringify!($key)))?;
+                )+
+                Ok(())
+            }
+        }
+
+        /// The documentation of every `[server]` setting, in file order.
+        pub const SERVER_SETTINGS: &[SettingDoc] = &[
+            $( SettingDoc {
+                key: stringify!($key),
+                env: $env,
+                doc: concat!($($doc),+),
+                default_text: server_settings!(@text $($default_text)?),
+            }, )+
+        ];
+
+        pub(crate) mod server_table {
+            //! The `[server]` table as the file, flags and environment give it.
+            use super::*;
+
+            /// The `[server]` table, and the same settings as flags with
+            /// environment variables. Every field is optional: what is not set
+            /// falls through to the layer below.
+            #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize, clap::Args)]
+            #[serde(deny_unknown_fields)]
+            pub struct ServerSettings {
+                $(
+                    #[arg(long, env = $env, value_name = $value_name, hide_env_values = true,
+                          help = setting::help(concat!($($doc),+), default_text(stringify!($key))))]
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    pub $key: Option<$file>,
+                )+
+            }
+
+            impl ServerSettings {
+                /// These settings where set, `lower` where not.
+                pub fn over(self, lower: ServerSettings) -> ServerSettings {
+                    ServerSettings { $( $key: self.$key.or(lower.$key), )+ }
+                }
+
+                /// Sets the fields of `config` these settings set.
+                pub fn apply(&self, config: &mut Config) {
+                    $(
+                        if let Some(value) = &self.$key {
+                            config.$field = <$form as Form<$runtime>>::read(value.clone());
+                        }
+                    )+
+                }
+
+                /// Every setting of `config`.
+                pub fn of(config: &Config) -> ServerSettings {
+                    ServerSettings { $( $key: <$form as Form<$runtime>>::write(&config.$field), )+ }
+                }
+            }
+
+            /// How the help text describes the default of setting `key`.
+            fn default_text(key: &str) -> String {
+                let doc = SERVER_SETTINGS.iter().find(|s| s.key == key);
+                if let Some(text) = doc.and_then(|d| d.default_text) {
+                    return text.to_string();
+                }
+                let defaults = ServerSettings::of(&Config::new(
+                    DEFAULT_LISTEN,
+                    PathBuf::from(DEFAULT_DATA_DIR),
+                ));
+                toml::Table::try_from(&defaults)
+                    .ok()
+                    .and_then(|table| table.get(key).map(setting::render))
+                    .unwrap_or_default()
+            }
+        }
+    };
+    (@text $text:literal) => { Some($text) };
+    (@text) => { None };
+}
+
+server_settings! {
+    /// Address the HTTP server listens on.
+    listen: SocketAddr = DEFAULT_LISTEN;
+    file listen: SocketAddr as Plain;
+    flag "ADDR", "VIDPIPE_LISTEN";
+    check any;
+
+    /// Folder for everything the server keeps: database, keys, staging, work, media.
+    data_dir: PathBuf = PathBuf::from(DEFAULT_DATA_DIR);
+    file data_dir: PathBuf as Plain;
+    flag "DIR", "VIDPIPE_DATA_DIR";
+    check any;
+
+    /// Base URL in front of media URLs, no trailing slash, e.g. behind a proxy.
+    public_url: Option<String> = None;
+    file public_url: String as Optional;
+    flag "URL", "VIDPIPE_PUBLIC_URL";
+    default "http://LISTEN";
+    check setting::unless_unset(public_url);
+
+    /// Transcoder workers, one OS thread and one job each.
+    transcoders: usize = num_cpus::get().max(1);
+    file transcoders: usize as Plain;
+    flag "N", "VIDPIPE_TRANSCODERS";
+    default "number of CPUs";
+    check at_least(1);
+
+    /// Largest accepted video in bytes; larger bodies get 413.
+    max_upload_bytes: u64 = 4 * 1024 * 1024 * 1024;
+    file max_upload_bytes: u64 as Plain;
+    flag "BYTES", "VIDPIPE_MAX_UPLOAD_BYTES";
+    check at_least(1);
+
+    /// Accepted uploads waiting for a transcoder before uploads get 503.
+    max_queued_jobs: usize = 1000;
+    file max_queued_jobs: usize as Plain;
+    flag "N", "VIDPIPE_MAX_QUEUED_JOBS";
+    check at_least(1);
+
+    /// Uploads of one key in flight (not yet completed or failed) before uploads get 429.
+    max_in_flight_per_tenant: usize = 100;
+    file max_in_flight_per_tenant: usize as Plain;
+    flag "N", "VIDPIPE_MAX_IN_FLIGHT_PER_TENANT";
+    check at_least(1);
+
+    /// Seconds a client may pause in the middle of a body before the upload is refused with 408.
+    body_idle_timeout: Duration = Duration::from_secs(60);
+    file body_idle_timeout_secs: u64 as Secs;
+    flag "SECS", "VIDPIPE_BODY_IDLE_TIMEOUT_SECS";
+    check not_zero;
+
+    /// Most parts in one multipart body.
+    max_form_parts: usize = 16;
+    file max_form_parts: usize as Plain;
+    flag "N", "VIDPIPE_MAX_FORM_PARTS";
+    check at_least(1);
+
+    /// Largest header block of one multipart part, in bytes.
+    max_part_header_bytes: u64 = 16 * 1024;
+    file max_part_header_bytes: u64 as Plain;
+    flag "BYTES", "VIDPIPE_MAX_PART_HEADER_BYTES";
+    check at_least(1);
+
+    /// Times a job is started (first run plus retries after crashes) before it fails.
+    max_attempts: u32 = 3;
+    file max_attempts: u32 as Plain;
+    flag "N", "VIDPIPE_MAX_ATTEMPTS";
+    check at_least(1);
+
+    /// Seconds in the Retry-After header of 503 and 429 answers.
+    retry_after: Duration = Duration::from_secs(5);
+    file retry_after_secs: u64 as Secs;
+    flag "SECS", "VIDPIPE_RETRY_AFTER_SECS";
+    check not_zero;
+
+    /// Seconds a client has to send the request headers.
+    header_read_timeout: Duration = Duration::from_secs(30);
+    file header_read_timeout_secs: u64 as Secs;
+    flag "SECS", "VIDPIPE_HEADER_READ_TIMEOUT_SECS";
+    check not_zero;
+
+    /// Client connections open at once; more wait in the listen backlog.
+    max_connections: usize = 1024;
+    file max_connections: usize as Plain;
+    flag "N", "VIDPIPE_MAX_CONNECTIONS";
+    check max_connections;
+
+    /// Seconds in-flight requests get to finish on shutdown.
+    shutdown_grace: Duration = Duration::from_secs(30);
+    file shutdown_grace_secs: u64 as Secs;
+    flag "SECS", "VIDPIPE_SHUTDOWN_GRACE_SECS";
+    check any;
+
+    /// Seconds GET /readyz gives each check before reporting it failed.
+    readiness_timeout: Duration = Duration::from_secs(5);
+    file readiness_timeout_secs: u64 as Secs;
+    flag "SECS", "VIDPIPE_READINESS_TIMEOUT_SECS";
+    check not_zero;
+
+    /// Free space, in bytes, kept on the data dir's disk for the uploads already accepted; below it new uploads get 507.
+    reserved_disk_bytes: u64 = 1024 * 1024;
+    file reserved_disk_bytes: u64 as Plain;
+    flag "BYTES", "VIDPIPE_RESERVED_DISK_BYTES";
+    check any;
+
+    /// Bearer token GET /metrics requires.
+    metrics_token: Option<String> = None;
+    file metrics_token: String as Optional;
+    flag "TOKEN", "VIDPIPE_METRICS_TOKEN";
+    default "none: /metrics is open";
+    check setting::unless_unset(metrics_token);
+
+    /// Log output: human-readable text or one JSON object per line.
+    log_format: LogFormat = LogFormat::Text;
+    file log_format: LogFormat as Plain;
+    flag "FORMAT", "VIDPIPE_LOG_FORMAT";
+    check any;
+
+    /// Which logs to write, as a tracing filter, e.g. info,vidpipe=debug.
+    log_filter: String = "info".into();
+    file log_filter: String as Plain;
+    flag "FILTER", "VIDPIPE_LOG";
+    check |filter: &String| log_filter(filter);
+}
+
+pub use server_table::ServerSettings;
+
+fn public_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+        return Err(format!(
+            "{url:?} must start with http:// or https:// and have no trailing slash"
+        ));
+    }
+    Ok(())
+}
+
+fn max_connections(n: &usize) -> Result<(), String> {
+    at_least(1)(n)?;
+    if *n > MAX_CONNECTIONS_LIMIT {
+        return Err(format!("must be at most {MAX_CONNECTIONS_LIMIT}"));
+    }
+    Ok(())
+}
+
+fn metrics_token(token: &str) -> Result<(), String> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be non-empty printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+fn log_filter(filter: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("{filter:?} is not a valid filter: {e}"))
 }
 
 /// How log lines are written to stderr.
@@ -95,20 +345,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// The x264 speed presets, fastest first.
-pub const X264_PRESETS: [&str; 10] = [
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-];
-
 /// Deliberate failures a test can switch on to exercise recovery paths.
 #[doc(hidden)]
 #[derive(Debug, Clone, Default)]
@@ -120,167 +356,26 @@ pub struct FaultInjection {
 }
 
 impl Config {
-    /// A configuration with every default filled in.
-    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Config {
-        let cpus = num_cpus::get().max(1);
-        let transcoders = cpus;
-        let profile = OutputProfile {
-            threads: (cpus / transcoders).max(1),
-            ..OutputProfile::default()
-        };
-        Config {
-            listen,
-            data_dir,
-            public_url: None,
-            transcoders,
-            max_upload_bytes: 4 * 1024 * 1024 * 1024,
-            max_queued_jobs: 1000,
-            max_in_flight_per_tenant: 100,
-            body_idle_timeout: Duration::from_secs(60),
-            max_form_parts: 16,
-            max_part_header_bytes: 16 * 1024,
-            max_attempts: 3,
-            retry_after: Duration::from_secs(5),
-            header_read_timeout: Duration::from_secs(30),
-            max_connections: 1024,
-            shutdown_grace: Duration::from_secs(30),
-            profile,
-            media_limits: MediaLimits::default(),
-            readiness_timeout: Duration::from_secs(5),
-            metrics_token: None,
-            log_format: LogFormat::Text,
-            log_filter: "info".into(),
-            s3: None,
-            webhooks: WebhookConfig::default(),
-            faults: FaultInjection::default(),
-        }
-    }
-
     /// Sets the number of transcoders and re-derives the per-job thread budget.
     pub fn with_transcoders(mut self, transcoders: usize) -> Config {
         self.transcoders = transcoders.max(1);
-        self.profile.threads = (num_cpus::get() / self.transcoders).max(1);
+        self.profile.threads = Some((num_cpus::get() / self.transcoders).max(1));
         self
     }
 
     /// Checks the values that cannot be caught by types.
     pub fn validate(&self) -> Result<(), String> {
-        if self.transcoders == 0 {
-            return Err("transcoders must be at least 1".into());
-        }
-        if self.max_upload_bytes == 0 {
-            return Err("max_upload_bytes must be above 0".into());
-        }
-        if self.max_attempts == 0 {
-            return Err("max_attempts must be at least 1".into());
-        }
-        self.validate_operations()?;
-        self.validate_media()?;
+        self.validate_server()?;
+        self.profile.validate()?;
+        self.media_limits.validate()?;
         if let Some(s3) = &self.s3 {
             s3.validate()?;
         }
-        self.webhooks.validate()?;
-        if let Some(url) = &self.public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
-                return Err(format!(
-                    "public_url {url:?} must start with http:// or https:// and have no trailing slash"
-                ));
-            }
-        }
-        Ok(())
+        self.webhooks.validate()
     }
 
     /// Where the status database lives.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("vidpipe.redb")
     }
-
-    fn validate_operations(&self) -> Result<(), String> {
-        let at_least_one = [
-            ("max_queued_jobs", self.max_queued_jobs as u64),
-            (
-                "max_in_flight_per_tenant",
-                self.max_in_flight_per_tenant as u64,
-            ),
-            ("max_form_parts", self.max_form_parts as u64),
-            ("max_part_header_bytes", self.max_part_header_bytes),
-            ("max_connections", self.max_connections as u64),
-        ];
-        if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
-            return Err(format!("{name} must be at least 1"));
-        }
-        if self.max_connections > MAX_CONNECTIONS_LIMIT {
-            return Err(format!(
-                "max_connections must be at most {MAX_CONNECTIONS_LIMIT}"
-            ));
-        }
-        let durations = [
-            ("retry_after_secs", self.retry_after),
-            ("header_read_timeout_secs", self.header_read_timeout),
-            ("body_idle_timeout_secs", self.body_idle_timeout),
-            ("readiness_timeout_secs", self.readiness_timeout),
-        ];
-        if let Some((name, _)) = durations.iter().find(|(_, value)| value.is_zero()) {
-            return Err(format!("{name} must be above 0"));
-        }
-        if let Some(token) = &self.metrics_token {
-            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(
-                    "metrics_token must be non-empty printable ASCII without spaces".into(),
-                );
-            }
-        }
-        tracing_subscriber::EnvFilter::try_new(&self.log_filter).map_err(|e| {
-            format!(
-                "log_filter {:?} is not a valid filter: {e}",
-                self.log_filter
-            )
-        })?;
-        Ok(())
-    }
-
-    fn validate_media(&self) -> Result<(), String> {
-        let profile = &self.profile;
-        if profile.crf > 51 {
-            return Err(format!("profile.crf must be 0 to 51, not {}", profile.crf));
-        }
-        if !X264_PRESETS.contains(&profile.preset.as_str()) {
-            return Err(format!(
-                "profile.preset {:?} is not one of {}",
-                profile.preset,
-                X264_PRESETS.join(", ")
-            ));
-        }
-        if profile.max_long_side < 16 {
-            return Err("profile.max_long_side must be at least 16".into());
-        }
-        if !(8_000..=512_000).contains(&profile.audio_bit_rate) {
-            return Err("profile.audio_bit_rate must be 8000 to 512000".into());
-        }
-        if !AAC_SAMPLE_RATES.contains(&profile.audio_sample_rate) {
-            return Err(format!(
-                "profile.audio_sample_rate must be one of {AAC_SAMPLE_RATES:?}"
-            ));
-        }
-        if !(profile.hls_segment_secs > 0.0 && profile.hls_segment_secs <= 60.0) {
-            return Err("profile.hls_segment_secs must be above 0 and at most 60".into());
-        }
-        let limits = &self.media_limits;
-        if limits.max_width == 0
-            || limits.max_height == 0
-            || limits.max_pixels == 0
-            || limits.max_frames == 0
-        {
-            return Err("media_limits values must be above 0".into());
-        }
-        if !(limits.max_duration_secs.is_finite() && limits.max_duration_secs > 0.0) {
-            return Err("media_limits.max_duration_secs must be above 0".into());
-        }
-        Ok(())
-    }
 }
-
-/// Sample rates FFmpeg's AAC encoder takes.
-const AAC_SAMPLE_RATES: [u32; 12] = [
-    8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000, 64_000, 88_200, 96_000,
-];

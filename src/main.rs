@@ -325,7 +325,7 @@ fn transcode(input: &Path, outdir: &Path, config_file: Option<&Path>, no_hls: bo
     vidpipe::media::init();
     std::fs::create_dir_all(outdir)?;
     let mut profile = config.profile.clone();
-    profile.threads = num_cpus::get();
+    profile.threads = Some(num_cpus::get());
     profile.hls &= !no_hls;
     let bar = indicatif::ProgressBar::new(1000);
     bar.set_style(

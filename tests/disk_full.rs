@@ -94,3 +94,140 @@ async fn outputs_that_do_not_fit_fail_with_storage_error() {
     assert_eq!(code, 200);
     t.server.shutdown().await;
 }
+
+/// Fills the filesystem of `dir` with one file, then frees `leave` bytes of it.
+struct Filler(PathBuf);
+
+impl Filler {
+    fn fill(dir: &Path, leave: u64) -> Filler {
+        use std::io::Write;
+        let path = dir.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        for chunk in [1024 * 1024, 4096] {
+            let bytes = vec![1u8; chunk];
+            while file.write_all(&bytes).is_ok() {}
+        }
+        let _ = file.sync_all();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len.saturating_sub(leave)).unwrap();
+        Filler(path)
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The value of one sample line of `/metrics`.
+async fn metric(t: &TestServer, name: &str) -> f64 {
+    let text = t
+        .client
+        .get(format!("http://{}/metrics", t.server.addr()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
+
+const STAGING_ERRORS: &str = "vidpipe_storage_errors_total{stage=\"staging\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_reserve_a_new_upload_gets_507_and_accepted_ones_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(_mount) = mount_tmpfs(&data, "8m") else {
+        return;
+    };
+    let key = create_key(&data, "app");
+    let mut config = test_config(&data);
+    config.faults.transcode_delay = Some(std::time::Duration::from_millis(1500));
+    let t = TestServer::start(config).await;
+    // Accepted before the disk fills; it transcodes while the disk is full.
+    let (code, body) = upload(&t.client, &t.base, &key, "sample.mp4", "root").await;
+    assert_eq!(code, 202, "{body}");
+    let accepted = body["data"]["id"].as_str().unwrap().to_string();
+
+    // The body fits in staging; the record does not fit under the reserve.
+    let filler = Filler::fill(&data, 256 * 1024);
+    let (code, body) = upload(&t.client, &t.base, &key, "not-a-video.txt", "root").await;
+    assert_eq!(code, 507, "{body}");
+    assert_eq!(body["code"], "insufficient_storage");
+    assert_eq!(
+        metric(&t, STAGING_ERRORS).await,
+        0.0,
+        "staging took the body"
+    );
+    assert_eq!(
+        files_in(&data.join("staging")).len(),
+        1,
+        "only the accepted upload's body"
+    );
+    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+
+    // Space again: the accepted upload completes and new ones are taken.
+    drop(filler);
+    let done = wait_terminal(&t.client, &t.base, &key, &accepted).await;
+    assert_eq!(done["status"], 6, "{done}");
+    let done = upload_to_end(&t, &key, "not-a-video.txt", "root").await;
+    assert_eq!(done["error"]["code"], "unsupported_media");
+    t.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_the_database_commit_gets_507_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(_mount) = mount_tmpfs(&data, "8m") else {
+        return;
+    };
+    let key = create_key(&data, "app");
+    let mut config = test_config(&data);
+    // No reserve: the commit itself meets the full disk.
+    config.reserved_disk_bytes = 0;
+    let t = TestServer::start(config.clone()).await;
+    let before = upload_to_end(&t, &key, "not-a-video.txt", "root").await;
+
+    // Room for the body in staging and nothing more, until a commit fails.
+    let mut accepted = vec![before["id"].as_str().unwrap().to_string()];
+    let mut refused = 0;
+    for _ in 0..50 {
+        let filler = Filler::fill(&data, 4096);
+        let (code, body) = upload(&t.client, &t.base, &key, "not-a-video.txt", "root").await;
+        drop(filler);
+        match code {
+            202 => accepted.push(body["data"]["id"].as_str().unwrap().to_string()),
+            507 => {
+                assert_eq!(body["code"], "insufficient_storage", "{body}");
+                refused += 1;
+                break;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(refused, 1, "no commit met the full disk");
+    assert_eq!(metric(&t, STAGING_ERRORS).await, 0.0, "the body was staged");
+    assert!(metric(&t, "vidpipe_storage_errors_total{stage=\"database\"}").await >= 1.0);
+
+    // With space again the database works (it was opened again), and every
+    // upload that got its 202 is there and finishes.
+    let done = upload_to_end(&t, &key, "not-a-video.txt", "root").await;
+    accepted.push(done["id"].as_str().unwrap().to_string());
+    for id in &accepted {
+        let done = wait_terminal(&t.client, &t.base, &key, id).await;
+        assert_eq!(done["error"]["code"], "unsupported_media", "{done}");
+    }
+    t.server.shutdown().await;
+    let t = TestServer::start(config).await;
+    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), accepted.len());
+    assert!(files_in(&data.join("staging")).is_empty());
+    t.server.shutdown().await;
+}

@@ -17,7 +17,7 @@ use vidpipe::media::{
 
 fn profile() -> OutputProfile {
     OutputProfile {
-        threads: 2,
+        threads: Some(2),
         preset: "ultrafast".into(),
         ..OutputProfile::default()
     }
@@ -523,7 +523,7 @@ fn the_mp4_is_the_top_rendition_and_no_hls_means_mp4_only() {
     let (_src, input) = make(&clip, "480p.mp4");
     // One thread, so the MP4-only run encodes the top rendition exactly as the ladder run does.
     let single = OutputProfile {
-        threads: 1,
+        threads: Some(1),
         ..profile()
     };
     let (with_dir, with_ladder) = run(&input, &single);

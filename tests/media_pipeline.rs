@@ -16,7 +16,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn profile() -> OutputProfile {
     OutputProfile {
-        threads: 2,
+        threads: Some(2),
         ..OutputProfile::default()
     }
 }

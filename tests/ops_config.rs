@@ -202,3 +202,78 @@ fn every_help_documents_defaults_and_environment() {
     assert_options_documented(&["keys", "revoke", "--help"], &[]);
     assert_options_documented(&["transcode", "--help"], &[]);
 }
+
+/// The cells of the README's `[server]` table, backticks removed.
+fn readme_server_rows(readme: &str) -> Vec<Vec<String>> {
+    let start = readme
+        .find("The `[server]` table")
+        .expect("README has the [server] table");
+    readme[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|row| {
+            row.trim_matches('|')
+                .split(" | ")
+                .map(|cell| cell.trim().replace('`', ""))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_documents_every_setting_at_its_default() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let defaults = check(&[], &[]);
+    let rows = readme_server_rows(&readme);
+    let settings = vidpipe::config::SERVER_SETTINGS;
+    let keys: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    let expected: Vec<&str> = settings.iter().map(|s| s.key).collect();
+    assert_eq!(keys, expected, "the README's [server] table, in file order");
+    for (row, setting) in rows.iter().zip(settings) {
+        assert_eq!(row[1], setting.flag(), "{}", setting.key);
+        assert_eq!(row[2], setting.env, "{}", setting.key);
+        let documented = row[3].split(" (").next().unwrap();
+        match setting.default_text {
+            Some(text) => assert_eq!(row[3], text.replace('`', ""), "{}", setting.key),
+            None => {
+                let value = &defaults["server"][setting.key];
+                let rendered = match value {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                assert_eq!(documented, rendered, "{}", setting.key);
+            }
+        }
+    }
+    // The file-only tables, as the prose lists them: "`key` value".
+    for table in ["profile", "media_limits"] {
+        for (key, value) in defaults[table].as_table().unwrap() {
+            if key == "threads" {
+                continue;
+            }
+            let at = readme
+                .find(&format!("`{key}` "))
+                .unwrap_or_else(|| panic!("{table}.{key} not in the README"));
+            let word: String = readme[at + key.len() + 3..]
+                .chars()
+                .take_while(|c| !matches!(c, ',' | ')' | ' ' | '\n'))
+                .collect::<String>()
+                .replace('`', "");
+            let same = match value {
+                toml::Value::String(s) => word == *s,
+                toml::Value::Boolean(b) => word == b.to_string(),
+                number => {
+                    word.parse::<f64>().ok()
+                        == number.as_float().or(number.as_integer().map(|n| n as f64))
+                }
+            };
+            assert!(
+                same,
+                "{table}.{key}: README says {word}, the default is {value}"
+            );
+        }
+    }
+}

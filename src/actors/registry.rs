@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::Services;
@@ -174,6 +174,10 @@ fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingW
                 Err(_) => break,
             }
         }
+        let batch = refuse_new_uploads_below_reserve(services, batch);
+        if batch.is_empty() {
+            continue;
+        }
         let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.op, w.reply)).unzip();
         // Patches are not transitions: they get no bookkeeping.
         let kinds: Vec<Option<(Option<Uuid>, Status)>> = ops
@@ -209,6 +213,41 @@ fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingW
             }
         }
     }
+}
+
+/// With less free space on the database's disk than `reserved_disk_bytes`,
+/// answers the batch's new uploads with [`StoreError::BelowReserve`] (a 507)
+/// before anything is written, and returns the rest: the reserve is kept for
+/// the uploads already accepted, whose transitions always go ahead.
+fn refuse_new_uploads_below_reserve(
+    services: &Services,
+    batch: Vec<PendingWrite>,
+) -> Vec<PendingWrite> {
+    let reserve = services.config.reserved_disk_bytes;
+    if reserve == 0 || !batch.iter().any(|w| matches!(w.op, WriteOp::Insert(_))) {
+        return batch;
+    }
+    let free = match services.store.free_bytes() {
+        Ok(free) if free < reserve => free,
+        Ok(_) => return batch,
+        Err(e) => {
+            warn!(error = %e, "cannot read the free space; new uploads are written anyway");
+            return batch;
+        }
+    };
+    warn!(free, reserve, "disk below its reserve: new uploads refused");
+    batch
+        .into_iter()
+        .filter_map(|write| match write.op {
+            WriteOp::Insert(_) => {
+                let _ = write
+                    .reply
+                    .send(Err(StoreError::BelowReserve { free, reserve }));
+                None
+            }
+            _ => Some(write),
+        })
+        .collect()
 }
 
 /// In-memory bookkeeping and the log line of one durable write.

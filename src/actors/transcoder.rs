@@ -318,14 +318,17 @@ async fn transcode(
 
     let out_dir = layout.work_tmp_dir(id);
     let prepare = out_dir.clone();
-    services
+    let prepared = services
         .blocking(move || {
             if prepare.exists() {
                 std::fs::remove_dir_all(&prepare)?;
             }
             std::fs::create_dir_all(&prepare)
         })
-        .await??;
+        .await?;
+    if let Err(e) = prepared {
+        return put_back_if_disk_full(services, id, e.to_string()).await;
+    }
 
     let panic = services
         .config
@@ -378,9 +381,12 @@ async fn transcode(
             info!(upload = %id, seconds = elapsed.as_secs_f64(), "transcoded");
             let work_dir = layout.work_dir(id);
             let root = layout.work_root();
-            services
+            let published = services
                 .blocking(move || publish_work(&out_dir, &work_dir, &root, &manifest))
-                .await??;
+                .await?;
+            if let Err(e) = published {
+                return put_back_if_disk_full(services, id, e.to_string()).await;
+            }
             match services.peers.uploader.get() {
                 Some(uploader) => uploader.cast(UploaderMsg::Store(id))?,
                 None => warn!(upload = %id, "uploader not running; left for recovery"),
@@ -396,6 +402,9 @@ async fn transcode(
             registry::transition(services, id, Status::Pending, patch).await?;
             info!(upload = %id, "transcode stopped; it starts over at the next start");
         }
+        Ok(Err(e)) if e.code == MediaErrorCode::Internal && work_disk_full(services) => {
+            return put_back_if_disk_full(services, id, e.message).await;
+        }
         Ok(Err(e)) => {
             registry::fail(services, id, e.code.as_str(), e.message).await?;
             recovery::discard_local(services, id).await?;
@@ -406,6 +415,50 @@ async fn transcode(
             recovery::discard_local(services, id).await?;
         }
     }
+    Ok(())
+}
+
+/// Below this much free space (or the configured reserve, if larger) the work dir's disk counts as full.
+const FULL_BELOW_BYTES: u64 = 64 * 1024;
+
+/// How long a job waits for disk space before it is tried again.
+const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// True when the disk holding the work folder is full.
+fn work_disk_full(services: &Services) -> bool {
+    let full_below = services.config.reserved_disk_bytes.max(FULL_BELOW_BYTES);
+    crate::layout::free_bytes(&services.layout.work_root()).is_ok_and(|free| free < full_below)
+}
+
+/// A job whose work folder could not be written: on a full disk it goes back
+/// to `pending` without using up an attempt and is tried again once
+/// [`DISK_FULL_RETRY`] has passed (an accepted upload is never failed for
+/// lack of space); otherwise it fails with `internal_error`.
+async fn put_back_if_disk_full(
+    services: &Arc<Services>,
+    id: Uuid,
+    why: String,
+) -> Result<(), ActorProcessingErr> {
+    if !work_disk_full(services) {
+        registry::fail(services, id, "internal_error", why).await?;
+        return recovery::discard_local(services, id).await;
+    }
+    let patch = TransitionPatch {
+        release_attempt: true,
+        ..Default::default()
+    };
+    registry::transition(services, id, Status::Pending, patch).await?;
+    warn!(upload = %id, error = why, retry_secs = DISK_FULL_RETRY.as_secs(), "work disk full; the transcode waits for space");
+    let services = services.clone();
+    services.clone().tasks.spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(DISK_FULL_RETRY) => {
+                enqueue(&services, id);
+            }
+            // Still pending: resumed at the next start.
+            () = services.stop.cancelled() => {}
+        }
+    });
     Ok(())
 }
 

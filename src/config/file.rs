@@ -2,29 +2,22 @@
 //! environment variables, then command-line flags, each overriding the one
 //! before, mapped onto the one [`Config`] the server uses.
 //!
-//! The file has three tables: `[server]` (every setting here also has a flag
-//! and an environment variable, from [`ServerSettings`]), `[profile]` (output
-//! encoding) and `[media_limits]` (what the pipeline accepts). Unknown keys and
-//! values of the wrong type are errors that name the line; values out of range
-//! are caught by [`Config::validate`]. `vidpipe.example.toml` documents every key.
+//! The file's tables: `[server]` (every setting here also has a flag and an
+//! environment variable, from [`ServerSettings`]), `[profile]` (output
+//! encoding), `[media_limits]` (what the pipeline accepts), `[s3]` and
+//! `[webhooks]`. Unknown keys and values of the wrong type are errors that
+//! name the line; values out of range are caught by [`Config::validate`].
+//! `vidpipe.example.toml` documents every key.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Config, LogFormat};
+pub use super::ServerSettings;
+use super::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 use crate::media::{MediaLimits, OutputProfile};
 use crate::storage::s3::S3Config;
 use crate::webhook::WebhookConfig;
-
-/// Address the server listens on when nothing else says.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
-
-/// Data dir when nothing else says.
-pub const DEFAULT_DATA_DIR: &str = "./data";
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -50,146 +43,6 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// The `[server]` table, and the same settings as flags with environment
-/// variables. Every field is optional: what is not set falls through to the
-/// layer below.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, clap::Args)]
-#[serde(deny_unknown_fields)]
-pub struct ServerSettings {
-    /// Address to listen on [default: 127.0.0.1:8080]
-    #[arg(long, env = "VIDPIPE_LISTEN", value_name = "ADDR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-    /// Folder for everything the server keeps: database, keys, staging, work, media [default: ./data]
-    #[arg(long, env = "VIDPIPE_DATA_DIR", value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    /// Base URL in front of media URLs, no trailing slash, e.g. behind a proxy [default: http://LISTEN]
-    #[arg(long, env = "VIDPIPE_PUBLIC_URL", value_name = "URL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub public_url: Option<String>,
-    /// Transcoder workers, one OS thread and one job each [default: number of CPUs]
-    #[arg(long, env = "VIDPIPE_TRANSCODERS", value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transcoders: Option<usize>,
-    /// Largest accepted video in bytes; larger bodies get 413 [default: 4294967296 (4 GiB)]
-    #[arg(long, env = "VIDPIPE_MAX_UPLOAD_BYTES", value_name = "BYTES")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_upload_bytes: Option<u64>,
-    /// Accepted uploads waiting for a transcoder before uploads get 503 [default: 1000]
-    #[arg(long, env = "VIDPIPE_MAX_QUEUED_JOBS", value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_queued_jobs: Option<usize>,
-    /// Uploads of one key in flight (not yet completed or failed) before uploads get 429 [default: 100]
-    #[arg(long, env = "VIDPIPE_MAX_IN_FLIGHT_PER_TENANT", value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_in_flight_per_tenant: Option<usize>,
-    /// Seconds a client may pause mid-body before the upload gets 408 [default: 60]
-    #[arg(long, env = "VIDPIPE_BODY_IDLE_TIMEOUT_SECS", value_name = "SECS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body_idle_timeout_secs: Option<u64>,
-    /// Most parts in one multipart body [default: 16]
-    #[arg(long, env = "VIDPIPE_MAX_FORM_PARTS", value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_form_parts: Option<usize>,
-    /// Largest header block of one multipart part, in bytes [default: 16384]
-    #[arg(long, env = "VIDPIPE_MAX_PART_HEADER_BYTES", value_name = "BYTES")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_part_header_bytes: Option<u64>,
-    /// Times a job is started (first run plus retries after crashes) before it fails [default: 3]
-    #[arg(long, env = "VIDPIPE_MAX_ATTEMPTS", value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_attempts: Option<u32>,
-    /// Seconds in the Retry-After header of 503 and 429 answers [default: 5]
-    #[arg(long, env = "VIDPIPE_RETRY_AFTER_SECS", value_name = "SECS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after_secs: Option<u64>,
-    /// Seconds a client has to send the request headers [default: 30]
-    #[arg(long, env = "VIDPIPE_HEADER_READ_TIMEOUT_SECS", value_name = "SECS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub header_read_timeout_secs: Option<u64>,
-    /// Client connections open at once; more wait in the listen backlog [default: 1024]
-    #[arg(long, env = "VIDPIPE_MAX_CONNECTIONS", value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<usize>,
-    /// Seconds in-flight requests get to finish on shutdown [default: 30]
-    #[arg(long, env = "VIDPIPE_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shutdown_grace_secs: Option<u64>,
-    /// Seconds GET /readyz gives each check before reporting it failed [default: 5]
-    #[arg(long, env = "VIDPIPE_READINESS_TIMEOUT_SECS", value_name = "SECS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub readiness_timeout_secs: Option<u64>,
-    /// Bearer token GET /metrics requires [default: none, /metrics is open]
-    #[arg(
-        long,
-        env = "VIDPIPE_METRICS_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics_token: Option<String>,
-    /// Log output: human-readable text or one JSON object per line [default: text]
-    #[arg(long, env = "VIDPIPE_LOG_FORMAT", value_name = "FORMAT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<LogFormat>,
-    /// Which logs to write, as a tracing filter, e.g. info,vidpipe=debug [default: info]
-    #[arg(long, env = "VIDPIPE_LOG", value_name = "FILTER")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_filter: Option<String>,
-}
-
-/// The `[profile]` table: how outputs are encoded.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProfileSettings {
-    /// Longest side of the output in pixels; never upscaled. Default 1920.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_long_side: Option<u32>,
-    /// libx264 constant rate factor, 0-51, lower is better and bigger. Default 23.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub crf: Option<u8>,
-    /// libx264 speed preset. Default `veryfast`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub preset: Option<String>,
-    /// AAC bit rate in bits per second. Default 128000.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub audio_bit_rate: Option<usize>,
-    /// AAC sample rate in Hz. Default 48000.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub audio_sample_rate: Option<u32>,
-    /// CPU threads per job; 0 means every core. Default: CPUs / transcoders, at least 1.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads: Option<usize>,
-    /// Write the HLS ladder beside the MP4. Default true.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hls: Option<bool>,
-    /// Target length of an HLS segment in seconds. Default 4.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hls_segment_secs: Option<f64>,
-}
-
-/// The `[media_limits]` table: what an upload may be before it fails with `input_too_large`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MediaLimitSettings {
-    /// Widest coded frame in pixels. Default 3840.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_width: Option<u32>,
-    /// Tallest coded frame in pixels. Default 3840.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_height: Option<u32>,
-    /// Most pixels per frame. Default 8294400 (3840x2160).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_pixels: Option<u64>,
-    /// Longest duration in seconds. Default 21600 (6 h).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_duration_secs: Option<f64>,
-    /// Most video frames decoded per job. Default 2592000 (6 h at 120 fps).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_frames: Option<u64>,
-}
-
 /// A whole config file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -199,10 +52,10 @@ pub struct ConfigFile {
     pub server: ServerSettings,
     /// Output encoding.
     #[serde(default)]
-    pub profile: ProfileSettings,
+    pub profile: OutputProfile,
     /// Input limits.
     #[serde(default)]
-    pub media_limits: MediaLimitSettings,
+    pub media_limits: MediaLimits,
     /// Final storage in an S3-compatible bucket instead of the local media folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Config>,
@@ -256,216 +109,43 @@ impl ConfigFile {
 
     /// The validated configuration: built-in defaults with this file's settings on top.
     pub fn to_config(&self) -> Result<Config, ConfigError> {
-        let server = &self.server;
-        let mut config = Config::new(
-            server.listen.unwrap_or(DEFAULT_LISTEN),
-            server
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-        );
-        if let Some(n) = server.transcoders {
-            if n == 0 {
-                return Err(ConfigError::Invalid(
-                    "transcoders must be at least 1".into(),
-                ));
-            }
-            config = config.with_transcoders(n);
-        }
-        let secs = Duration::from_secs;
-        set(&mut config.public_url, server.public_url.clone().map(Some));
-        set(&mut config.max_upload_bytes, server.max_upload_bytes);
-        set(&mut config.max_queued_jobs, server.max_queued_jobs);
-        set(
-            &mut config.max_in_flight_per_tenant,
-            server.max_in_flight_per_tenant,
-        );
-        set(
-            &mut config.body_idle_timeout,
-            server.body_idle_timeout_secs.map(secs),
-        );
-        set(&mut config.max_form_parts, server.max_form_parts);
-        set(
-            &mut config.max_part_header_bytes,
-            server.max_part_header_bytes,
-        );
-        set(&mut config.max_attempts, server.max_attempts);
-        set(&mut config.retry_after, server.retry_after_secs.map(secs));
-        set(
-            &mut config.header_read_timeout,
-            server.header_read_timeout_secs.map(secs),
-        );
-        set(&mut config.max_connections, server.max_connections);
-        set(
-            &mut config.shutdown_grace,
-            server.shutdown_grace_secs.map(secs),
-        );
-        set(
-            &mut config.readiness_timeout,
-            server.readiness_timeout_secs.map(secs),
-        );
-        set(
-            &mut config.metrics_token,
-            server.metrics_token.clone().map(Some),
-        );
-        set(&mut config.log_format, server.log_format);
-        set(&mut config.log_filter, server.log_filter.clone());
-
-        let (profile, p) = (&mut config.profile, &self.profile);
-        set(&mut profile.max_long_side, p.max_long_side);
-        set(&mut profile.crf, p.crf);
-        set(&mut profile.preset, p.preset.clone());
-        set(&mut profile.audio_bit_rate, p.audio_bit_rate);
-        set(&mut profile.audio_sample_rate, p.audio_sample_rate);
-        set(&mut profile.threads, p.threads);
-        set(&mut profile.hls, p.hls);
-        set(&mut profile.hls_segment_secs, p.hls_segment_secs);
-
-        let (limits, l) = (&mut config.media_limits, &self.media_limits);
-        set(&mut limits.max_width, l.max_width);
-        set(&mut limits.max_height, l.max_height);
-        set(&mut limits.max_pixels, l.max_pixels);
-        set(&mut limits.max_duration_secs, l.max_duration_secs);
-        set(&mut limits.max_frames, l.max_frames);
-
+        let mut config = Config::new(DEFAULT_LISTEN, PathBuf::from(DEFAULT_DATA_DIR));
+        self.server.apply(&mut config);
+        // The per-job thread budget follows the number of transcoders unless the file sets it.
+        let derived = config
+            .clone()
+            .with_transcoders(config.transcoders)
+            .profile
+            .threads;
+        config.profile = OutputProfile {
+            threads: self.profile.threads.or(derived),
+            ..self.profile.clone()
+        };
+        config.media_limits = self.media_limits.clone();
         config.s3 = self.s3.clone().map(S3Config::with_env_credentials);
         config.webhooks = self.webhooks.clone().with_env_secret();
         config.validate().map_err(ConfigError::Invalid)?;
         Ok(config)
     }
 
-    /// Every setting of `config`, as a file would write it; the metrics token is redacted.
+    /// Every setting of `config`, as a file would write it; secrets are redacted.
     pub fn effective(config: &Config) -> ConfigFile {
-        // Destructured in full so a new `Config` field fails to compile here
-        // until it is mapped to the file (and to `to_config`).
-        let Config {
-            listen,
-            data_dir,
-            public_url,
-            transcoders,
-            max_upload_bytes,
-            max_queued_jobs,
-            max_in_flight_per_tenant,
-            body_idle_timeout,
-            max_form_parts,
-            max_part_header_bytes,
-            max_attempts,
-            retry_after,
-            header_read_timeout,
-            max_connections,
-            shutdown_grace,
-            profile,
-            media_limits,
-            readiness_timeout,
-            metrics_token,
-            log_format,
-            log_filter,
-            s3,
-            webhooks,
-            faults: _,
-        } = config;
-        let OutputProfile {
-            max_long_side,
-            crf,
-            preset,
-            audio_bit_rate,
-            audio_sample_rate,
-            threads,
-            hls,
-            hls_segment_secs,
-        } = profile;
-        let MediaLimits {
-            max_width,
-            max_height,
-            max_pixels,
-            max_duration_secs,
-            max_frames,
-        } = media_limits;
+        let mut server = ServerSettings::of(config);
+        if server.metrics_token.is_some() {
+            server.metrics_token = Some("<redacted>".to_string());
+        }
         ConfigFile {
-            server: ServerSettings {
-                listen: Some(*listen),
-                data_dir: Some(data_dir.clone()),
-                public_url: public_url.clone(),
-                transcoders: Some(*transcoders),
-                max_upload_bytes: Some(*max_upload_bytes),
-                max_queued_jobs: Some(*max_queued_jobs),
-                max_in_flight_per_tenant: Some(*max_in_flight_per_tenant),
-                body_idle_timeout_secs: Some(body_idle_timeout.as_secs()),
-                max_form_parts: Some(*max_form_parts),
-                max_part_header_bytes: Some(*max_part_header_bytes),
-                max_attempts: Some(*max_attempts),
-                retry_after_secs: Some(retry_after.as_secs()),
-                header_read_timeout_secs: Some(header_read_timeout.as_secs()),
-                max_connections: Some(*max_connections),
-                shutdown_grace_secs: Some(shutdown_grace.as_secs()),
-                readiness_timeout_secs: Some(readiness_timeout.as_secs()),
-                metrics_token: metrics_token.as_ref().map(|_| "<redacted>".to_string()),
-                log_format: Some(*log_format),
-                log_filter: Some(log_filter.clone()),
-            },
-            profile: ProfileSettings {
-                max_long_side: Some(*max_long_side),
-                crf: Some(*crf),
-                preset: Some(preset.clone()),
-                audio_bit_rate: Some(*audio_bit_rate),
-                audio_sample_rate: Some(*audio_sample_rate),
-                threads: Some(*threads),
-                hls: Some(*hls),
-                hls_segment_secs: Some(*hls_segment_secs),
-            },
-            media_limits: MediaLimitSettings {
-                max_width: Some(*max_width),
-                max_height: Some(*max_height),
-                max_pixels: Some(*max_pixels),
-                max_duration_secs: Some(*max_duration_secs),
-                max_frames: Some(*max_frames),
-            },
-            s3: s3.as_ref().map(S3Config::redacted),
-            webhooks: webhooks.redacted(),
+            server,
+            profile: config.profile.clone(),
+            media_limits: config.media_limits.clone(),
+            s3: config.s3.as_ref().map(S3Config::redacted),
+            webhooks: config.webhooks.redacted(),
         }
     }
 
     /// The file as TOML text.
     pub fn to_toml(&self) -> Result<String, ConfigError> {
         toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid(e.to_string()))
-    }
-}
-
-impl ServerSettings {
-    /// These settings where set, `lower` where not.
-    pub fn over(self, lower: ServerSettings) -> ServerSettings {
-        ServerSettings {
-            listen: self.listen.or(lower.listen),
-            data_dir: self.data_dir.or(lower.data_dir),
-            public_url: self.public_url.or(lower.public_url),
-            transcoders: self.transcoders.or(lower.transcoders),
-            max_upload_bytes: self.max_upload_bytes.or(lower.max_upload_bytes),
-            max_queued_jobs: self.max_queued_jobs.or(lower.max_queued_jobs),
-            max_in_flight_per_tenant: self
-                .max_in_flight_per_tenant
-                .or(lower.max_in_flight_per_tenant),
-            body_idle_timeout_secs: self.body_idle_timeout_secs.or(lower.body_idle_timeout_secs),
-            max_form_parts: self.max_form_parts.or(lower.max_form_parts),
-            max_part_header_bytes: self.max_part_header_bytes.or(lower.max_part_header_bytes),
-            max_attempts: self.max_attempts.or(lower.max_attempts),
-            retry_after_secs: self.retry_after_secs.or(lower.retry_after_secs),
-            header_read_timeout_secs: self
-                .header_read_timeout_secs
-                .or(lower.header_read_timeout_secs),
-            max_connections: self.max_connections.or(lower.max_connections),
-            shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
-            readiness_timeout_secs: self.readiness_timeout_secs.or(lower.readiness_timeout_secs),
-            metrics_token: self.metrics_token.or(lower.metrics_token),
-            log_format: self.log_format.or(lower.log_format),
-            log_filter: self.log_filter.or(lower.log_filter),
-        }
-    }
-}
-
-/// Overwrites `field` when the layer sets it.
-fn set<T>(field: &mut T, value: Option<T>) {
-    if let Some(value) = value {
-        *field = value;
     }
 }
 
@@ -484,7 +164,10 @@ pub fn data_dir(config: Option<&Path>, flag: Option<PathBuf>) -> Result<PathBuf,
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::LogFormat;
 
     #[test]
     fn empty_file_gives_the_defaults() {
@@ -558,43 +241,99 @@ mod tests {
     }
 
     /// Keys whose example value is not the default (it depends on the machine, or is unset).
-    const EXAMPLE_ONLY: [&str; 4] = ["transcoders", "threads", "public_url", "metrics_token"];
+    const EXAMPLE_ONLY: [&str; 6] = [
+        "transcoders",
+        "threads",
+        "public_url",
+        "metrics_token",
+        "url",
+        "secret",
+    ];
+
+    /// The example file's `# key = value` lines, uncommented, by table (the
+    /// `[s3]` block, written further indented, is checked in `storage::s3`).
+    fn example_settings(example: &str) -> toml::Table {
+        let mut tables = toml::Table::new();
+        let mut table = String::new();
+        for line in example.lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                table = name.to_string();
+                continue;
+            }
+            let Some((key, value)) = line.strip_prefix("# ").and_then(|l| l.split_once(" = "))
+            else {
+                continue;
+            };
+            if !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                continue;
+            }
+            let value: toml::Table = toml::from_str(&format!("v = {value}")).unwrap();
+            let entry = tables
+                .entry(table.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let fresh = entry
+                .as_table_mut()
+                .unwrap()
+                .insert(key.to_string(), value["v"].clone());
+            assert!(fresh.is_none(), "{table}.{key} documented twice");
+        }
+        tables
+    }
 
     #[test]
     fn the_example_file_documents_every_setting_at_its_default() {
         let example = include_str!("../../vidpipe.example.toml");
-        fn setting(line: &str) -> Option<&str> {
-            let rest = line.strip_prefix("# ")?;
-            let (key, _) = rest.split_once(" = ")?;
-            key.bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_')
-                .then_some(rest)
-        }
-        let uncommented: String = example
-            .lines()
-            .map(|line| setting(line).unwrap_or(line))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let file = ConfigFile::parse(&uncommented, "example").unwrap();
-        let config = file.to_config().unwrap();
-
+        let documented = example_settings(example);
+        // Every setting, the optional ones given a value so that they are listed.
         let mut defaults = Config::new(DEFAULT_LISTEN, PathBuf::from(DEFAULT_DATA_DIR));
         defaults.public_url = Some("https://x".into());
         defaults.metrics_token = Some("x".into());
-        let as_table =
-            |f: &ConfigFile| -> toml::Table { toml::from_str(&f.to_toml().unwrap()).unwrap() };
-        let (documented, expected) = (
-            as_table(&ConfigFile::effective(&config)),
-            as_table(&ConfigFile::effective(&defaults)),
-        );
-        for (section, keys) in &expected {
-            for (key, value) in keys.as_table().unwrap() {
-                let got = documented.get(section).and_then(|s| s.get(key));
-                assert!(got.is_some(), "{section}.{key} missing from the example");
+        defaults.webhooks.url = Some("https://x".into());
+        defaults.webhooks.secret = Some("x".into());
+        let expected: toml::Table =
+            toml::from_str(&ConfigFile::effective(&defaults).to_toml().unwrap()).unwrap();
+        for table in ["server", "profile", "media_limits", "webhooks"] {
+            let want = expected[table].as_table().unwrap();
+            let have = documented[table].as_table().unwrap();
+            for (key, value) in want {
+                let got = have.get(key);
+                assert!(got.is_some(), "{table}.{key} missing from the example");
                 if !EXAMPLE_ONLY.contains(&key.as_str()) {
-                    assert_eq!(got, Some(value), "{section}.{key} in the example");
+                    assert_eq!(got, Some(value), "{table}.{key} in the example");
                 }
             }
+            for key in have.keys() {
+                assert!(want.contains_key(key), "{table}.{key} is not a setting");
+            }
+        }
+        // Each [server] setting is introduced by its flag and environment variable.
+        for setting in crate::config::SERVER_SETTINGS {
+            let lines = format!(
+                "# {}, {}\n# {} = ",
+                setting.flag(),
+                setting.env,
+                setting.key
+            );
+            assert!(example.contains(&lines), "{lines:?} not in the example");
+        }
+    }
+
+    #[test]
+    fn every_server_setting_has_a_flag_and_a_help_line_with_its_default() {
+        let command = <ConfigArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        for setting in crate::config::SERVER_SETTINGS {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(&setting.flag()[2..]))
+                .unwrap_or_else(|| panic!("no flag {}", setting.flag()));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(setting.env),
+                "{}",
+                setting.key
+            );
+            let help = arg.get_help().unwrap().to_string();
+            assert!(help.contains("[default: "), "{}: {help}", setting.key);
         }
     }
 

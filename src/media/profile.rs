@@ -4,7 +4,10 @@
 use super::error::MediaError;
 
 /// The default output: H.264 + AAC-LC in a faststart MP4 (see DESIGN.md).
-#[derive(Debug, Clone)]
+/// Also the `[profile]` table of the config file: every field is a key, and
+/// a key left out keeps its default.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct OutputProfile {
     /// Longest side of the output in pixels; smaller sources are never upscaled. Default 1920.
     pub max_long_side: u32,
@@ -16,9 +19,12 @@ pub struct OutputProfile {
     pub audio_bit_rate: usize,
     /// AAC sample rate in Hz. Default 48 000.
     pub audio_sample_rate: u32,
-    /// CPU threads this job may keep busy (decoder + encoders); 0 means every core. Default 0.
-    /// Split across the renditions of the ladder, never multiplied by them (see `RenditionLadder`).
-    pub threads: usize,
+    /// CPU threads this job may keep busy (decoder + encoders); 0 means every core.
+    /// Default: not set, which here means every core; the server sets it to the
+    /// number of CPUs divided by transcoders, at least 1. Split across the
+    /// renditions of the ladder, never multiplied by them (see `RenditionLadder`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
     /// Write the HLS ladder beside the MP4. Default true.
     pub hls: bool,
     /// Target length of an HLS segment in seconds; every rendition has a keyframe at each
@@ -34,7 +40,7 @@ impl Default for OutputProfile {
             preset: "veryfast".to_owned(),
             audio_bit_rate: 128_000,
             audio_sample_rate: 48_000,
-            threads: 0,
+            threads: None,
             hls: true,
             hls_segment_secs: 4.0,
         }
@@ -42,12 +48,41 @@ impl Default for OutputProfile {
 }
 
 impl OutputProfile {
-    /// The thread budget of one job: `threads`, or every core when it is 0.
+    /// The thread budget of one job: `threads`, or every core when it is 0 or unset.
     pub(crate) fn thread_budget(&self) -> usize {
         match self.threads {
-            0 => num_cpus::get().max(1),
-            n => n,
+            None | Some(0) => num_cpus::get().max(1),
+            Some(n) => n,
         }
+    }
+
+    /// Checks the values types cannot, naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.crf > 51 {
+            return Err(format!("profile.crf must be 0 to 51, not {}", self.crf));
+        }
+        if !X264_PRESETS.contains(&self.preset.as_str()) {
+            return Err(format!(
+                "profile.preset {:?} is not one of {}",
+                self.preset,
+                X264_PRESETS.join(", ")
+            ));
+        }
+        if self.max_long_side < 16 {
+            return Err("profile.max_long_side must be at least 16".into());
+        }
+        if !(8_000..=512_000).contains(&self.audio_bit_rate) {
+            return Err("profile.audio_bit_rate must be 8000 to 512000".into());
+        }
+        if !AAC_SAMPLE_RATES.contains(&self.audio_sample_rate) {
+            return Err(format!(
+                "profile.audio_sample_rate must be one of {AAC_SAMPLE_RATES:?}"
+            ));
+        }
+        if !(self.hls_segment_secs > 0.0 && self.hls_segment_secs <= 60.0) {
+            return Err("profile.hls_segment_secs must be above 0 and at most 60".into());
+        }
+        Ok(())
     }
 
     /// Decoder threads: a quarter of the budget, at least one ("on the calling thread").
@@ -57,8 +92,29 @@ impl OutputProfile {
     }
 }
 
-/// What an upload may be before we refuse it with `input_too_large`.
-#[derive(Debug, Clone)]
+/// The x264 speed presets, fastest first.
+pub const X264_PRESETS: [&str; 10] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
+
+/// Sample rates FFmpeg's AAC encoder takes.
+const AAC_SAMPLE_RATES: [u32; 12] = [
+    8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000, 64_000, 88_200, 96_000,
+];
+
+/// What an upload may be before we refuse it with `input_too_large`. Also
+/// the `[media_limits]` table of the config file.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MediaLimits {
     /// Widest coded frame accepted. Default 3840.
     pub max_width: u32,
@@ -85,6 +141,21 @@ impl Default for MediaLimits {
 }
 
 impl MediaLimits {
+    /// Checks the values types cannot, naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_width == 0
+            || self.max_height == 0
+            || self.max_pixels == 0
+            || self.max_frames == 0
+        {
+            return Err("media_limits values must be above 0".into());
+        }
+        if !(self.max_duration_secs.is_finite() && self.max_duration_secs > 0.0) {
+            return Err("media_limits.max_duration_secs must be above 0".into());
+        }
+        Ok(())
+    }
+
     /// Refuses a coded frame size over the limits (checked on headers and on every decoded frame).
     pub(crate) fn check_frame_size(&self, width: u32, height: u32) -> Result<(), MediaError> {
         let pixels = u64::from(width) * u64::from(height);
@@ -186,9 +257,9 @@ mod tests {
     fn thread_budget_split() {
         let mut profile = OutputProfile::default();
         assert_eq!(profile.thread_budget(), num_cpus::get().max(1));
-        profile.threads = 2;
+        profile.threads = Some(2);
         assert_eq!((profile.thread_budget(), profile.decoder_threads()), (2, 1));
-        profile.threads = 8;
+        profile.threads = Some(8);
         assert_eq!((profile.thread_budget(), profile.decoder_threads()), (8, 2));
     }
 }
