@@ -173,8 +173,6 @@ impl Server {
 
         let state = Arc::new(AppState {
             services: services.clone(),
-            keys,
-            base_url,
             views: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
@@ -268,7 +266,7 @@ const MAX_READ_BUFFER: usize = 64 * 1024;
 
 async fn serve(
     listener: TcpListener,
-    http: api::observe::HttpService<impl api::observe::RouteFilter>,
+    http: api::observe::HttpService<impl api::observe::Routes + Clone>,
     config: Arc<Config>,
     tasks: TaskTracker,
     mut stopped: watch::Receiver<bool>,

@@ -26,14 +26,14 @@ pub fn tenant_or_refusal(
     // the captured state for each request that tries the route).
     authorization().map(move |header: Option<HeaderValue>| {
         with_tenant(&state, header.as_ref(), |tenant| Tenant(tenant.clone()))
+            .map_err(warp::reject::custom)
     })
 }
 
 /// The `Authorization` header as hyper parsed it (a cheap clone of the
-/// request's bytes, not a new String), for a handler that authenticates by
-/// itself with [`with_tenant`]. It captures nothing, so trying a route that
-/// uses it clones nothing.
-pub fn authorization(
+/// request's bytes, not a new String). It captures nothing, so trying a
+/// route that uses it clones nothing.
+fn authorization(
 ) -> impl Filter<Extract = (Option<HeaderValue>,), Error = std::convert::Infallible> + Clone {
     warp::header::value("authorization")
         .map(Some)
@@ -47,15 +47,16 @@ pub fn with_tenant<T>(
     state: &AppState,
     header: Option<&HeaderValue>,
     f: impl FnOnce(&Arc<str>) -> T,
-) -> Result<T, Rejection> {
+) -> Result<T, ApiError> {
     let secret = header
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|s| s.starts_with("sk-"))
-        .ok_or_else(|| warp::reject::custom(ApiError::Unauthenticated))?;
+        .ok_or(ApiError::Unauthenticated)?;
     state
+        .services
         .keys
         .with_tenant(secret, f)
-        .ok_or_else(|| warp::reject::custom(ApiError::Unauthenticated))
+        .ok_or(ApiError::Unauthenticated)
 }

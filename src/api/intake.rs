@@ -11,15 +11,16 @@ use multer::{Constraints, Multipart, SizeLimit};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Rejection, Reply};
+use warp::{Filter, Rejection, Reply};
 
-use super::auth::Tenant;
+use super::auth::{self, Tenant};
 use super::body::{guarded, BodyError, HeaderWatch, Tracked};
 use super::error::ApiError;
 use super::folder::{clean_filename, validate_folder};
-use super::AppState;
+use super::{with_state, AppState};
 use crate::actors::intake::{IntakeMsg, StagedUpload};
 use crate::config::Config;
 use crate::layout::fsync_dir;
@@ -52,9 +53,21 @@ struct ParsedForm {
     callback_url: Option<String>,
 }
 
+/// `POST /uploads`: the route's filter.
+pub fn create(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    auth::tenant_or_refusal(state.clone())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::header::optional::<String>("expect"))
+        .and(warp::body::stream())
+        .and(with_state(state.clone()))
+        .and_then(create_upload)
+        .boxed()
+}
+
 /// The handler. A refused request's unread body is drained (within bounds)
 /// before the error goes out, so that the client reads it.
-pub async fn create(
+async fn create_upload(
     tenant: Result<Tenant, Rejection>,
     content_type: Option<String>,
     content_length: Option<u64>,
@@ -127,6 +140,7 @@ where
     if form.callback_url.is_some() {
         // Callbacks are signed with the tenant's secret: without one they cannot be.
         let signed = state
+            .services
             .keys
             .tenant_webhook(&tenant.0)
             .is_some_and(|w| w.secret.is_some());

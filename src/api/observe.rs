@@ -1,7 +1,8 @@
-//! Wraps the routes for operators: a request id on every request (the
-//! client's `x-request-id` when it is sane, else a new one) echoed in the
-//! response, a span carrying it around the handler, one log line per request
-//! (method, route, status, latency) and the HTTP metrics.
+//! Routes each request through the table of [`super::routes`] and wraps it
+//! for operators: a request id on every request (the client's
+//! `x-request-id` when it is sane, else a new one) echoed in the response, a
+//! span carrying it around the handler, one log line per request (method,
+//! route, status, latency) and the HTTP metrics.
 //!
 //! Each connection gets its own [`ConnectionService`]: the wrapper takes no
 //! reference count shared with other connections per request (written from
@@ -20,10 +21,10 @@ use tracing::{Level, Span};
 use warp::http::{HeaderName, HeaderValue, Method, Request};
 use warp::hyper::body::Incoming;
 use warp::reply::Response;
-use warp::Filter;
 
-use super::error::Failure;
-use crate::actors::Services;
+use super::error::{ApiError, Failure};
+use super::routes::{self, Dispatch, Table};
+use super::AppState;
 
 /// Header carrying the request id, both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,39 +32,26 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest client-supplied request id kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The whole tree of routes, errors already mapped to JSON. Not boxed: a
-/// boxed filter would cost an allocation and a copy of its future per request.
-pub trait RouteFilter:
-    Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static
-{
+/// The whole HTTP side: the route table plus request ids, logs and metrics.
+/// Each connection gets its own [`HttpService::connection`].
+pub struct HttpService<S> {
+    /// The warp filters of the routes.
+    table: Table<S>,
+    /// What the handlers need; where the HTTP metrics go.
+    state: Arc<AppState>,
 }
 
-impl<F> RouteFilter for F where
-    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static
-{
-}
-
-/// The whole HTTP side: the routes plus request ids, logs and metrics.
-/// Cloned once per connection, as [`HttpService::connection`].
-#[derive(Clone)]
-pub struct HttpService<F> {
-    /// Every route.
-    routes: F,
-    /// Where the HTTP metrics go.
-    services: Arc<Services>,
-}
-
-impl<F: RouteFilter> HttpService<F> {
-    /// Wraps `routes`.
-    pub fn new(routes: F, services: Arc<Services>) -> HttpService<F> {
-        HttpService { routes, services }
+impl<S: Routes + Clone> HttpService<S> {
+    /// Wraps the routes of `table`.
+    pub fn new(table: Table<S>, state: Arc<AppState>) -> HttpService<S> {
+        HttpService { table, state }
     }
 
     /// The service of one connection.
-    pub fn connection(&self) -> ConnectionService<impl Routes> {
+    pub fn connection(&self) -> ConnectionService<S> {
         ConnectionService {
-            routes: RefCell::new(warp::service(self.routes.clone())),
-            services: Arc::new(ConnectionServices(self.services.clone())),
+            table: RefCell::new(self.table.clone()),
+            state: Arc::new(ConnectionState(self.state.clone())),
         }
     }
 }
@@ -76,6 +64,8 @@ pub trait Routes:
         Error = Infallible,
         Future: Send + 'static,
     > + Send
+    + Sync
+    + 'static
 {
 }
 
@@ -86,26 +76,28 @@ impl<S> Routes for S where
             Error = Infallible,
             Future: Send + 'static,
         > + Send
+        + Sync
+        + 'static
 {
 }
 
 /// The service of one connection. hyper calls it by reference, one request
 /// at a time; what a request clones belongs to this connection alone.
-pub struct ConnectionService<R> {
-    /// The routes; warp's service is called through `&mut`.
-    routes: RefCell<R>,
+pub struct ConnectionService<S> {
+    /// The connection's copy of the routes' filters; warp's service is called through `&mut`.
+    table: RefCell<Table<S>>,
     /// Cloned into every request's future.
-    services: Arc<ConnectionServices>,
+    state: Arc<ConnectionState>,
 }
 
-/// The services, behind a reference count of the connection's own: the
+/// The state, behind a reference count of the connection's own: the
 /// shared count would be written from every core for every request.
-struct ConnectionServices(Arc<Services>);
+struct ConnectionState(Arc<AppState>);
 
-impl<R: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionService<R> {
+impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionService<S> {
     type Response = Response;
     type Error = Infallible;
-    type Future = Observed<R::Future>;
+    type Future = Observed<S::Future>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
@@ -116,8 +108,9 @@ impl<R: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
             _ => HeaderValue::from_str(new_request_id(&mut buffer))
                 .unwrap_or_else(|_| HeaderValue::from_static("-")),
         };
-        let route = route_template(request.uri().path());
         let method = request.method().clone();
+        let (route, dispatch) = routes::dispatch(request.uri().path(), &method);
+        let route_label = route.map_or(routes::UNMATCHED, |at| routes::ROUTES[at].path);
         // Reads (mostly status polls) get their span at debug: at info it
         // would cost a fifth of answering them. A read that ends in an error
         // gets its span when its line is written.
@@ -126,18 +119,71 @@ impl<R: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
         } else {
             Level::INFO
         };
-        let span = request_span(level, &id_header, &method, route);
-        let response = tower_service::Service::call(&mut *self.routes.borrow_mut(), request);
+        let span = request_span(level, &id_header, &method, route_label);
+        let response = match dispatch {
+            Dispatch::NotFound => Answer::ready(ApiError::NotFound.to_response()),
+            Dispatch::MethodNotAllowed(route) => Answer::ready(routes::method_not_allowed(route)),
+            Dispatch::Now(handler, params) => {
+                let _entered = span.enter();
+                Answer::ready(handler(&request, &params, &self.state.0))
+            }
+            Dispatch::Filter(route, method) => match self.table.borrow_mut().service(route, method)
+            {
+                Some(service) => Answer::Filter {
+                    future: tower_service::Service::call(service, request),
+                },
+                None => Answer::ready(
+                    ApiError::Internal("a route without its filter".into()).to_response(),
+                ),
+            },
+        };
         Observed {
             response,
             span,
             facts: Some(RequestFacts {
                 started,
                 id_header,
-                route,
+                route: route_label,
                 method,
-                services: self.services.clone(),
+                state: self.state.clone(),
             }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of a route: ready, or a warp filter's future.
+    #[project = AnswerProjection]
+    pub enum Answer<F> {
+        /// Answered when the request was routed (taken when polled).
+        Now { response: Option<Response> },
+        /// A warp filter at work.
+        Filter { #[pin] future: F },
+    }
+}
+
+impl<F> Answer<F> {
+    /// Answered at once.
+    fn ready(response: Response) -> Answer<F> {
+        Answer::Now {
+            response: Some(response),
+        }
+    }
+}
+
+impl<F> Future for Answer<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AnswerProjection::Now { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+            AnswerProjection::Filter { future } => future.poll(cx),
         }
     }
 }
@@ -148,7 +194,7 @@ pin_project_lite::pin_project! {
     /// A plain struct, not a boxed `async` block, so hyper keeps it in place.
     pub struct Observed<F> {
         #[pin]
-        response: F,
+        response: Answer<F>,
         span: Span,
         // Taken when the response is ready.
         facts: Option<RequestFacts>,
@@ -161,7 +207,7 @@ struct RequestFacts {
     id_header: HeaderValue,
     route: &'static str,
     method: Method,
-    services: Arc<ConnectionServices>,
+    state: Arc<ConnectionState>,
 }
 
 impl<F> Future for Observed<F>
@@ -187,24 +233,16 @@ where
         let status = response.status().as_u16();
         let latency = facts.started.elapsed();
         let route = facts.route;
-        facts
-            .services
-            .0
-            .metrics
-            .http_request(route, method_label(&facts.method), status, latency);
+        facts.state.0.services.metrics.http_request(
+            route,
+            method_label(&facts.method),
+            status,
+            latency,
+        );
         let span = std::mem::replace(this.span, Span::none());
         let failure = response.extensions_mut().remove::<Failure>();
         log_request(span, &facts, status, latency, failure);
         response.headers_mut().insert(REQUEST_ID, facts.id_header);
-        if status == 405 {
-            if let Some(allow) = allowed_methods(route) {
-                // RFC 9110: a 405 lists the methods the resource takes.
-                let allow = HeaderValue::from_static(allow);
-                response
-                    .headers_mut()
-                    .insert(warp::http::header::ALLOW, allow);
-            }
-        }
         Poll::Ready(Ok(response))
     }
 }
@@ -304,58 +342,7 @@ fn is_probe(route: &str) -> bool {
     matches!(route, "/healthz" | "/readyz" | "/metrics")
 }
 
-/// The methods a route template takes, as an `Allow` header value.
-pub fn allowed_methods(route: &str) -> Option<&'static str> {
-    match route {
-        "/api/client/v1/uploads" => Some("GET, POST"),
-        "/media/{token}/{file}" => Some("GET, HEAD"),
-        "unmatched" => None,
-        _ => Some("GET"),
-    }
-}
-
-/// Every value [`route_template`] returns.
-pub const ROUTE_TEMPLATES: [&str; 8] = [
-    "/api/client/v1/uploads",
-    "/api/client/v1/uploads/{id}",
-    "/api/client/v1/openapi.json",
-    "/media/{token}/{file}",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "unmatched",
-];
-
-/// The route template of a path: a label that never holds an id or token.
-pub fn route_template(path: &str) -> &'static str {
-    // Prefixes compared in place: nothing is allocated or split.
-    let path = path.trim_start_matches('/');
-    let one_segment = |s: &str| !s.contains('/');
-    if let Some(rest) = path.strip_prefix("api/client/v1/") {
-        return match rest {
-            "uploads" => "/api/client/v1/uploads",
-            "openapi.json" => "/api/client/v1/openapi.json",
-            _ => match rest.strip_prefix("uploads/") {
-                Some(id) if one_segment(id) => "/api/client/v1/uploads/{id}",
-                _ => "unmatched",
-            },
-        };
-    }
-    if let Some(rest) = path.strip_prefix("media/") {
-        // `{token}/{file}`, or deeper for the HLS ladder.
-        return if one_segment(rest) {
-            "unmatched"
-        } else {
-            "/media/{token}/{file}"
-        };
-    }
-    match path {
-        "healthz" => "/healthz",
-        "readyz" => "/readyz",
-        "metrics" => "/metrics",
-        _ => "unmatched",
-    }
-}
+pub use super::routes::{allowed_methods, route_template, ROUTE_TEMPLATES};
 
 #[cfg(test)]
 mod tests {
@@ -392,37 +379,5 @@ mod tests {
         let custom = Method::from_bytes(b"FROBNICATE").unwrap();
         assert_eq!(method_label(&custom), "OTHER");
         assert_eq!(method_label(&Method::POST), "POST");
-    }
-
-    #[test]
-    fn routes_hide_ids() {
-        assert_eq!(
-            route_template("/api/client/v1/uploads/9c1fa5c4"),
-            "/api/client/v1/uploads/{id}"
-        );
-        assert_eq!(
-            route_template("/media/abc/video.mp4"),
-            "/media/{token}/{file}"
-        );
-        assert_eq!(
-            route_template("/api/client/v1/uploads"),
-            "/api/client/v1/uploads"
-        );
-        assert_eq!(
-            route_template("/media/abc/hls/720p/index.m3u8"),
-            "/media/{token}/{file}"
-        );
-        assert_eq!(route_template("/etc/passwd"), "unmatched");
-        assert_eq!(route_template("/healthz/x"), "unmatched");
-        assert_eq!(route_template("/api/client/v1/uploads/a/b"), "unmatched");
-        assert_eq!(
-            route_template("/api/client/v1/uploads/"),
-            "/api/client/v1/uploads/{id}"
-        );
-        assert_eq!(route_template("/media/abc"), "unmatched");
-        assert_eq!(route_template("/"), "unmatched");
-        assert_eq!(route_template("//healthz"), "/healthz");
-        assert_eq!(route_template("/api/client/v1"), "unmatched");
-        assert_eq!(route_template("/api/client/v1/openapi.json/x"), "unmatched");
     }
 }

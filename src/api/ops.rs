@@ -19,36 +19,36 @@ use crate::actors::Services;
 /// The OpenAPI 3.1 description of every endpoint, kept beside the code.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// The operator routes.
-pub fn routes(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({ "status": "ok" })).into_response());
-    let readyz = warp::path!("readyz")
-        .and(warp::get())
+/// `GET /healthz`: the process serves HTTP.
+pub fn healthz(_: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    warp::any()
+        .map(|| warp::reply::json(&serde_json::json!({ "status": "ok" })).into_response())
+        .boxed()
+}
+
+/// `GET /readyz`.
+pub fn readyz(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    with_state(state.clone()).then(readiness).boxed()
+}
+
+/// `GET /metrics`, behind `metrics_token` when it is set.
+pub fn metrics(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    warp::header::optional::<String>("authorization")
         .and(with_state(state.clone()))
-        .then(readyz);
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(with_state(state.clone()))
-        .and_then(metrics);
-    let openapi = warp::path!("api" / "client" / "v1" / "openapi.json")
-        .and(warp::get())
+        .and_then(render_metrics)
+        .boxed()
+}
+
+/// `GET /api/client/v1/openapi.json`.
+pub fn openapi(_: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    warp::any()
         .map(|| {
             let mut response = Response::new(OPENAPI.into());
             response
                 .headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
             response
-        });
-    healthz
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(openapi)
-        .unify()
+        })
         .boxed()
 }
 
@@ -64,7 +64,7 @@ struct Readiness {
     checks: std::collections::BTreeMap<&'static str, String>,
 }
 
-async fn readyz(state: Arc<AppState>) -> Response {
+async fn readiness(state: Arc<AppState>) -> Response {
     let services = &state.services;
     let timeout = services.config.readiness_timeout;
     let mut checks = std::collections::BTreeMap::new();
@@ -175,7 +175,7 @@ fn check_actors(services: &Services) -> Result<(), String> {
     }
 }
 
-async fn metrics(
+async fn render_metrics(
     authorization: Option<String>,
     state: Arc<AppState>,
 ) -> Result<Response, Rejection> {

@@ -19,13 +19,11 @@ use super::error::ApiError;
 use super::{with_state, AppState};
 use crate::storage::{check_name, check_token, content_type, playlist, MediaAccess, StorageError};
 
-/// The route, for backends that are not served from disk.
-pub fn routes(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
-    warp::path("media")
-        .and(warp::get().or(warp::head()).unify())
-        .and(warp::path::tail())
+/// The media route's filter for backends that are not served from disk; it sees `{token}/{file}`.
+pub fn serve(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    warp::path::tail()
         .and(with_state(state.clone()))
-        .and_then(serve)
+        .and_then(answer)
         .boxed()
 }
 
@@ -37,7 +35,7 @@ fn parse(tail: &str) -> Option<(&str, &str)> {
     plain.then_some((token, name))
 }
 
-async fn serve(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection> {
+async fn answer(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection> {
     let (token, name) = parse(tail.as_str()).ok_or(ApiError::NotFound)?;
     let storage = state.services.storage.clone();
     let rewrite = storage.media_access() == MediaAccess::Presigned && name.ends_with(".m3u8");
@@ -69,7 +67,7 @@ async fn serve(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection> 
     };
     let storage = &state.services.storage;
     if !rewrite {
-        let target = storage.url(&state.base_url, &token, &name);
+        let target = storage.url(&state.services.base_url, &token, &name);
         let location = HeaderValue::from_str(&target)
             .map_err(|e| ApiError::Internal(format!("media URL: {e}")))?;
         let mut response = StatusCode::FOUND.into_response();
@@ -79,7 +77,7 @@ async fn serve(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection> 
     let text = String::from_utf8(bytes)
         .map_err(|_| ApiError::StorageUnavailable(format!("{name} is not UTF-8")))?;
     let body = playlist::rewrite(&text, &name, |target| {
-        storage.url(&state.base_url, &token, target)
+        storage.url(&state.services.base_url, &token, target)
     });
     let mut response = Response::new(body.into());
     let headers = response.headers_mut();

@@ -5,13 +5,18 @@ use std::sync::Arc;
 
 use serde_json::json;
 use uuid::Uuid;
-use warp::http::HeaderValue;
+use warp::filters::BoxedFilter;
+use warp::http::header::AUTHORIZATION;
+use warp::http::{HeaderValue, Request};
+use warp::hyper::body::Incoming;
 use warp::reply::Response;
-use warp::{Rejection, Reply};
+use warp::{Filter, Rejection, Reply};
 
 use super::auth::{self, Tenant};
 use super::error::ApiError;
+use super::routes::Params;
 use super::view_cache::{CachedView, Kept};
+use super::with_state;
 use super::AppState;
 use crate::storage::MediaAccess;
 use bytes::Bytes;
@@ -19,8 +24,16 @@ use bytes::Bytes;
 /// How many uploads `GET /uploads` lists.
 pub const LIST_LIMIT: usize = 50;
 
+/// `GET /uploads`: the route's filter.
+pub fn list(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    auth::tenant(state.clone())
+        .and(with_state(state.clone()))
+        .and_then(list_recent)
+        .boxed()
+}
+
 /// The caller's most recent uploads, newest first.
-pub async fn list(tenant: Tenant, state: Arc<AppState>) -> Result<Response, Rejection> {
+async fn list_recent(tenant: Tenant, state: Arc<AppState>) -> Result<Response, Rejection> {
     let records = state
         .services
         .store
@@ -30,17 +43,23 @@ pub async fn list(tenant: Tenant, state: Arc<AppState>) -> Result<Response, Reje
     Ok(warp::reply::json(&json!({ "data": views })).into_response())
 }
 
-/// One upload of the caller; anything else is 404. Authenticates by itself
-/// and runs synchronously (one database read at most), so the route calls it
-/// with the state borrowed. A finished upload's kept body is found while the
+/// `GET /uploads/{id}`: one upload of the caller; anything else is 404.
+/// Authenticates by itself and runs synchronously (one database read at
+/// most), answered with the request and the state borrowed.
+pub fn show(request: &Request<Incoming>, params: &Params<'_>, state: &AppState) -> Response {
+    let authorization = request.headers().get(AUTHORIZATION);
+    find(params.get(0), authorization, state).unwrap_or_else(|e| e.to_response())
+}
+
+/// The body of [`show`]. A finished upload's kept body is found while the
 /// caller's tenant id is still borrowed from the key cache.
-pub fn show(
-    id: String,
-    authorization: Option<HeaderValue>,
+fn find(
+    id: &str,
+    authorization: Option<&HeaderValue>,
     state: &AppState,
-) -> Result<Response, Rejection> {
-    let looked_up = auth::with_tenant(state, authorization.as_ref(), |tenant| {
-        let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+) -> Result<Response, ApiError> {
+    let looked_up = auth::with_tenant(state, authorization, |tenant| {
+        let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
         Ok(match state.views.get(id, tenant) {
             Some(Kept::Body(body)) => Shown::Kept(body),
             Some(Kept::NotYours) => return Err(ApiError::NotFound),
@@ -77,7 +96,7 @@ pub fn show(
     Ok(json_body(body))
 }
 
-/// What [`show`] found before reading the database.
+/// What [`find`] found before reading the database.
 enum Shown {
     /// The kept body of a finished upload.
     Kept(Bytes),
