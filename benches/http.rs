@@ -1,5 +1,6 @@
 //! The HTTP path through a real server on loopback: the read endpoints
-//! (`GET /uploads/{id}`, `GET /uploads`) and upload ingest in MB/s.
+//! (`GET /uploads/{id}`, `GET /uploads`), upload ingest in MB/s and
+//! concurrent creates of tiny uploads.
 //! Concurrent load (64 connections) and the comparison with a bare warp
 //! route are in `benches/compare.sh`.
 
@@ -118,5 +119,41 @@ fn ingest(c: &mut Criterion) {
     runtime.block_on(r.server.shutdown());
 }
 
-criterion_group!(benches, read_path, ingest);
+/// Concurrent creates of tiny uploads: what the staging fsyncs and the
+/// registry's group commit allow (every create is acknowledged only when its
+/// record is durable).
+fn create_path(c: &mut Criterion) {
+    const CONCURRENT: usize = 64;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = runtime.block_on(running(1 << 20));
+    let client = reqwest::Client::new();
+    let url = format!("{}/uploads", r.base);
+    let mut group = c.benchmark_group("http_write");
+    group.throughput(Throughput::Elements(CONCURRENT as u64));
+    group.sample_size(20);
+    group.bench_function("post_tiny_upload_64_concurrent", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let posts = (0..CONCURRENT).map(|_| async {
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&r.key)
+                    .multipart(upload_body(b"not a video".to_vec()))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 202);
+                response.bytes().await.unwrap()
+            });
+            futures_util::future::join_all(posts).await
+        })
+    });
+    group.finish();
+    runtime.block_on(r.server.shutdown());
+}
+
+criterion_group!(benches, read_path, ingest, create_path);
 criterion_main!(benches);

@@ -121,6 +121,7 @@ macro_rules! server_settings {
                     #[arg(long, env = $env, value_name = $value_name, hide_env_values = true,
                           help = setting::help(concat!($($doc),+), default_text(stringify!($key))))]
                     #[serde(skip_serializing_if = "Option::is_none")]
+                    #[doc = concat!("`", stringify!($key), "`: see [`Config`].")]
                     pub $key: Option<$file>,
                 )+
             }

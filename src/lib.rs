@@ -19,11 +19,13 @@
 //! - [`view`]: an upload as clients see it, shared by the API and webhook events.
 //! - [`webhook`]: signed webhook events: endpoints, signatures, routing into the outbox.
 //! - `faults`: crash points for the crash-matrix harness (hidden).
-//! - [`layout`]: where files live under the data dir.
+//! - [`layout`]: where files live under the data dir, and how full their disk is.
+//! - [`backoff`]: the one exponential backoff of every retry.
 //! - [`metrics`]: the server's Prometheus registry and what it counts.
 //! - [`logging`]: log output as text or JSON lines.
 pub mod actors;
 pub mod api;
+pub mod backoff;
 pub mod config;
 #[doc(hidden)]
 pub mod faults;

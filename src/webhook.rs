@@ -22,6 +22,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::backoff::Backoff;
 use crate::store::keys::KeyCache;
 use crate::store::outbox::{Endpoint, EndpointRouter};
 use crate::store::record::{Status, UploadRecord};
@@ -108,12 +109,11 @@ impl WebhookConfig {
 
     /// The wait before retry number `retry` (1 for the first).
     pub fn backoff(&self, retry: u32) -> Duration {
-        let factor = 1u64 << retry.saturating_sub(1).min(30);
-        let ms = self
-            .initial_backoff_ms
-            .saturating_mul(factor)
-            .min(self.max_backoff_secs.saturating_mul(1000));
-        Duration::from_millis(ms)
+        Backoff {
+            first: Duration::from_millis(self.initial_backoff_ms),
+            max: Duration::from_secs(self.max_backoff_secs),
+        }
+        .before_retry(retry)
     }
 
     /// Checks the values types cannot.

@@ -421,3 +421,36 @@ async fn a_crash_mid_multipart_upload_leaves_no_parts_behind() {
     .unwrap();
     assert_eq!((ours, theirs), (0, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_multipart_uploads_are_all_aborted_across_listing_pages() {
+    let Some(weed) = Seaweed::start().await else {
+        return;
+    };
+    let s3 = weed.s3_config("pages");
+    // Two to a page, five in progress: three pages.
+    let storage = S3Storage::new(&s3, CancellationToken::new())
+        .unwrap()
+        .with_listing_page(2);
+    let token = "0123456789abcdef";
+    for n in 0..5 {
+        let path = object_store::path::Path::from(format!("pages/{token}/hls/seg_{n}.ts"));
+        let mut upload = weed.client().put_multipart(&path).await.unwrap();
+        upload
+            .put_part(object_store::PutPayload::from(vec![1u8; 1024]))
+            .await
+            .unwrap();
+    }
+    let pages = storage.interrupted_uploads(token).await.unwrap();
+    let counts: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(counts, [2, 2, 1], "{pages:?}");
+    let (aborted, left) = tokio::task::spawn_blocking(move || {
+        (
+            storage.clean_interrupted(&[token]).unwrap(),
+            storage.clean_interrupted(&[token]).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!((aborted, left), (5, 0));
+}

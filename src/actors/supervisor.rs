@@ -1,9 +1,16 @@
 //! The supervisor: starts the registry, webhook delivery, uploader,
-//! transcoder pool and intake as linked children, restarts any that stops or fails, and resumes
-//! unfinished uploads at start and after the pool restarts.
+//! transcoder pool and intake as linked children, restarts any that stops or
+//! fails, and resumes unfinished uploads at start and after the pool restarts.
+//!
+//! A child that keeps stopping is not restarted in a tight loop: the first
+//! restart is at once, each next one within [`RESTART_WINDOW`] waits twice as
+//! long as the one before (from [`RESTART_BACKOFF`]'s first wait), and after
+//! [`MAX_RESTARTS`] in the window the child is left stopped, which `/readyz`
+//! reports.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
@@ -16,15 +23,28 @@ use super::transcoder::{self, TranscoderFactory};
 use super::uploader::Uploader;
 use super::webhooks::WebhookDelivery;
 use super::{recovery, Services};
+use crate::backoff::Backoff;
 
 /// How long shutdown waits for each child to stop.
-const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// Restarts of one child within [`RESTART_WINDOW`] before it is left stopped.
+pub const MAX_RESTARTS: usize = 5;
+
+/// The window [`MAX_RESTARTS`] counts in.
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// The waits before the second and later restarts within the window.
+pub const RESTART_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(250),
+    max: Duration::from_secs(5),
+};
 
 /// The root of the actor tree.
 pub struct Supervisor;
 
 /// The children, so a supervision event can be matched to what to restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Child {
     /// The status registry.
     Registry,
@@ -46,6 +66,8 @@ pub struct SupervisorState {
     children: HashMap<ActorId, Child>,
     /// Set by `Shutdown`: stopped children are not restarted.
     stopping: bool,
+    /// When each child was (or is to be) restarted lately, oldest first.
+    restarts: HashMap<Child, Vec<Instant>>,
 }
 
 /// Messages to the supervisor.
@@ -55,6 +77,8 @@ pub enum SupervisorMsg {
     /// The server: stop every child, in an order that lets the registry
     /// commit what the others send it last, and reply once they are gone.
     Shutdown(RpcReplyPort<()>),
+    /// The supervisor itself, once a child's wait before its restart is over.
+    Restart(Child),
 }
 
 impl Actor for Supervisor {
@@ -71,6 +95,7 @@ impl Actor for Supervisor {
             services,
             children: HashMap::new(),
             stopping: false,
+            restarts: HashMap::new(),
         };
         for child in [
             Child::Registry,
@@ -96,7 +121,7 @@ impl Actor for Supervisor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -122,6 +147,10 @@ impl Actor for Supervisor {
                 }
                 let _ = reply.send(());
             }
+            SupervisorMsg::Restart(child) if !state.stopping => {
+                restart(&myself, state, child).await?
+            }
+            SupervisorMsg::Restart(_) => {}
         }
         Ok(())
     }
@@ -143,18 +172,67 @@ impl Actor for Supervisor {
         if state.stopping {
             return Ok(());
         }
-        error!(?child, ?reason, "child stopped; restarting");
-        start(&myself, state, child).await?;
-        if child == Child::Transcoders {
-            // Jobs queued in the old pool are gone; the database still has them.
-            state
-                .services
-                .queued
-                .store(0, std::sync::atomic::Ordering::Relaxed);
-            recovery::resume(&state.services, true).await?;
-        }
-        Ok(())
+        error!(?child, ?reason, "child stopped");
+        schedule_restart(&myself, state, child).await
     }
+}
+
+/// Restarts `child` now or after its backoff, or gives up on it after
+/// [`MAX_RESTARTS`] within [`RESTART_WINDOW`].
+async fn schedule_restart(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    child: Child,
+) -> Result<(), ActorProcessingErr> {
+    let now = Instant::now();
+    let recent = state.restarts.entry(child).or_default();
+    recent.retain(|at| now.saturating_duration_since(*at) < RESTART_WINDOW);
+    if recent.len() >= MAX_RESTARTS {
+        error!(
+            ?child,
+            restarts = recent.len(),
+            window_secs = RESTART_WINDOW.as_secs(),
+            "child keeps stopping; left stopped"
+        );
+        return Ok(());
+    }
+    let wait = match recent.len() {
+        0 => Duration::ZERO,
+        n => RESTART_BACKOFF.before_retry(n as u32),
+    };
+    recent.push(now + wait);
+    if wait.is_zero() {
+        return restart(myself, state, child).await;
+    }
+    warn!(
+        ?child,
+        wait_ms = wait.as_millis() as u64,
+        "restarting after a wait"
+    );
+    myself.send_after(wait, move || SupervisorMsg::Restart(child));
+    Ok(())
+}
+
+/// Starts `child` again; a start that fails counts as one more stop.
+async fn restart(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    child: Child,
+) -> Result<(), ActorProcessingErr> {
+    if let Err(e) = start(myself, state, child).await {
+        error!(?child, error = %e, "child did not start");
+        return Box::pin(schedule_restart(myself, state, child)).await;
+    }
+    info!(?child, "child restarted");
+    if child == Child::Transcoders {
+        // Jobs queued in the old pool are gone; the database still has them.
+        state
+            .services
+            .queued
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        recovery::resume(&state.services, true).await?;
+    }
+    Ok(())
 }
 
 fn cell_of(services: &Services, child: Child) -> Option<ActorCell> {

@@ -154,7 +154,7 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
 pin_project_lite::pin_project! {
     /// The response of a route: ready, or a warp filter's future.
     #[project = AnswerProjection]
-    pub enum Answer<F> {
+    enum Answer<F> {
         /// Answered when the request was routed (taken when polled).
         Now { response: Option<Response> },
         /// A warp filter at work.

@@ -51,6 +51,7 @@ pub struct MediaError {
 }
 
 impl MediaError {
+    /// An error with this code and message.
     pub fn new(code: MediaErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -58,14 +59,17 @@ impl MediaError {
         }
     }
 
+    /// Not a container we accept.
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(MediaErrorCode::UnsupportedMedia, message)
     }
 
+    /// Over the configured `MediaLimits`.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(MediaErrorCode::InputTooLarge, message)
     }
 
+    /// A real container with nothing decodable.
     pub fn corrupt(message: impl Into<String>) -> Self {
         Self::new(MediaErrorCode::CorruptMedia, message)
     }

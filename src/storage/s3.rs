@@ -50,6 +50,12 @@ pub const MARKER: &str = ".complete";
 /// Smallest part S3 accepts in a multipart upload (every part but the last).
 const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 
+/// Most multipart uploads one page of `ListMultipartUploads` holds (S3's limit).
+const MAX_LISTING_PAGE: usize = 1000;
+
+/// Most pages of one listing read before it is given up.
+const MAX_LISTING_PAGES: usize = 10_000;
+
 /// Longest lifetime SigV4 allows a presigned URL (7 days).
 const MAX_PRESIGN_SECS: u64 = 7 * 24 * 3600;
 
@@ -155,12 +161,11 @@ impl S3Config {
 
     /// The wait before retry number `retry` (1 for the first).
     pub fn backoff(&self, retry: u32) -> Duration {
-        let factor = 1u64 << retry.saturating_sub(1).min(20);
-        let ms = self
-            .retry_initial_backoff_ms
-            .saturating_mul(factor)
-            .min(self.retry_max_backoff_ms);
-        Duration::from_millis(ms)
+        crate::backoff::Backoff {
+            first: Duration::from_millis(self.retry_initial_backoff_ms),
+            max: Duration::from_millis(self.retry_max_backoff_ms),
+        }
+        .before_retry(retry)
     }
 
     /// Checks the values types cannot.
@@ -261,6 +266,8 @@ pub struct S3Storage {
     runtime: tokio::runtime::Handle,
     /// Cancelled when the server stops: requests and retries are abandoned.
     stop: CancellationToken,
+    /// Multipart uploads asked for per page of a listing.
+    listing_page: usize,
 }
 
 impl S3Storage {
@@ -301,6 +308,7 @@ impl S3Storage {
             config: config.clone(),
             runtime,
             stop,
+            listing_page: MAX_LISTING_PAGE,
         })
     }
 
@@ -452,52 +460,96 @@ impl S3Storage {
         Ok(())
     }
 
-    /// Lists the multipart uploads in progress under `token`'s folder
-    /// (`ListMultipartUploads`, which `object_store` does not offer, as a
-    /// presigned request) and aborts each. Returns how many.
-    async fn abort_interrupted(&self, token: &str) -> Result<usize, StorageError> {
+    /// The multipart uploads in progress under `token`'s folder, page by
+    /// page as the store answers `ListMultipartUploads` (which `object_store`
+    /// does not offer; sent as a presigned request), following `IsTruncated`.
+    #[doc(hidden)]
+    pub async fn interrupted_uploads(
+        &self,
+        token: &str,
+    ) -> Result<Vec<Vec<(String, String)>>, StorageError> {
         let err = |e: &dyn std::fmt::Display| StorageError::Request {
             what: format!("listing the multipart uploads of {token}"),
             detail: e.to_string(),
         };
-        let prefix = self.key(token, "");
-        let options =
-            SignedUrlOptions::default().with_query([("uploads", ""), ("prefix", &prefix)]);
-        let url = self
-            .store
-            .signed_url_opts(
-                Method::GET,
-                &ObjectPath::from(""),
-                Duration::from_secs(300),
-                &options,
-            )
-            .await
-            .map_err(|e| err(&e))?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(self.config.request_timeout_secs))
             .build()
             .map_err(|e| err(&e))?;
-        let response = client.get(url).send().await.map_err(|e| err(&e))?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| err(&e))?;
-        if !status.is_success() {
-            return Err(err(&format!("HTTP {status}: {body}")));
-        }
-        let mut aborted = 0;
-        for (key, upload_id) in multipart_uploads(&body) {
-            if !key.starts_with(&prefix) {
-                continue;
+        let prefix = self.key(token, "");
+        let page_size = self.listing_page.to_string();
+        let mut pages = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let mut query = vec![
+                ("uploads", ""),
+                ("prefix", prefix.as_str()),
+                ("max-uploads", page_size.as_str()),
+            ];
+            if let Some((key, upload_id)) = &after {
+                query.push(("key-marker", key));
+                query.push(("upload-id-marker", upload_id));
             }
+            let options = SignedUrlOptions::default().with_query(query);
+            let url = self
+                .store
+                .signed_url_opts(
+                    Method::GET,
+                    &ObjectPath::from(""),
+                    Duration::from_secs(300),
+                    &options,
+                )
+                .await
+                .map_err(|e| err(&e))?;
+            let response = client.get(url).send().await.map_err(|e| err(&e))?;
+            let status = response.status();
+            let body = response.text().await.map_err(|e| err(&e))?;
+            if !status.is_success() {
+                return Err(err(&format!("HTTP {status}: {body}")));
+            }
+            let page: Vec<(String, String)> = multipart_uploads(&body)
+                .into_iter()
+                .filter(|(key, _)| key.starts_with(&prefix))
+                .collect();
+            pages.push(page);
+            match next_page(&body) {
+                None => return Ok(pages),
+                // A store that says there is more but not where would be listed forever.
+                Some(next) if Some(&next) == after.as_ref() || pages.len() >= MAX_LISTING_PAGES => {
+                    return Err(err(&"the listing does not advance"));
+                }
+                Some(next) => after = Some(next),
+            }
+        }
+    }
+
+    /// Aborts every multipart upload in progress under `token`'s folder. Returns how many.
+    async fn abort_interrupted(&self, token: &str) -> Result<usize, StorageError> {
+        let mut aborted = 0;
+        for (key, upload_id) in self.interrupted_uploads(token).await?.into_iter().flatten() {
             let path = ObjectPath::from(key.as_str());
             match self.store.abort_multipart(&path, &upload_id).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                     info!(key, "aborted an interrupted multipart upload");
                     aborted += 1;
                 }
-                Err(e) => return Err(err(&e)),
+                Err(source) => {
+                    return Err(StorageError::Store {
+                        what: format!("aborting the multipart upload of {key}"),
+                        tries: 1,
+                        source,
+                    })
+                }
             }
         }
         Ok(aborted)
+    }
+
+    /// Lists multipart uploads `n` to a page (S3's own limit is 1000), for tests of the paging.
+    #[doc(hidden)]
+    pub fn with_listing_page(mut self, n: usize) -> S3Storage {
+        self.listing_page = n.max(1);
+        self
     }
 
     async fn remove_async(&self, token: &str) -> Result<(), StorageError> {
@@ -662,6 +714,24 @@ fn multipart_uploads(xml: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Where the next page of a `ListMultipartUploadsResult` starts (its
+/// `NextKeyMarker` and `NextUploadIdMarker`), when `IsTruncated` says there is one.
+fn next_page(xml: &str) -> Option<(String, String)> {
+    let field = |tag: &str| -> Option<String> {
+        let open = format!("<{tag}>");
+        let start = xml.find(&open)? + open.len();
+        let end = start + xml[start..].find(&format!("</{tag}>"))?;
+        Some(xml_unescape(&xml[start..end]))
+    };
+    if field("IsTruncated")?.trim() != "true" {
+        return None;
+    }
+    Some((
+        field("NextKeyMarker").unwrap_or_default(),
+        field("NextUploadIdMarker").unwrap_or_default(),
+    ))
+}
+
 /// The five predefined XML entities.
 fn xml_unescape(text: &str) -> String {
     text.replace("&lt;", "<")
@@ -808,6 +878,9 @@ mod tests {
             ]
         );
         assert!(multipart_uploads("<ListMultipartUploadsResult/>").is_empty());
+        assert_eq!(next_page(xml), None);
+        let truncated = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated><NextKeyMarker>a/b&amp;c</NextKeyMarker><NextUploadIdMarker>u1</NextUploadIdMarker></ListMultipartUploadsResult>";
+        assert_eq!(next_page(truncated), Some(("a/b&c".into(), "u1".into())));
     }
 
     #[test]
