@@ -35,6 +35,15 @@ async fn running(max_upload_bytes: u64) -> Running {
     }
 }
 
+/// The runtime the server and the client share, two workers as on the machines measured.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn upload_body(bytes: Vec<u8>) -> reqwest::multipart::Form {
     let part = reqwest::multipart::Part::bytes(bytes).file_name("bench.mp4");
     reqwest::multipart::Form::new()
@@ -43,11 +52,7 @@ fn upload_body(bytes: Vec<u8>) -> reqwest::multipart::Form {
 }
 
 fn read_path(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let r = runtime.block_on(running(1 << 20));
     let client = reqwest::Client::new();
     // 60 records (non-video bodies that fail fast), so the list is full.
@@ -89,11 +94,7 @@ fn read_path(c: &mut Criterion) {
 
 fn ingest(c: &mut Criterion) {
     const SIZE: usize = 64 * 1024 * 1024;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let r = runtime.block_on(running(SIZE as u64 * 2));
     let client = reqwest::Client::new();
     let payload: Vec<u8> = (0..SIZE)
@@ -124,11 +125,7 @@ fn ingest(c: &mut Criterion) {
 /// record is durable).
 fn create_path(c: &mut Criterion) {
     const CONCURRENT: usize = 64;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let r = runtime.block_on(running(1 << 20));
     let client = reqwest::Client::new();
     let url = format!("{}/uploads", r.base);

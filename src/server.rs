@@ -158,6 +158,7 @@ impl Server {
             storage,
             progress: ProgressBoard::default(),
             queued: AtomicUsize::new(0),
+            in_pool: Default::default(),
             tenant_load,
             peers: Peers::default(),
             metrics: crate::metrics::Metrics::new(&api::observe::ROUTE_TEMPLATES)
@@ -222,7 +223,9 @@ impl Server {
     /// go back to `pending` without using up an attempt) and the actors, and
     /// returns once every task and thread that held the database has ended
     /// and its file is closed: the data dir can be opened again at once.
-    /// Unfinished uploads resume at the next start.
+    /// Unfinished uploads resume at the next start. (Each actor gets 10 s to
+    /// stop; a transcode that has not stopped by then, which cancellation
+    /// before the next packet makes unlikely, keeps the attempt it used.)
     pub async fn shutdown(self) {
         let Server {
             supervisor,
@@ -235,8 +238,8 @@ impl Server {
         } = self;
         let _ = stop.send(true);
         let _ = http_done.await;
-        // Running transcodes checkpoint themselves, queued ones stay queued,
-        // object-store retries give up.
+        // Running transcodes are cancelled and go back to `pending`, queued
+        // ones are not started, object-store retries give up.
         services.stop.cancel();
         let _ = supervisor
             .call(SupervisorMsg::Shutdown, Some(Duration::from_secs(60)))

@@ -138,15 +138,22 @@ async fn metric(t: &TestServer, name: &str) -> f64 {
 
 const STAGING_ERRORS: &str = "vidpipe_storage_errors_total{stage=\"staging\"}";
 
+/// A data dir on an 8 MiB tmpfs, with a key: the folder, the mount, the key
+/// and a configuration to start a server with. `None` where no tmpfs can be mounted.
+fn small_data_dir(dir: &Path) -> Option<(PathBuf, Tmpfs, String, vidpipe::config::Config)> {
+    let data = dir.join("data");
+    let mount = mount_tmpfs(&data, "8m")?;
+    let key = create_key(&data, "app");
+    let config = test_config(&data);
+    Some((data, mount, key, config))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_the_reserve_a_new_upload_gets_507_and_accepted_ones_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let Some(_mount) = mount_tmpfs(&data, "8m") else {
+    let Some((data, _mount, key, mut config)) = small_data_dir(dir.path()) else {
         return;
     };
-    let key = create_key(&data, "app");
-    let mut config = test_config(&data);
     config.faults.transcode_delay = Some(std::time::Duration::from_millis(1500));
     let t = TestServer::start(config).await;
     // Accepted before the disk fills; it transcodes while the disk is full.
@@ -154,15 +161,24 @@ async fn below_the_reserve_a_new_upload_gets_507_and_accepted_ones_finish() {
     assert_eq!(code, 202, "{body}");
     let accepted = body["data"]["id"].as_str().unwrap().to_string();
 
-    // The body fits in staging; the record does not fit under the reserve.
+    // Below the reserve already: refused before the body is read.
     let filler = Filler::fill(&data, 256 * 1024);
     let (code, body) = upload(&t.client, &t.base, &key, "not-a-video.txt", "root").await;
     assert_eq!(code, 507, "{body}");
     assert_eq!(body["code"], "insufficient_storage");
+    drop(filler);
+
+    // Above it until the body is staged: the record is refused before it is written.
+    let filler = Filler::fill(&data, 1536 * 1024);
+    let big = video_form(vec![7u8; 700 * 1024], "big.bin", "root");
+    let response = t.post_form(&key, big).await;
+    assert_eq!(response.status(), 507);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "insufficient_storage");
     assert_eq!(
         metric(&t, STAGING_ERRORS).await,
         0.0,
-        "staging took the body"
+        "staging took the bodies"
     );
     assert_eq!(
         files_in(&data.join("staging")).len(),
@@ -184,12 +200,9 @@ async fn below_the_reserve_a_new_upload_gets_507_and_accepted_ones_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_at_the_database_commit_gets_507_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let Some(_mount) = mount_tmpfs(&data, "8m") else {
+    let Some((data, _mount, key, mut config)) = small_data_dir(dir.path()) else {
         return;
     };
-    let key = create_key(&data, "app");
-    let mut config = test_config(&data);
     // No reserve: the commit itself meets the full disk.
     config.reserved_disk_bytes = 0;
     let t = TestServer::start(config.clone()).await;

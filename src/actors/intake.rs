@@ -143,7 +143,7 @@ async fn record_admitted(
             Ok(record)
         }
         Err(e) => {
-            services.queued.fetch_sub(1, Ordering::Relaxed);
+            services.release_queued();
             services.tenant_load.finish(&tenant);
             Err(e.into())
         }

@@ -10,8 +10,8 @@ pub mod transcoder;
 pub mod uploader;
 pub mod webhooks;
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ractor::factory::FactoryMessage;
@@ -103,6 +103,33 @@ impl ProgressBoard {
     }
 }
 
+/// The uploads queued in the transcoder pool or being transcoded there, so
+/// that none is queued twice (recovery after a pool restart and an intake
+/// task may both queue the same upload).
+#[derive(Default)]
+pub struct InPool(Mutex<HashSet<Uuid>>);
+
+impl InPool {
+    /// Marks `id` as in the pool; false if it already was.
+    fn insert(&self, id: Uuid) -> bool {
+        self.0.lock().map(|mut set| set.insert(id)).unwrap_or(true)
+    }
+
+    /// `id` left the pool (its job ended, or it was never dispatched).
+    fn remove(&self, id: Uuid) {
+        if let Ok(mut set) = self.0.lock() {
+            set.remove(&id);
+        }
+    }
+
+    /// The pool was replaced: nothing is in it any more.
+    fn clear(&self) {
+        if let Ok(mut set) = self.0.lock() {
+            set.clear();
+        }
+    }
+}
+
 /// Uploads accepted and not yet terminal, per tenant: the per-tenant limit.
 #[derive(Default)]
 pub struct TenantLoad(Mutex<HashMap<String, usize>>);
@@ -150,6 +177,8 @@ pub struct Services {
     pub progress: ProgressBoard,
     /// Accepted uploads not yet picked up by a transcoder (admission control).
     pub queued: AtomicUsize,
+    /// The uploads in the transcoder pool now.
+    pub in_pool: InPool,
     /// Uploads in flight per tenant (admission control).
     pub tenant_load: TenantLoad,
     /// References to the live children.
@@ -169,6 +198,14 @@ pub struct Services {
 }
 
 impl Services {
+    /// Gives back one place in `queued` (never below zero: a pool restart
+    /// starts the count again while reservations may still be out).
+    pub fn release_queued(&self) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
     /// Runs blocking work (file I/O, a database scan or commit, a request to
     /// the object store) on tokio's blocking pool, tracked so that shutdown
     /// waits for it.

@@ -5,8 +5,8 @@
 //! A child that keeps stopping is not restarted in a tight loop: the first
 //! restart is at once, each next one within [`RESTART_WINDOW`] waits twice as
 //! long as the one before (from [`RESTART_BACKOFF`]'s first wait), and after
-//! [`MAX_RESTARTS`] in the window the child is left stopped, which `/readyz`
-//! reports.
+//! [`MAX_RESTARTS`] in the window the child is left stopped (which `/readyz`
+//! reports) until the window has passed, then tried again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -192,8 +192,9 @@ async fn schedule_restart(
             ?child,
             restarts = recent.len(),
             window_secs = RESTART_WINDOW.as_secs(),
-            "child keeps stopping; left stopped"
+            "child keeps stopping; left stopped for the window, then tried again"
         );
+        myself.send_after(RESTART_WINDOW, move || SupervisorMsg::Restart(child));
         return Ok(());
     }
     let wait = match recent.len() {
@@ -225,11 +226,7 @@ async fn restart(
     }
     info!(?child, "child restarted");
     if child == Child::Transcoders {
-        // Jobs queued in the old pool are gone; the database still has them.
-        state
-            .services
-            .queued
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        transcoder::forget_pool(&state.services);
         recovery::resume(&state.services, true).await?;
     }
     Ok(())

@@ -83,17 +83,30 @@ pub fn enqueue(services: &Services, id: Uuid) -> bool {
 }
 
 /// Queues a transcode whose place in `queued` is already counted (by intake's
-/// admission); gives the place back when the pool is not running.
+/// admission). Gives the place back when the upload is already in the pool,
+/// or when the pool is not running (recovery queues it again then).
 pub fn dispatch_reserved(services: &Services, id: Uuid) -> bool {
+    if !services.in_pool.insert(id) {
+        services.release_queued();
+        return true;
+    }
     let dispatched = match services.peers.transcoders.get() {
         Some(pool) => pool.dispatch(id, TranscodeJob { id }).is_ok(),
         None => false,
     };
     if !dispatched {
         warn!(upload = %id, "transcoder pool not running; job left for recovery");
-        services.queued.fetch_sub(1, Ordering::Relaxed);
+        services.in_pool.remove(id);
+        services.release_queued();
     }
     dispatched
+}
+
+/// The pool was replaced: the jobs queued in the old one are gone (the
+/// database still has them, and recovery queues them again).
+pub fn forget_pool(services: &Services) {
+    services.queued.store(0, Ordering::Relaxed);
+    services.in_pool.clear();
 }
 
 /// A worker of the pool.
@@ -265,12 +278,12 @@ impl Worker for TranscoderWorker {
         state: &mut WorkerState,
     ) -> Result<Uuid, ActorProcessingErr> {
         let services = state.services.clone();
-        let _ = services
-            .queued
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        if let Err(e) = transcode(&services, state, job.msg.id).await {
-            tracing::error!(upload = %job.msg.id, error = %e, "transcode job aborted");
+        services.release_queued();
+        let id = job.msg.id;
+        if let Err(e) = transcode(&services, state, id).await {
+            tracing::error!(upload = %id, error = %e, "transcode job aborted");
         }
+        services.in_pool.remove(id);
         Ok(job.key)
     }
 }
@@ -304,11 +317,23 @@ async fn transcode(
         .await?;
         return recovery::discard_local(services, id).await;
     }
+    // A full work disk: the upload waits, `pending`, for space.
+    if work_disk_full(services) {
+        retry_when_space(services, id);
+        return Ok(());
+    }
     let patch = TransitionPatch {
         count_attempt: true,
         ..Default::default()
     };
-    registry::transition(services, id, Status::Processing, patch).await?;
+    match registry::transition(services, id, Status::Processing, patch).await {
+        Ok(_) => {}
+        Err(e) if e.is_disk_full() => {
+            retry_when_space(services, id);
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
     if let Some(delay) = services.config.faults.transcode_delay {
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -393,13 +418,8 @@ async fn transcode(
             }
         }
         Ok(Err(e)) if e.code == MediaErrorCode::Cancelled => {
-            // The server is stopping: the job goes back to `pending` without
-            // using up an attempt, and starts over at the next start.
-            let patch = TransitionPatch {
-                release_attempt: true,
-                ..Default::default()
-            };
-            registry::transition(services, id, Status::Pending, patch).await?;
+            // The server is stopping: the job starts over at the next start.
+            back_to_pending(services, id).await?;
             info!(upload = %id, "transcode stopped; it starts over at the next start");
         }
         Ok(Err(e)) if e.code == MediaErrorCode::Internal && work_disk_full(services) => {
@@ -418,7 +438,7 @@ async fn transcode(
     Ok(())
 }
 
-/// Below this much free space (or the configured reserve, if larger) the work dir's disk counts as full.
+/// Below this much free space the work dir's disk counts as full.
 const FULL_BELOW_BYTES: u64 = 64 * 1024;
 
 /// How long a job waits for disk space before it is tried again.
@@ -426,8 +446,8 @@ const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// True when the disk holding the work folder is full.
 fn work_disk_full(services: &Services) -> bool {
-    let full_below = services.config.reserved_disk_bytes.max(FULL_BELOW_BYTES);
-    crate::layout::free_bytes(&services.layout.work_root()).is_ok_and(|free| free < full_below)
+    crate::layout::free_bytes(&services.layout.work_root())
+        .is_ok_and(|free| free < FULL_BELOW_BYTES)
 }
 
 /// A job whose work folder could not be written: on a full disk it goes back
@@ -443,23 +463,37 @@ async fn put_back_if_disk_full(
         registry::fail(services, id, "internal_error", why).await?;
         return recovery::discard_local(services, id).await;
     }
+    warn!(upload = %id, error = why, "work disk full; the transcode waits for space");
+    if let Err(e) = back_to_pending(services, id).await {
+        // Still `processing` in the database; the retry starts it again all the same.
+        warn!(upload = %id, error = %e, "could not put the upload back to pending");
+    }
+    retry_when_space(services, id);
+    Ok(())
+}
+
+/// Puts a job that was stopped before its end back to `pending`, giving its attempt back.
+async fn back_to_pending(services: &Services, id: Uuid) -> Result<(), registry::RegistryError> {
     let patch = TransitionPatch {
         release_attempt: true,
         ..Default::default()
     };
     registry::transition(services, id, Status::Pending, patch).await?;
-    warn!(upload = %id, error = why, retry_secs = DISK_FULL_RETRY.as_secs(), "work disk full; the transcode waits for space");
+    Ok(())
+}
+
+/// Queues the job again once [`DISK_FULL_RETRY`] has passed (unless the
+/// server stops first: it is still `pending` then, and resumed at the next start).
+fn retry_when_space(services: &Arc<Services>, id: Uuid) {
     let services = services.clone();
     services.clone().tasks.spawn(async move {
         tokio::select! {
             () = tokio::time::sleep(DISK_FULL_RETRY) => {
                 enqueue(&services, id);
             }
-            // Still pending: resumed at the next start.
             () = services.stop.cancelled() => {}
         }
     });
-    Ok(())
 }
 
 fn restart_thread(state: &mut WorkerState) -> std::io::Result<()> {

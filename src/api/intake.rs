@@ -120,6 +120,15 @@ where
         .as_deref()
         .and_then(|ct| multer::parse_boundary(ct).ok())
         .ok_or(ApiError::UnsupportedMediaType)?;
+    // A disk already below its reserve takes no new body (the registry checks
+    // again before the record is written, as the body may be what filled it).
+    let reserve = config.reserved_disk_bytes;
+    if reserve > 0 {
+        let free = crate::layout::free_bytes(&state.services.layout.staging_dir());
+        if free.is_ok_and(|free| free < reserve) {
+            return Err(ApiError::InsufficientStorage.into());
+        }
+    }
     let limit = config.max_upload_bytes;
     if content_length.is_some_and(|len| len > limit + ENVELOPE) {
         return Err(ApiError::PayloadTooLarge { limit }.into());

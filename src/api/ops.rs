@@ -152,7 +152,7 @@ fn probe_write(dir: &Path) -> std::io::Result<()> {
     written.and(removed)
 }
 
-/// The transcoder pool and the actors an upload passes through are running.
+/// The transcoder pool and the actors an upload and its events pass through are running.
 fn check_actors(services: &Services) -> Result<(), String> {
     let peers = &services.peers;
     let running =
@@ -168,6 +168,10 @@ fn check_actors(services: &Services) -> Result<(), String> {
         ),
         ("intake", peers.intake.get().map(|a| a.get_status())),
         ("uploader", peers.uploader.get().map(|a| a.get_status())),
+        (
+            "webhook delivery",
+            peers.webhooks.get().map(|a| a.get_status()),
+        ),
     ];
     match children.iter().find(|(_, status)| !running(*status)) {
         Some((name, _)) => Err(format!("{name} is not running")),

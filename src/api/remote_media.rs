@@ -60,8 +60,8 @@ async fn answer(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection>
             storage.read_small(&t, &n, max_bytes)
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
+        .map_err(ApiError::from)?
+        .map_err(ApiError::from)?;
     let Some(bytes) = found else {
         return Err(ApiError::NotFound.into());
     };

@@ -157,37 +157,36 @@ impl<'a> Params<'a> {
 }
 
 impl Route {
-    /// The parameters of `path` (without its leading slashes) if this route takes it.
+    /// The parameters of `path` (without its leading slash) if this route
+    /// takes it. As warp matches paths: a `{name}` takes one segment that is
+    /// not empty, and one trailing slash is allowed where the route ends.
     fn matches<'a>(&self, path: &'a str) -> Option<Params<'a>> {
         let mut params = Params::default();
-        let mut rest = path;
+        let mut rest = Some(path);
         let mut template = self.path.trim_start_matches('/').split('/').peekable();
         while let Some(part) = template.next() {
             let last = template.peek().is_none();
             if last && self.rest && part.starts_with('{') {
-                // At least one segment, and the rest of the path with it.
-                if rest.is_empty() {
-                    return None;
-                }
-                params.push(rest)?;
+                // Every segment left, which may be none.
+                params.push(rest?)?;
                 return Some(params);
             }
-            let (segment, after) = match rest.split_once('/') {
+            let (segment, after) = match rest?.split_once('/') {
                 Some((segment, after)) => (segment, Some(after)),
-                None => (rest, None),
+                None => (rest?, None),
             };
             if part.starts_with('{') {
+                if segment.is_empty() {
+                    return None;
+                }
                 params.push(segment)?;
             } else if part != segment {
                 return None;
             }
-            match (after, last) {
-                (None, true) => return Some(params),
-                (Some(after), false) => rest = after,
-                _ => return None,
-            }
+            rest = after;
         }
-        None
+        // All of the path taken, or all but one trailing slash.
+        matches!(rest, None | Some("")).then_some(params)
     }
 
     /// The handler of `method`, if the route takes it, and its place in `methods`.
@@ -219,7 +218,7 @@ impl Route {
 
 /// The route that takes `path`, its index in [`ROUTES`] and the path's parameters.
 pub fn find(path: &str) -> Option<(usize, Params<'_>)> {
-    let path = path.trim_start_matches('/');
+    let path = path.strip_prefix('/').unwrap_or(path);
     ROUTES
         .iter()
         .enumerate()
@@ -379,14 +378,22 @@ mod tests {
         assert_eq!(route_template("/etc/passwd"), "unmatched");
         assert_eq!(route_template("/healthz/x"), "unmatched");
         assert_eq!(route_template("/api/client/v1/uploads/a/b"), "unmatched");
+        // As warp routed before the table: one trailing slash is the same
+        // path, a `{name}` is never empty, a second leading slash is another path.
         assert_eq!(
             route_template("/api/client/v1/uploads/"),
+            "/api/client/v1/uploads"
+        );
+        assert_eq!(route_template("/api/client/v1/uploads//"), "unmatched");
+        assert_eq!(route_template("/healthz/"), "/healthz");
+        assert_eq!(
+            route_template("/api/client/v1/uploads/9c1f/"),
             "/api/client/v1/uploads/{id}"
         );
         assert_eq!(route_template("/media/abc"), "unmatched");
-        assert_eq!(route_template("/media/abc/"), "unmatched");
+        assert_eq!(route_template("/media/abc/"), "/media/{token}/{file}");
         assert_eq!(route_template("/"), "unmatched");
-        assert_eq!(route_template("//healthz"), "/healthz");
+        assert_eq!(route_template("//healthz"), "unmatched");
         assert_eq!(route_template("/api/client/v1"), "unmatched");
         assert_eq!(route_template("/api/client/v1/openapi.json/x"), "unmatched");
     }

@@ -320,6 +320,9 @@ const TOKEN_LEN: usize = 16;
 /// How often the refresher reads the change token.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a starting server waits for a `keys` command's look at `keys.loaded`.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(1);
+
 /// How long a change waits for a running server to load it.
 const ANNOUNCE_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -342,11 +345,17 @@ impl RunningServer {
             .truncate(false)
             .open(path)
             .map_err(io)?;
-        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(io)? {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                "another server runs on this data dir",
-            )));
+        // A `keys` command looking for a server holds a shared lock for a
+        // moment; another server holds the exclusive one for good.
+        let deadline = Instant::now() + CLAIM_PATIENCE;
+        while !flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(io)? {
+            if Instant::now() >= deadline {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "another server runs on this data dir",
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         Ok(RunningServer(file))
     }

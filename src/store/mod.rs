@@ -14,8 +14,9 @@
 //!
 //! redb gives up on its file after an I/O error (a full disk, say): every
 //! later operation fails until it is opened again. The store opens it again
-//! itself, once per failure, so a disk that fills up and is freed again
-//! costs the writes made while it was full and nothing else.
+//! itself, at the first write that meets the failure (writes run on blocking
+//! threads; reads never wait for an opening), so a disk that fills up and is
+//! freed again costs the writes made while it was full and nothing else.
 
 pub mod keys;
 pub mod outbox;
@@ -89,47 +90,44 @@ pub enum StoreError {
     /// The upload does not exist.
     #[error("no such upload: {0}")]
     NotFound(Uuid),
-    /// The database could not be opened again after an I/O error; the next
-    /// operation tries again.
-    #[error("the database is not open: it failed and could not be opened again")]
-    NotOpen,
+    /// The database could not be opened again after an I/O error (the
+    /// cause); the next write tries again.
+    #[error("the database is not open: opening it again failed: {0}")]
+    NotOpen(Arc<StoreError>),
 }
 
 impl StoreError {
     /// True when the cause is a full disk, at any depth.
     pub fn is_disk_full(&self) -> bool {
-        let storage_full = |e: &redb::StorageError| match e {
-            redb::StorageError::Io(io) => crate::layout::is_disk_full(io),
-            _ => false,
-        };
         match self {
-            StoreError::Storage(e) => storage_full(e),
-            StoreError::Commit(redb::CommitError::Storage(e)) => storage_full(e),
-            StoreError::Transaction(redb::TransactionError::Storage(e)) => storage_full(e),
-            StoreError::Table(redb::TableError::Storage(e)) => storage_full(e),
-            StoreError::Open(redb::DatabaseError::Storage(e)) => storage_full(e),
             StoreError::Io { source, .. } => crate::layout::is_disk_full(source),
-            StoreError::Batch(inner) => inner.is_disk_full(),
+            StoreError::Batch(inner) | StoreError::NotOpen(inner) => inner.is_disk_full(),
             StoreError::BelowReserve { .. } => true,
-            _ => false,
+            other => matches!(
+                other.storage_cause(),
+                Some(redb::StorageError::Io(io)) if crate::layout::is_disk_full(io)
+            ),
         }
     }
 
     /// True when redb has given up on its file after an I/O error: every
     /// later operation fails until the database is opened again.
     fn needs_reopen(&self) -> bool {
-        let failed = |e: &redb::StorageError| {
-            matches!(
-                e,
-                redb::StorageError::Io(_) | redb::StorageError::PreviousIo
-            )
-        };
+        matches!(
+            self.storage_cause(),
+            Some(redb::StorageError::Io(_) | redb::StorageError::PreviousIo)
+        ) || matches!(self, StoreError::NotOpen(_))
+    }
+
+    /// The storage error inside redb's error, if that is what it is.
+    fn storage_cause(&self) -> Option<&redb::StorageError> {
         match self {
-            StoreError::Storage(e) => failed(e),
-            StoreError::Commit(redb::CommitError::Storage(e)) => failed(e),
-            StoreError::Transaction(redb::TransactionError::Storage(e)) => failed(e),
-            StoreError::Table(redb::TableError::Storage(e)) => failed(e),
-            _ => false,
+            StoreError::Storage(e)
+            | StoreError::Commit(redb::CommitError::Storage(e))
+            | StoreError::Transaction(redb::TransactionError::Storage(e))
+            | StoreError::Table(redb::TableError::Storage(e))
+            | StoreError::Open(redb::DatabaseError::Storage(e)) => Some(e),
+            _ => None,
         }
     }
 }
@@ -186,9 +184,9 @@ pub enum WriteOp {
 /// delivery actor settling outbox rows ([`outbox`]).
 pub struct Store {
     /// The database, and how many times it was opened (so that two threads
-    /// that saw the same failure open it again only once). `None` after an
-    /// opening failed, until one succeeds.
-    db: RwLock<(u64, Option<Database>)>,
+    /// that saw the same failure open it again only once); why it is not
+    /// open, after an opening failed, until one succeeds.
+    db: RwLock<(u64, Result<Database, Arc<StoreError>>)>,
     /// The database file.
     path: PathBuf,
     /// Picks the webhook endpoints of each transition's event; none, no events.
@@ -203,7 +201,7 @@ impl Store {
     /// Opens (or creates) the database and makes sure every table exists.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Ok(Store {
-            db: RwLock::new((1, Some(open_database(path)?))),
+            db: RwLock::new((1, Ok(open_database(path)?))),
             path: path.to_path_buf(),
             router: OnceLock::new(),
             events_written: AtomicU64::new(0),
@@ -225,48 +223,61 @@ impl Store {
         })
     }
 
-    /// Runs `f` in a read transaction.
+    /// Runs `f` in a read transaction. Reads never open the file again
+    /// (they may run on the executor); the next write does.
     fn read<T>(
         &self,
         f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_database(|db| f(&db.begin_read()?))
+        self.with_database(false, |db| f(&db.begin_read()?)).1
     }
 
     /// Runs `f` in a write transaction and commits it durably; if `f` fails,
-    /// nothing is written.
+    /// nothing is written. After an I/O error that leaves redb unusable, the
+    /// file is opened again before the error is returned (writes run on
+    /// blocking threads).
     fn write<T>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_database(|db| {
+        let (opened, result) = self.with_database(true, |db| {
             let txn = db.begin_write()?;
             let value = f(&txn)?;
             txn.commit()?;
             Ok(value)
-        })
-    }
-
-    /// Runs `f` on the open database; after an I/O error that leaves redb
-    /// unusable, opens the file again before returning the error.
-    fn with_database<T>(
-        &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let (opened, result) = {
-            let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
-            let result = match &guard.1 {
-                Some(db) => f(db),
-                None => Err(StoreError::NotOpen),
-            };
-            (guard.0, result)
-        };
+        });
         if let Err(e) = &result {
-            if e.needs_reopen() || matches!(e, StoreError::NotOpen) {
+            if e.needs_reopen() {
                 self.reopen(opened, e);
             }
         }
         result
+    }
+
+    /// Runs `f` on the open database; returns which opening it ran on too.
+    /// Without `wait`, a database being opened again is not waited for: it
+    /// is `NotOpen` until it is open.
+    fn with_database<T>(
+        &self,
+        wait: bool,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> (u64, Result<T, StoreError>) {
+        let guard = match self.db.try_read() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if !wait => {
+                let reopening = StoreError::Storage(redb::StorageError::DatabaseClosed);
+                return (0, Err(StoreError::NotOpen(Arc::new(reopening))));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.db.read().unwrap_or_else(PoisonError::into_inner)
+            }
+        };
+        let result = match &guard.1 {
+            Ok(db) => f(db),
+            Err(cause) => Err(StoreError::NotOpen(cause.clone())),
+        };
+        (guard.0, result)
     }
 
     /// Closes and opens the database file again, unless another thread has
@@ -277,15 +288,20 @@ impl Store {
             return;
         }
         // The old handle must be closed before the file can be opened again.
-        guard.1 = None;
+        guard.1 = Err(Arc::new(StoreError::Storage(
+            redb::StorageError::DatabaseClosed,
+        )));
         guard.0 += 1;
-        match open_database(&self.path) {
+        guard.1 = match open_database(&self.path) {
             Ok(db) => {
                 tracing::warn!(error = %cause, "database opened again after an I/O error");
-                guard.1 = Some(db);
+                Ok(db)
             }
-            Err(e) => tracing::error!(error = %e, cause = %cause, "cannot open the database again"),
-        }
+            Err(e) => {
+                tracing::error!(error = %e, cause = %cause, "cannot open the database again");
+                Err(Arc::new(e))
+            }
+        };
     }
 
     /// Inserts a new record, assigning its `seq`, and logs its creation. Durable on return.
