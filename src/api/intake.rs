@@ -120,14 +120,17 @@ where
         .as_deref()
         .and_then(|ct| multer::parse_boundary(ct).ok())
         .ok_or(ApiError::UnsupportedMediaType)?;
-    // A disk already below its reserve takes no new body (the registry checks
-    // again before the record is written, as the body may be what filled it).
+    // A disk the upload will touch that is already below its reserve (the
+    // staging folder's, the work folder's) takes no new body; the registry
+    // checks again before the record is written, as the body may be what filled it.
     let reserve = config.reserved_disk_bytes;
-    if reserve > 0 {
-        let free = crate::layout::free_bytes(&state.services.layout.staging_dir());
-        if free.is_ok_and(|free| free < reserve) {
-            return Err(ApiError::InsufficientStorage.into());
-        }
+    let layout = &state.services.layout;
+    let below_reserve = reserve > 0
+        && [layout.staging_dir(), layout.work_root()]
+            .iter()
+            .any(|dir| crate::layout::free_bytes(dir).is_ok_and(|free| free < reserve));
+    if below_reserve {
+        return Err(ApiError::InsufficientStorage.into());
     }
     let limit = config.max_upload_bytes;
     if content_length.is_some_and(|len| len > limit + ENVELOPE) {
@@ -135,7 +138,6 @@ where
     }
 
     let id = Uuid::new_v4();
-    let layout = &state.services.layout;
     let part_path = layout.part_path(id);
     let mut guard = StagingGuard {
         path: part_path.clone(),
