@@ -17,6 +17,9 @@ for _ in $(seq 100); do grep -q "listening" "$work/server.log" 2>/dev/null && br
 # Warm up the connection path once so the baseline includes the runtime's steady state.
 curl -s -o /dev/null -H "Authorization: Bearer $key" http://127.0.0.1:$port/api/client/v1/uploads
 head -c $((size_mib * 1024 * 1024)) /dev/urandom > "$work/big.bin"
+# The upload's fsync should wait for its own pages, not for the write-back of
+# this test file or of a bench run just before.
+sync
 rss_before=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 start=$(date +%s.%N)
 code=$(curl -s -o "$work/resp.json" -w '%{http_code}' -H "Authorization: Bearer $key" \
