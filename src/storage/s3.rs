@@ -699,36 +699,32 @@ impl FinalStorage for S3Storage {
 
 /// `(Key, UploadId)` of each `<Upload>` in a `ListMultipartUploadsResult`.
 fn multipart_uploads(xml: &str) -> Vec<(String, String)> {
-    let field = |block: &str, tag: &str| -> Option<String> {
-        let open = format!("<{tag}>");
-        let start = block.find(&open)? + open.len();
-        let end = start + block[start..].find(&format!("</{tag}>"))?;
-        Some(xml_unescape(&block[start..end]))
-    };
     xml.split("<Upload>")
         .skip(1)
         .filter_map(|block| {
             let block = &block[..block.find("</Upload>")?];
-            Some((field(block, "Key")?, field(block, "UploadId")?))
+            Some((xml_field(block, "Key")?, xml_field(block, "UploadId")?))
         })
         .collect()
+}
+
+/// The text of the first `<tag>` element in `xml`, unescaped.
+fn xml_field(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(xml_unescape(&xml[start..end]))
 }
 
 /// Where the next page of a `ListMultipartUploadsResult` starts (its
 /// `NextKeyMarker` and `NextUploadIdMarker`), when `IsTruncated` says there is one.
 fn next_page(xml: &str) -> Option<(String, String)> {
-    let field = |tag: &str| -> Option<String> {
-        let open = format!("<{tag}>");
-        let start = xml.find(&open)? + open.len();
-        let end = start + xml[start..].find(&format!("</{tag}>"))?;
-        Some(xml_unescape(&xml[start..end]))
-    };
-    if field("IsTruncated")?.trim() != "true" {
+    if xml_field(xml, "IsTruncated")?.trim() != "true" {
         return None;
     }
     Some((
-        field("NextKeyMarker").unwrap_or_default(),
-        field("NextUploadIdMarker").unwrap_or_default(),
+        xml_field(xml, "NextKeyMarker").unwrap_or_default(),
+        xml_field(xml, "NextUploadIdMarker").unwrap_or_default(),
     ))
 }
 
