@@ -127,7 +127,11 @@ impl Server {
             .map_err(|e| StartError::Startup(e.to_string()))??;
         let keys = Arc::new(keys);
         let keys_active = keys.active_count();
-        let key_refresher = KeyRefresher::start(keys.clone())
+        // Claiming the data dir may wait a moment for a `keys` command.
+        let refreshed = keys.clone();
+        let key_refresher = tokio::task::spawn_blocking(move || KeyRefresher::start(refreshed))
+            .await
+            .map_err(|e| StartError::Startup(e.to_string()))?
             .map_err(|e| StartError::Startup(format!("key refresher: {e}")))?;
         // Before any transition: each one writes its webhook events from now on.
         store.route_webhooks(Arc::new(crate::webhook::Routing::new(

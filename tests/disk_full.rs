@@ -229,8 +229,16 @@ async fn a_full_disk_at_the_database_commit_gets_507_and_loses_nothing() {
     assert_eq!(metric(&t, STAGING_ERRORS).await, 0.0, "the body was staged");
     assert!(metric(&t, "vidpipe_storage_errors_total{stage=\"database\"}").await >= 1.0);
 
-    // With space again the database works (it was opened again), and every
-    // upload that got its 202 is there and finishes.
+    // With space again the server is ready at once (the readiness check
+    // opens the database again if nothing has written since), the database
+    // works, and every upload that got its 202 is there and finishes.
+    let ready = t
+        .client
+        .get(format!("http://{}/readyz", t.server.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     let done = upload_to_end(&t, &key, "not-a-video.txt", "root").await;
     accepted.push(done["id"].as_str().unwrap().to_string());
     for id in &accepted {

@@ -116,7 +116,7 @@ impl InPool {
     }
 
     /// `id` left the pool (its job ended, or it was never dispatched).
-    fn remove(&self, id: Uuid) {
+    pub(crate) fn remove(&self, id: Uuid) {
         if let Ok(mut set) = self.0.lock() {
             set.remove(&id);
         }
@@ -127,6 +127,40 @@ impl InPool {
         if let Ok(mut set) = self.0.lock() {
             set.clear();
         }
+    }
+}
+
+/// A job's place in [`InPool`], given up when dropped (however the job
+/// ends, a panic included) or earlier with [`PoolEntry::leave`].
+pub(crate) struct PoolEntry<'a> {
+    pool: &'a InPool,
+    id: Uuid,
+    left: bool,
+}
+
+impl<'a> PoolEntry<'a> {
+    /// The place of `id`, which is in `pool`.
+    pub(crate) fn of(pool: &'a InPool, id: Uuid) -> PoolEntry<'a> {
+        PoolEntry {
+            pool,
+            id,
+            left: false,
+        }
+    }
+
+    /// Leaves the pool now, before the job hands the upload on (whoever gets
+    /// it may queue it again).
+    pub(crate) fn leave(&mut self) {
+        if !self.left {
+            self.left = true;
+            self.pool.remove(self.id);
+        }
+    }
+}
+
+impl Drop for PoolEntry<'_> {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 

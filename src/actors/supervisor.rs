@@ -220,13 +220,17 @@ async fn restart(
     state: &mut SupervisorState,
     child: Child,
 ) -> Result<(), ActorProcessingErr> {
+    if child == Child::Transcoders {
+        // Before the new pool is there: a dispatch meanwhile finds no pool,
+        // gives its place back and is left for the resume below.
+        transcoder::forget_pool(&state.services);
+    }
     if let Err(e) = start(myself, state, child).await {
         error!(?child, error = %e, "child did not start");
         return Box::pin(schedule_restart(myself, state, child)).await;
     }
     info!(?child, "child restarted");
     if child == Child::Transcoders {
-        transcoder::forget_pool(&state.services);
         recovery::resume(&state.services, true).await?;
     }
     Ok(())

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::registry::{self, RegistryMsg};
 use super::uploader::UploaderMsg;
-use super::{recovery, Services};
+use super::{recovery, PoolEntry, Services};
 use crate::layout::fsync_dir;
 use crate::media::{self, MediaError, MediaErrorCode, MediaLimits, OutputProfile, SourceInfo};
 use crate::store::record::{MediaOutputs, RenditionOutput, Status, TransitionPatch};
@@ -280,10 +280,10 @@ impl Worker for TranscoderWorker {
         let services = state.services.clone();
         services.release_queued();
         let id = job.msg.id;
-        if let Err(e) = transcode(&services, state, id).await {
+        let mut entry = PoolEntry::of(&services.in_pool, id);
+        if let Err(e) = transcode(&services, state, id, &mut entry).await {
             tracing::error!(upload = %id, error = %e, "transcode job aborted");
         }
-        services.in_pool.remove(id);
         Ok(job.key)
     }
 }
@@ -292,6 +292,7 @@ async fn transcode(
     services: &Arc<Services>,
     state: &mut WorkerState,
     id: Uuid,
+    entry: &mut PoolEntry<'_>,
 ) -> Result<(), ActorProcessingErr> {
     let Some(record) = services.store.get(id)? else {
         return Ok(());
@@ -412,6 +413,7 @@ async fn transcode(
             if let Err(e) = published {
                 return put_back_if_disk_full(services, id, e.to_string()).await;
             }
+            entry.leave();
             match services.peers.uploader.get() {
                 Some(uploader) => uploader.cast(UploaderMsg::Store(id))?,
                 None => warn!(upload = %id, "uploader not running; left for recovery"),

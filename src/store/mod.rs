@@ -254,6 +254,26 @@ impl Store {
         result
     }
 
+    /// Checks that the database answers a read, and opens it again first if
+    /// an I/O error or a failed opening left it unusable (so that an idle
+    /// server recovers once the disk is freed). Blocking: call it from a
+    /// blocking thread.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        let read = |db: &Database| {
+            let txn = db.begin_read()?;
+            txn.open_table(UPLOADS)?;
+            Ok(())
+        };
+        let (opened, result) = self.with_database(true, read);
+        match result {
+            Err(e) if e.needs_reopen() => {
+                self.reopen(opened, &e);
+                self.with_database(true, read).1
+            }
+            other => other,
+        }
+    }
+
     /// Runs `f` on the open database; returns which opening it ran on too.
     /// Without `wait`, a database being opened again is not waited for: it
     /// is `NotOpen` until it is open.
