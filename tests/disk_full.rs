@@ -122,15 +122,7 @@ impl Drop for Filler {
 
 /// The value of one sample line of `/metrics`.
 async fn metric(t: &TestServer, name: &str) -> f64 {
-    let text = t
-        .client
-        .get(format!("http://{}/metrics", t.server.addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = t.get_ops("/metrics").await.text().await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} not in {text}"))
@@ -232,12 +224,7 @@ async fn a_full_disk_at_the_database_commit_gets_507_and_loses_nothing() {
     // With space again the server is ready at once (the readiness check
     // opens the database again if nothing has written since), the database
     // works, and every upload that got its 202 is there and finishes.
-    let ready = t
-        .client
-        .get(format!("http://{}/readyz", t.server.addr()))
-        .send()
-        .await
-        .unwrap();
+    let ready = t.get_ops("/readyz").await;
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     let done = upload_to_end(&t, &key, "not-a-video.txt", "root").await;
     accepted.push(done["id"].as_str().unwrap().to_string());

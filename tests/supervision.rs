@@ -56,12 +56,7 @@ async fn a_child_that_keeps_stopping_is_restarted_with_backoff_then_left_stopped
     }
     // Past the limit: left stopped, and not ready.
     assert_eq!(kill_and_wait(&t, Duration::from_secs(3)).await, None);
-    let response = t
-        .client
-        .get(format!("http://{}/readyz", t.server.addr()))
-        .send()
-        .await
-        .unwrap();
+    let response = t.get_ops("/readyz").await;
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(

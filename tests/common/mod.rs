@@ -53,6 +53,15 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// `GET` of an operator path such as `/readyz` or `/metrics`, without a key.
+    pub async fn get_ops(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("http://{}{path}", self.server.addr()))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `POST /uploads` with a form, as `key`.
     pub async fn post_form(&self, key: &str, form: reqwest::multipart::Form) -> reqwest::Response {
         self.client
