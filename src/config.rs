@@ -255,6 +255,24 @@ server_settings! {
     flag "N", "VIDPIPE_MAX_CONNECTIONS";
     check max_connections;
 
+    /// HTTP/2 streams one connection may have open at once (hyper's own default is 200); the client is told in the connection's settings.
+    http2_max_streams: u32 = 32;
+    file http2_max_streams: u32 as Plain;
+    flag "N", "VIDPIPE_HTTP2_MAX_STREAMS";
+    check at_least(1);
+
+    /// Requests in flight across all connections that hold a file, a body or a buffer (media, uploads, lists); past it, such a request gets 503 at once.
+    max_requests_in_flight: usize = 256;
+    file max_requests_in_flight: usize as Plain;
+    flag "N", "VIDPIPE_MAX_REQUESTS_IN_FLIGHT";
+    check at_least(1);
+
+    /// Seconds a response may send nothing (its client reads nothing) before its HTTP/2 stream is reset or its HTTP/1 connection closed, and its file closed.
+    response_stall_timeout: Duration = Duration::from_secs(30);
+    file response_stall_timeout_secs: u64 as Secs;
+    flag "SECS", "VIDPIPE_RESPONSE_STALL_TIMEOUT_SECS";
+    check not_zero;
+
     /// Seconds in-flight requests get to finish on shutdown.
     shutdown_grace: Duration = Duration::from_secs(30);
     file shutdown_grace_secs: u64 as Secs;

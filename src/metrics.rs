@@ -109,6 +109,10 @@ pub struct Metrics {
     http_series: HttpSeries,
     /// Failed writes to staging or final storage.
     storage_errors: IntCounterVec,
+    /// Responses cut off because their client read nothing for the stall time.
+    stalled_responses: IntCounter,
+    /// Requests holding a file, a body or a buffer; set at each scrape.
+    requests_in_flight: IntGauge,
 }
 
 /// Counts a transcode as running until dropped.
@@ -181,6 +185,14 @@ impl Metrics {
             ),
             &["stage"],
         )?;
+        let stalled_responses = IntCounter::new(
+            "vidpipe_http_stalled_responses_total",
+            "Responses cut off (HTTP/2 stream reset, HTTP/1 connection closed) because their client read nothing for the stall time.",
+        )?;
+        let requests_in_flight = IntGauge::new(
+            "vidpipe_http_requests_in_flight",
+            "Requests holding a file, a body or a buffer now (capped by max_requests_in_flight).",
+        )?;
         let build_info = IntGauge::with_opts(
             Opts::new("vidpipe_build_info", "Always 1; the version is a label.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -196,6 +208,8 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_seconds.clone()))?;
         registry.register(Box::new(storage_errors.clone()))?;
+        registry.register(Box::new(stalled_responses.clone()))?;
+        registry.register(Box::new(requests_in_flight.clone()))?;
         registry.register(Box::new(build_info))?;
 
         for status in STATUSES {
@@ -221,7 +235,14 @@ impl Metrics {
             http_routes,
             http_series: http_routes.iter().map(|_| Default::default()).collect(),
             storage_errors,
+            stalled_responses,
+            requests_in_flight,
         })
+    }
+
+    /// A response was cut off because its client read nothing.
+    pub fn stalled_response(&self) {
+        self.stalled_responses.inc();
     }
 
     /// An upload moved to `to`.
@@ -295,9 +316,15 @@ impl Metrics {
     }
 
     /// Every metric in the Prometheus text format, with gauges sampled now.
-    pub fn render(&self, queue_depth: usize) -> Result<String, prometheus::Error> {
+    pub fn render(
+        &self,
+        queue_depth: usize,
+        requests_in_flight: usize,
+    ) -> Result<String, prometheus::Error> {
         self.queue_depth
             .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        self.requests_in_flight
+            .set(i64::try_from(requests_in_flight).unwrap_or(i64::MAX));
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
@@ -319,11 +346,11 @@ mod tests {
         {
             let _job = metrics.job_running();
             assert!(metrics
-                .render(7)
+                .render(7, 0)
                 .unwrap()
                 .contains("vidpipe_transcode_jobs_running 1"));
         }
-        let text = metrics.render(3).unwrap();
+        let text = metrics.render(3, 0).unwrap();
         for line in [
             "vidpipe_upload_transitions_total{status=\"pending\"} 1",
             "vidpipe_upload_transitions_total{status=\"failed\"} 0",
@@ -345,7 +372,7 @@ mod tests {
         let (a, b) = (Metrics::new(&[]).unwrap(), Metrics::new(&[]).unwrap());
         a.ingested(5);
         assert!(b
-            .render(0)
+            .render(0, 0)
             .unwrap()
             .contains("vidpipe_ingested_bytes_total 0"));
     }

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::actors::supervisor::{Child, Supervisor, SupervisorMsg};
 use crate::actors::{recovery, Peers, ProgressBoard, Services, TenantLoad};
+use crate::api::bounds::{Ended, Watched};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::layout::DataLayout;
@@ -82,6 +83,7 @@ impl Server {
     /// Opens the data dir, resumes unfinished uploads and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
+        raise_file_limit();
         crate::media::init();
         let layout = DataLayout::new(&config.data_dir);
         layout.ensure().map_err(|source| StartError::DataDir {
@@ -179,13 +181,13 @@ impl Server {
         let state = Arc::new(AppState {
             services: services.clone(),
             views: Default::default(),
+            in_flight: api::bounds::InFlight::new(config.max_requests_in_flight),
         });
         let (stop, stopped) = watch::channel(false);
         let http_done = tokio::spawn(serve(
             listener,
             api::service(state),
-            config,
-            services.tasks.clone(),
+            services.clone(),
             stopped,
         ));
         info!(%addr, "listening");
@@ -270,19 +272,25 @@ impl Server {
 
 /// Largest read buffer of one HTTP/1 connection (it also bounds the request head).
 const MAX_READ_BUFFER: usize = 64 * 1024;
+/// Most bytes queued to send on one HTTP/2 stream (hyper's default is
+/// 400 KiB): with `max_requests_in_flight` it bounds what responses buffer.
+const MAX_SEND_BUFFER: usize = 128 * 1024;
 
 async fn serve(
     listener: TcpListener,
     http: api::observe::HttpService<impl api::observe::Routes + Clone>,
-    config: Arc<Config>,
-    tasks: TaskTracker,
+    services: Arc<Services>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let config = services.config.clone();
     // At the cap, accepting pauses: new connections wait in the kernel's
     // backlog instead of each costing the server buffers and a task.
     let slot_count = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
     let slots = Arc::new(tokio::sync::Semaphore::new(slot_count as usize));
-    let mut builder = ConnBuilder::new(TrackedExecutor(tasks));
+    let stall = config.response_stall_timeout;
+    let mut builder = ConnBuilder::new(WatchedExecutor {
+        services: services.clone(),
+    });
     builder
         .http1()
         // hyper's read buffer may grow to 400 KiB per connection by default;
@@ -290,6 +298,11 @@ async fn serve(
         // full speed.
         .max_buf_size(MAX_READ_BUFFER)
         .header_read_timeout(config.header_read_timeout);
+    builder
+        .http2()
+        .max_concurrent_streams(config.http2_max_streams)
+        .max_send_buf_size(MAX_SEND_BUFFER);
+    let mut refusals = AcceptRefusals::default();
     // A slow head is cut off at most a quarter of the timeout late (and never
     // checked more often than every 50 ms, nor less than every second).
     let check_every =
@@ -308,10 +321,18 @@ async fn serve(
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = match accepted {
-                    Ok(conn) => conn,
+                    Ok(conn) => {
+                        refusals.accepted();
+                        conn
+                    }
                     Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        // Out of files (or memory): wait for some to close,
+                        // serving the connections already open meanwhile.
+                        let pause = refusals.failed(&e);
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = stopped.changed() => break,
+                        }
                         continue;
                     }
                 };
@@ -323,10 +344,14 @@ async fn serve(
                     .serve_connection_with_upgrades(TokioIo::new(stream), http.connection())
                     .into_owned();
                 let conn = timer.stoppable(conn);
+                let services = services.clone();
                 connections.spawn(async move {
                     // Aborted with the connection's task, however that ends.
                     let _watchdog = AbortOnDrop(tokio::spawn(watchdog));
-                    let _ = conn.await;
+                    // An HTTP/1 response that stalls closes the connection.
+                    if Watched::new(conn, stall).await == Ended::Stalled {
+                        services.metrics.stalled_response();
+                    }
                     drop(permit);
                 });
             }
@@ -349,18 +374,92 @@ async fn serve(
 }
 
 /// Runs the tasks hyper spawns (one per HTTP/2 stream) as tracked tasks,
-/// so that shutdown waits for them too.
+/// so that shutdown waits for them too, each dropped (its stream reset) if
+/// its response stalls.
 #[derive(Clone)]
-struct TrackedExecutor(TaskTracker);
+struct WatchedExecutor {
+    services: Arc<Services>,
+}
 
-impl<F> hyper::rt::Executor<F> for TrackedExecutor
+impl<F> hyper::rt::Executor<F> for WatchedExecutor
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        self.0.spawn(future);
+        let services = self.services.clone();
+        let stall = services.config.response_stall_timeout;
+        self.services.tasks.spawn(async move {
+            if Watched::new(future, stall).await == Ended::Stalled {
+                services.metrics.stalled_response();
+            }
+        });
     }
+}
+
+/// Failed accepts: logged at most once a minute (with how many failed since
+/// the last line), and each one in a row waits longer, up to a second.
+#[derive(Default)]
+struct AcceptRefusals {
+    /// Failures in a row, which set the pause.
+    in_a_row: u32,
+    /// Failures not yet logged.
+    unlogged: u64,
+    logged_at: Option<std::time::Instant>,
+}
+
+/// Least time between two log lines about failed accepts.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl AcceptRefusals {
+    /// How long to wait after `error`.
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        self.unlogged += 1;
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY)
+        {
+            let failed = std::mem::take(&mut self.unlogged);
+            if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                warn!(error = %error, failed, "out of file descriptors: accepting paused until some close");
+            } else {
+                warn!(error = %error, failed, "accept failed");
+            }
+            self.logged_at = Some(std::time::Instant::now());
+        }
+        let doublings = self.in_a_row.min(8) - 1;
+        (Duration::from_millis(10) * (1 << doublings)).min(Duration::from_secs(1))
+    }
+
+    /// An accept worked again.
+    fn accepted(&mut self) {
+        self.in_a_row = 0;
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (a common soft
+/// limit, 1,024, is a few HTTP/2 clients' worth) and says what it is.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call to fill in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "cannot read the open file limit");
+        return;
+    }
+    let was = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit, read above, with the soft limit raised to the hard one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            warn!(error = %std::io::Error::last_os_error(), soft = was, "cannot raise the open file limit");
+            return;
+        }
+    }
+    info!(open_files = limit.rlim_cur, was, "open file limit");
 }
 
 /// Aborts a task when dropped.

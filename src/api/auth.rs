@@ -50,8 +50,7 @@ pub fn with_tenant<T>(
 ) -> Result<T, ApiError> {
     let secret = header
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer)
         .filter(|s| s.starts_with("sk-"))
         .ok_or(ApiError::Unauthenticated)?;
     state
@@ -59,4 +58,29 @@ pub fn with_tenant<T>(
         .keys
         .with_tenant(secret, f)
         .ok_or(ApiError::Unauthenticated)
+}
+
+/// The credentials of an `Authorization` header of the `Bearer` scheme,
+/// whose name is case-insensitive (RFC 9110 11.1).
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, credentials) = header.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+        .filter(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for header in ["Bearer sk-a", "bearer sk-a", "BEARER  sk-a ", "bEaReR sk-a"] {
+            assert_eq!(bearer(header), Some("sk-a"), "{header:?}");
+        }
+        for header in ["Basic sk-a", "Bearersk-a", "Bearer ", "sk-a", ""] {
+            assert_eq!(bearer(header), None, "{header:?}");
+        }
+    }
 }

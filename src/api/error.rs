@@ -47,6 +47,16 @@ pub enum ApiError {
         /// Value of the Retry-After header.
         retry_after: Duration,
     },
+    /// 503: too many requests that hold a file, a body or a buffer are in
+    /// flight; retry after the given time.
+    Busy {
+        /// Value of the Retry-After header.
+        retry_after: Duration,
+    },
+    /// 400: the request breaks HTTP's own rules (e.g. no `Host` in HTTP/1.1).
+    BadRequest(&'static str),
+    /// 501: a `Transfer-Encoding` other than `chunked`.
+    UnsupportedTransferEncoding,
     /// 507: the data disk is full.
     InsufficientStorage,
     /// 502: the object store holding the media did not answer as it should.
@@ -84,6 +94,9 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::StorageUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,6 +116,9 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::TooManyUploads { .. } => "too_many_uploads",
             ApiError::QueueFull { .. } => "queue_full",
+            ApiError::Busy { .. } => "server_busy",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::UnsupportedTransferEncoding => "unsupported_transfer_encoding",
             ApiError::InsufficientStorage => "insufficient_storage",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -144,6 +160,11 @@ impl ApiError {
                 "Too many of your uploads are still being processed. Retry later.".into()
             }
             ApiError::QueueFull { .. } => "The processing queue is full. Retry later.".into(),
+            ApiError::Busy { .. } => "The server is busy. Retry later.".into(),
+            ApiError::BadRequest(why) => (*why).into(),
+            ApiError::UnsupportedTransferEncoding => {
+                "Only the chunked transfer coding is supported.".into()
+            }
             ApiError::InsufficientStorage => {
                 "The server has no space left to store the upload.".into()
             }
@@ -180,7 +201,9 @@ impl ApiError {
         };
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
-        if let ApiError::QueueFull { retry_after } | ApiError::TooManyUploads { retry_after } = self
+        if let ApiError::QueueFull { retry_after }
+        | ApiError::TooManyUploads { retry_after }
+        | ApiError::Busy { retry_after } = self
         {
             if let Ok(value) = retry_after.as_secs().max(1).to_string().parse() {
                 response.headers_mut().insert("retry-after", value);

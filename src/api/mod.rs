@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod bounds;
 pub mod error;
 pub mod folder;
 pub mod intake;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub services: Arc<Services>,
     /// Rendered bodies of finished uploads.
     pub views: view_cache::ViewCache,
+    /// Places for requests that hold a file, a body or a buffer.
+    pub in_flight: bounds::InFlight,
 }
 
 impl AppState {

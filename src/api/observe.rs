@@ -17,11 +17,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Level, Span};
-use warp::http::{HeaderName, HeaderValue, Method, Request};
+use warp::http::{header, HeaderName, HeaderValue, Method, Request, Version};
 use warp::hyper::body::Incoming;
 use warp::reply::Response;
 
+use super::bounds;
 use super::error::{ApiError, Failure};
 use super::routes::{self, Dispatch, Table};
 use super::AppState;
@@ -120,22 +122,41 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
             Level::INFO
         };
         let span = request_span(level, &id_header, &method, route_label);
-        let response = match dispatch {
-            Dispatch::NotFound => Answer::ready(ApiError::NotFound.to_response()),
-            Dispatch::MethodNotAllowed(route) => Answer::ready(routes::method_not_allowed(route)),
-            Dispatch::Now(handler, params) => {
-                let _entered = span.enter();
-                Answer::ready(handler(&request, &params, &self.state.0))
+        // A request that would hold a file, a body or a buffer takes a place first.
+        let mut place = None;
+        let refused = framing_error(&request).or_else(|| {
+            let holds = route.is_some_and(|at| routes::ROUTES[at].holds);
+            if !holds || matches!(dispatch, Dispatch::MethodNotAllowed(_)) {
+                return None;
             }
-            Dispatch::Filter(route, method) => match self.table.borrow_mut().service(route, method)
-            {
-                Some(service) => Answer::Filter {
-                    future: tower_service::Service::call(service, request),
-                },
-                None => Answer::ready(
-                    ApiError::Internal("a route without its filter".into()).to_response(),
-                ),
-            },
+            place = self.state.0.in_flight.try_take();
+            place.is_none().then_some(ApiError::Busy {
+                retry_after: BUSY_RETRY_AFTER,
+            })
+        });
+        let response = if let Some(error) = refused {
+            Answer::ready(error.to_response())
+        } else {
+            match dispatch {
+                Dispatch::NotFound => Answer::ready(ApiError::NotFound.to_response()),
+                Dispatch::MethodNotAllowed(route) => {
+                    Answer::ready(routes::method_not_allowed(route))
+                }
+                Dispatch::Now(handler, params) => {
+                    let _entered = span.enter();
+                    Answer::ready(handler(&request, &params, &self.state.0))
+                }
+                Dispatch::Filter(route, method) => {
+                    match self.table.borrow_mut().service(route, method) {
+                        Some(service) => Answer::Filter {
+                            future: tower_service::Service::call(service, request),
+                        },
+                        None => Answer::ready(
+                            ApiError::Internal("a route without its filter".into()).to_response(),
+                        ),
+                    }
+                }
+            }
         };
         Observed {
             response,
@@ -146,6 +167,7 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
                 route: route_label,
                 method,
                 state: self.state.clone(),
+                place,
             }),
         }
     }
@@ -208,6 +230,8 @@ struct RequestFacts {
     route: &'static str,
     method: Method,
     state: Arc<ConnectionState>,
+    /// The request's place among those in flight; its body keeps it.
+    place: Option<OwnedSemaphorePermit>,
 }
 
 impl<F> Future for Observed<F>
@@ -243,6 +267,9 @@ where
         let failure = response.extensions_mut().remove::<Failure>();
         log_request(span, &facts, status, latency, failure);
         response.headers_mut().insert(REQUEST_ID, facts.id_header);
+        if let Some(place) = facts.place {
+            response = bounds::hold(response, place);
+        }
         Poll::Ready(Ok(response))
     }
 }
@@ -328,6 +355,39 @@ fn method_label(method: &Method) -> &'static str {
         _ => "OTHER",
     }
 }
+
+/// Why a request is refused before it is routed, if it is: what HTTP/1.1
+/// requires of every request (RFC 9112 3.2: exactly one `Host`) and a body
+/// framing hyper would pass through undecoded (RFC 9112 6.1: only `chunked`
+/// is understood here; `gzip, chunked` would be stored as raw gzip).
+fn framing_error(request: &Request<Incoming>) -> Option<ApiError> {
+    let headers = request.headers();
+    if request.version() == Version::HTTP_11 {
+        let hosts = headers.get_all(header::HOST).iter().count();
+        if hosts != 1 {
+            return Some(ApiError::BadRequest(if hosts == 0 {
+                "An HTTP/1.1 request needs a Host header."
+            } else {
+                "A request may have only one Host header."
+            }));
+        }
+    }
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty());
+    let only_chunked = match codings.next() {
+        None => true,
+        Some(first) => first.eq_ignore_ascii_case(b"chunked") && codings.next().is_none(),
+    };
+    (!only_chunked).then_some(ApiError::UnsupportedTransferEncoding)
+}
+
+/// The Retry-After of a request refused for want of a place: they free up
+/// as responses finish, much sooner than the queue drains.
+const BUSY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A client's id is kept when it is 1 to 128 characters of letters, digits and `-_.:`.
 pub fn is_sane_request_id(id: &str) -> bool {

@@ -185,17 +185,17 @@ async fn render_metrics(
 ) -> Result<Response, Rejection> {
     let services = &state.services;
     if let Some(token) = &services.config.metrics_token {
-        let offered = authorization
-            .as_deref()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim);
+        let offered = authorization.as_deref().and_then(super::auth::bearer);
         if !offered.is_some_and(|offered| same_secret(offered, token)) {
             return Err(ApiError::Unauthenticated.into());
         }
     }
     let text = services
         .metrics
-        .render(services.queued.load(Ordering::Relaxed))
+        .render(
+            services.queued.load(Ordering::Relaxed),
+            state.in_flight.held(),
+        )
         .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
     let mut response = Response::new(text.into());
     response.headers_mut().insert(

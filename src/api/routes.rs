@@ -69,7 +69,11 @@ pub struct Route {
     pub path: &'static str,
     /// The last `{name}` takes every segment left, not one.
     pub rest: bool,
-    /// Each method the route takes, with its handler.
+    /// Its requests hold a file, a body or a buffer while they run: they
+    /// count toward `max_requests_in_flight` (see [`super::bounds`]).
+    pub holds: bool,
+    /// Each method the route takes, with its handler. `HEAD` is taken
+    /// wherever `GET` is, by the `GET` handler (hyper sends no body).
     pub methods: &'static [(Verb, Handler)],
 }
 
@@ -77,11 +81,13 @@ pub struct Route {
 pub const ROUTES: &[Route] = &[
     Route {
         path: "/api/client/v1/uploads/{id}",
+        holds: false,
         rest: false,
         methods: &[(Verb::Get, Handler::Now(uploads::show))],
     },
     Route {
         path: "/api/client/v1/uploads",
+        holds: true,
         rest: false,
         methods: &[
             (Verb::Get, Handler::Filter(uploads::list)),
@@ -90,11 +96,13 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         path: "/api/client/v1/openapi.json",
+        holds: false,
         rest: false,
         methods: &[(Verb::Get, Handler::Filter(ops::openapi))],
     },
     Route {
         path: "/media/{token}/{file}",
+        holds: true,
         rest: true,
         methods: &[
             (Verb::Get, Handler::Filter(media::serve)),
@@ -103,16 +111,19 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         path: "/healthz",
+        holds: false,
         rest: false,
         methods: &[(Verb::Get, Handler::Filter(ops::healthz))],
     },
     Route {
         path: "/readyz",
+        holds: false,
         rest: false,
         methods: &[(Verb::Get, Handler::Filter(ops::readyz))],
     },
     Route {
         path: "/metrics",
+        holds: false,
         rest: false,
         methods: &[(Verb::Get, Handler::Filter(ops::metrics))],
     },
@@ -190,11 +201,30 @@ impl Route {
     }
 
     /// The handler of `method`, if the route takes it, and its place in `methods`.
+    /// `HEAD` without a handler of its own is answered by `GET`'s.
     fn handler(&self, method: &Method) -> Option<(usize, Handler)> {
-        self.methods
-            .iter()
-            .position(|(verb, _)| verb.is(method))
-            .map(|at| (at, self.methods[at].1))
+        let find = |wanted: &Method| self.methods.iter().position(|(verb, _)| verb.is(wanted));
+        let at = find(method).or_else(|| {
+            if *method == Method::HEAD {
+                find(&Method::GET)
+            } else {
+                None
+            }
+        })?;
+        Some((at, self.methods[at].1))
+    }
+
+    /// The methods the route answers: its own, and `HEAD` after `GET`.
+    fn verbs(&self) -> Vec<Verb> {
+        let own: Vec<Verb> = self.methods.iter().map(|(verb, _)| *verb).collect();
+        let mut verbs = Vec::with_capacity(own.len() + 1);
+        for verb in &own {
+            verbs.push(*verb);
+            if *verb == Verb::Get && !own.contains(&Verb::Head) {
+                verbs.push(Verb::Head);
+            }
+        }
+        verbs
     }
 
     /// The `Allow` header of this route: its methods, in table order.
@@ -204,7 +234,7 @@ impl Route {
             ROUTES
                 .iter()
                 .map(|route| {
-                    let names: Vec<&str> = route.methods.iter().map(|(v, _)| v.name()).collect();
+                    let names: Vec<&str> = route.verbs().iter().map(|v| v.name()).collect();
                     &*names.join(", ").leak()
                 })
                 .collect()
@@ -414,9 +444,12 @@ mod tests {
 
     #[test]
     fn allow_lists_each_routes_methods() {
-        assert_eq!(allowed_methods("/api/client/v1/uploads"), Some("GET, POST"));
+        assert_eq!(
+            allowed_methods("/api/client/v1/uploads"),
+            Some("GET, HEAD, POST")
+        );
         assert_eq!(allowed_methods("/media/{token}/{file}"), Some("GET, HEAD"));
-        assert_eq!(allowed_methods("/healthz"), Some("GET"));
+        assert_eq!(allowed_methods("/healthz"), Some("GET, HEAD"));
         assert_eq!(allowed_methods(UNMATCHED), None);
         assert_eq!(ROUTE_TEMPLATES.last(), Some(&UNMATCHED));
     }

@@ -264,7 +264,10 @@ mod tests {
             else {
                 continue;
             };
-            if !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            if !key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
                 continue;
             }
             let value: toml::Table = toml::from_str(&format!("v = {value}")).unwrap();

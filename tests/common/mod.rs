@@ -180,8 +180,25 @@ pub fn free_port() -> u16 {
 
 /// Starts the real binary on `data_dir` with extra environment variables, without waiting.
 pub fn spawn_server(data_dir: &Path, env: &[(&str, &str)]) -> Running {
+    spawn_server_by(Command::new(BIN), data_dir, env)
+}
+
+/// As [`spawn_server`], under a soft and a hard limit on open files.
+pub fn spawn_server_with_file_limit(data_dir: &Path, soft: u64, hard: u64) -> Running {
+    let mut shell = Command::new("sh");
+    // Soft first: a hard limit may not go under the soft one.
+    shell.args([
+        "-c",
+        &format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""),
+        BIN,
+    ]);
+    spawn_server_by(shell, data_dir, &[])
+}
+
+/// Runs `command` (the binary, or a shell that execs it) with the server's arguments.
+fn spawn_server_by(mut command: Command, data_dir: &Path, env: &[(&str, &str)]) -> Running {
     let port = free_port();
-    let mut child = Command::new(BIN)
+    let mut child = command
         .args([
             "serve",
             "--listen",
