@@ -1,0 +1,121 @@
+//! What a client may name and how it is told when it gets a name wrong:
+//! form parts, file names, folders, callback URLs and upload ids, over HTTP
+//! against a real server. Forms are written by hand, as no client library
+//! sends a part without `Content-Disposition` or a file name that is not UTF-8.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const BOUNDARY: &str = "vidpipe-test-boundary";
+
+/// One part of a form: its header lines, then its data.
+fn part(headers: &[&[u8]], data: &[u8]) -> Vec<u8> {
+    let mut bytes = format!("--{BOUNDARY}\r\n").into_bytes();
+    for header in headers {
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(b"\r\n");
+    bytes.extend_from_slice(data);
+    bytes.extend_from_slice(b"\r\n");
+    bytes
+}
+
+/// A text field named `name`.
+fn text(name: &str, value: &str) -> Vec<u8> {
+    let disposition = format!("Content-Disposition: form-data; name=\"{name}\"");
+    part(&[disposition.as_bytes()], value.as_bytes())
+}
+
+/// A file part carrying the sample clip, under a raw `Content-Disposition` value.
+fn file(disposition: &[u8]) -> Vec<u8> {
+    let header = [b"Content-Disposition: ".as_slice(), disposition].concat();
+    part(&[&header, b"Content-Type: video/mp4"], &sample())
+}
+
+/// The `video` part with `filename` as raw bytes.
+fn video(filename: &[u8]) -> Vec<u8> {
+    file(
+        &[
+            b"form-data; name=\"video\"; filename=\"".as_slice(),
+            filename,
+            b"\"",
+        ]
+        .concat(),
+    )
+}
+
+fn sample() -> Vec<u8> {
+    std::fs::read(fixture("sample.mp4")).unwrap()
+}
+
+/// The parts, closed.
+fn form(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = parts.concat();
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+async fn post(t: &TestServer, key: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = t
+        .client
+        .post(t.url("/uploads"))
+        .bearer_auth(key)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Asserts a 422 whose one error is `message` on `field`, and that the
+/// top-level message is that one too.
+fn assert_refused(answer: &(u16, Value), field: &str, message: &str) {
+    let (status, body) = answer;
+    assert_eq!(*status, 422, "{body}");
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    assert_eq!(body["errors"][field][0], message, "{body}");
+    assert_eq!(body["message"], message, "{body}");
+}
+
+async fn start() -> (TestServer, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "app");
+    let t = TestServer::start(test_config(dir.path())).await;
+    (t, key, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_urls_on_port_0_are_refused() {
+    let (t, key, _dir) = start().await;
+    for url in [
+        "http://93.184.216.34:0/hook",
+        "https://hooks.example.com:00/",
+    ] {
+        let answer = post(
+            &t,
+            &key,
+            form(&[
+                text("folder", "root"),
+                text("callback_url", url),
+                video(b"a.mp4"),
+            ]),
+        )
+        .await;
+        assert_refused(
+            &answer,
+            "callback_url",
+            "The callback url must not use port 0.",
+        );
+    }
+    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+    t.server.shutdown().await;
+}
