@@ -119,3 +119,29 @@ async fn callback_urls_on_port_0_are_refused() {
     assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
     t.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_ids_are_read_only_in_the_hyphenated_form() {
+    let (t, key, _dir) = start().await;
+    let (status, body) = post(&t, &key, form(&[text("folder", "root"), video(b"a.mp4")])).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+
+    for shown in [id.clone(), id.to_uppercase()] {
+        let (status, body) = get_json(&t.client, &t.url(&format!("/uploads/{shown}")), &key).await;
+        assert_eq!(status, 200, "{shown}: {body}");
+        assert_eq!(body["data"]["id"], id.as_str());
+    }
+    let simple = id.replace('-', "");
+    for other in [
+        simple.clone(),
+        simple.to_uppercase(),
+        format!("urn:uuid:{id}"),
+        format!("%7B{id}%7D"),
+    ] {
+        let (status, body) = get_json(&t.client, &t.url(&format!("/uploads/{other}")), &key).await;
+        assert_eq!(status, 404, "{other}: {body}");
+        assert_eq!(body["code"], "not_found", "{other}: {body}");
+    }
+    t.server.shutdown().await;
+}
