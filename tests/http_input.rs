@@ -93,6 +93,98 @@ async fn start() -> (TestServer, String, tempfile::TempDir) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidirectional_controls_are_refused_in_file_names_and_folders() {
+    let (t, key, _dir) = start().await;
+    let bidi = ('\u{202a}'..='\u{202e}').chain('\u{2066}'..='\u{2069}');
+    for c in bidi {
+        // "clip<RLO>4pm.exe" shows as "clipexe.mp4".
+        let name = format!("clip{c}4pm.exe");
+        let answer = post(
+            &t,
+            &key,
+            form(&[text("folder", "root"), video(name.as_bytes())]),
+        )
+        .await;
+        assert_refused(
+            &answer,
+            "video",
+            "The video's filename must not contain bidirectional control characters (U+202A-U+202E, U+2066-U+2069).",
+        );
+
+        let folder = format!("root/a{c}b");
+        let answer = post(&t, &key, form(&[text("folder", &folder), video(b"a.mp4")])).await;
+        assert_refused(
+            &answer,
+            "folder",
+            "The folder must not contain bidirectional control characters (U+202A-U+202E, U+2066-U+2069).",
+        );
+    }
+    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+    t.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_segments_may_not_be_blank_or_padded_with_spaces() {
+    let (t, key, _dir) = start().await;
+    for folder in ["root/ ", "root/   ", "root/a/ /b"] {
+        let answer = post(&t, &key, form(&[text("folder", folder), video(b"a.mp4")])).await;
+        assert_refused(
+            &answer,
+            "folder",
+            "The folder must not contain a segment that is only spaces.",
+        );
+    }
+    for folder in ["root/ a", "root/a ", "root/a /b", "root/a/ b"] {
+        let answer = post(&t, &key, form(&[text("folder", folder), video(b"a.mp4")])).await;
+        assert_refused(
+            &answer,
+            "folder",
+            "The folder's segments must not start or end with a space.",
+        );
+    }
+    // Spaces inside a segment are still fine.
+    let (status, body) = post(
+        &t,
+        &key,
+        form(&[text("folder", "root/my clips/a b"), video(b"a.mp4")]),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["data"]["folder"], "root/my clips/a b");
+    t.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_names_and_folders_are_stored_in_nfc() {
+    let (t, key, _dir) = start().await;
+    // "e" + COMBINING ACUTE ACCENT, as macOS file systems write it.
+    let decomposed = "Cafe\u{301}";
+    let composed = "Caf\u{e9}";
+    let name = format!("{decomposed}.mp4");
+    let folder = format!("root/{decomposed}");
+    let (status, body) = post(
+        &t,
+        &key,
+        form(&[text("folder", &folder), video(name.as_bytes())]),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+    for data in [
+        body["data"].clone(),
+        get_json(&t.client, &t.url(&format!("/uploads/{id}")), &key)
+            .await
+            .1["data"]
+            .clone(),
+    ] {
+        assert_eq!(data["filename"], format!("{composed}.mp4"), "{data}");
+        assert_eq!(data["folder"], format!("root/{composed}"), "{data}");
+    }
+    t.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_urls_on_port_0_are_refused() {
     let (t, key, _dir) = start().await;
     for url in [
