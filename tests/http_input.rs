@@ -93,6 +93,111 @@ async fn start() -> (TestServer, String, tempfile::TempDir) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misnamed_and_unnamed_parts_are_told_what_is_wrong() {
+    let (t, key, _dir) = start().await;
+
+    // A video under the wrong case: larger than a text field, so it used to
+    // be told that "the form field is too long".
+    let answer = post(
+        &t,
+        &key,
+        form(&[
+            text("folder", "root"),
+            file(b"form-data; name=\"VIDEO\"; filename=\"a.mp4\""),
+        ]),
+    )
+    .await;
+    assert_refused(
+        &answer,
+        "video",
+        "The form has a part named VIDEO; field names are case-sensitive: use video.",
+    );
+    // A small one, which used to be ignored.
+    let answer = post(&t, &key, form(&[text("Folder", "root"), video(b"a.mp4")])).await;
+    assert_refused(
+        &answer,
+        "folder",
+        "The form has a part named Folder; field names are case-sensitive: use folder.",
+    );
+
+    // A part with no Content-Disposition, large or small, beside a valid form.
+    for data in [sample(), b"x".to_vec()] {
+        let stray = part(&[b"Content-Type: video/mp4"], &data);
+        let (status, body) = post(
+            &t,
+            &key,
+            form(&[text("folder", "root"), video(b"a.mp4"), stray]),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["code"], "malformed_body", "{body}");
+        assert_eq!(
+            body["message"],
+            "The request body is not valid multipart form data: a part has no Content-Disposition header.",
+        );
+    }
+    // One whose Content-Disposition names no field.
+    let (status, body) = post(
+        &t,
+        &key,
+        form(&[
+            text("folder", "root"),
+            file(b"form-data; filename=\"a.mp4\""),
+        ]),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "malformed_body", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("has no name"), "{message}");
+
+    // Nothing was accepted.
+    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+    t.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_names_that_are_not_utf8_or_hold_control_characters_are_refused() {
+    let (t, key, _dir) = start().await;
+    let folder = text("folder", "root");
+
+    // Latin-1, as an old client might send it.
+    let answer = post(&t, &key, form(&[folder.clone(), video(b"clip\xe9.mp4")])).await;
+    assert_refused(&answer, "video", "The video's filename must be UTF-8.");
+
+    // A tab, NEL and CSI (C1 controls in UTF-8): header parsers let them through.
+    for name in ["a\tb.mp4", "a\u{85}b.mp4", "a\u{9b}31mb.mp4"] {
+        let answer = post(&t, &key, form(&[folder.clone(), video(name.as_bytes())])).await;
+        assert_refused(
+            &answer,
+            "video",
+            "The video's filename must not contain control characters.",
+        );
+    }
+
+    // RFC 7578 forbids the RFC 5987 form; it used to read as "not a file".
+    let answer = post(
+        &t,
+        &key,
+        form(&[
+            folder.clone(),
+            file(b"form-data; name=\"video\"; filename*=utf-8''%C3%A9t%C3%A9.mp4"),
+        ]),
+    )
+    .await;
+    assert_refused(
+        &answer,
+        "video",
+        "The video's filename must be sent as filename=\"...\" in UTF-8; filename* is not supported.",
+    );
+
+    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+    t.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bidirectional_controls_are_refused_in_file_names_and_folders() {
     let (t, key, _dir) = start().await;
     let bidi = ('\u{202a}'..='\u{202e}').chain('\u{2066}'..='\u{2069}');

@@ -19,7 +19,8 @@ use warp::{Filter, Rejection, Reply};
 use super::auth::{self, Tenant};
 use super::body::{guarded, BodyError, HeaderWatch, Tracked};
 use super::error::ApiError;
-use super::folder::{checked_filename, checked_folder};
+use super::folder::checked_folder;
+use super::parts::{form_field, FormField, SentFilename};
 use super::{with_state, AppState};
 use crate::actors::intake::{IntakeMsg, StagedUpload};
 use crate::config::Config;
@@ -47,7 +48,7 @@ impl Drop for StagingGuard {
 
 /// What the form carried once the body has been read.
 struct ParsedForm {
-    filename: Option<String>,
+    filename: SentFilename,
     video_bytes: Option<u64>,
     folder: Option<String>,
     callback_url: Option<String>,
@@ -279,11 +280,7 @@ fn validate(form: ParsedForm, config: &Config) -> Result<ValidForm, ApiError> {
     };
     let video = match form.video_bytes {
         None => Err("The video field is required.".to_string()),
-        Some(size) => match form.filename.as_deref() {
-            None => Err("The video must be a file.".to_string()),
-            Some(raw) => checked_filename(raw),
-        }
-        .and_then(|name| match size {
+        Some(size) => form.filename.checked().and_then(|name| match size {
             0 => Err("The video file is empty.".to_string()),
             _ => Ok((name, size)),
         }),
@@ -383,7 +380,7 @@ async fn read_form(
 ) -> Result<ParsedForm, ApiError> {
     let limit = limits.body_bytes;
     let mut form = ParsedForm {
-        filename: None,
+        filename: SentFilename::Missing,
         video_bytes: None,
         folder: None,
         callback_url: None,
@@ -403,12 +400,12 @@ async fn read_form(
                 limits.parts
             )));
         }
-        match field.name() {
-            Some("video") => {
+        match form_field(&field)? {
+            FormField::Video => {
                 if form.video_bytes.is_some() {
                     return Err(ApiError::invalid("video", "Send exactly one video file."));
                 }
-                form.filename = field.file_name().map(str::to_string);
+                form.filename = SentFilename::of(&field);
                 let mut file = tokio::fs::File::create(part_path)
                     .await
                     .map_err(ApiError::from)?;
@@ -423,14 +420,14 @@ async fn read_form(
                 file.sync_all().await.map_err(ApiError::from)?;
                 form.video_bytes = Some(written);
             }
-            Some("folder") => {
+            FormField::Folder => {
                 if form.folder.is_some() {
                     return Err(ApiError::invalid("folder", "Send exactly one folder."));
                 }
                 let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
                 form.folder = Some(text);
             }
-            Some("callback_url") => {
+            FormField::CallbackUrl => {
                 if form.callback_url.is_some() {
                     return Err(ApiError::invalid(
                         "callback_url",
@@ -440,7 +437,7 @@ async fn read_form(
                 let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
                 form.callback_url = Some(text.trim().to_string());
             }
-            _ => {
+            FormField::Other => {
                 // Unknown fields are ignored, within the text-field size limit.
                 while field
                     .chunk()
