@@ -85,6 +85,12 @@ fn assert_refused(answer: &(u16, Value), field: &str, message: &str) {
     assert_eq!(body["message"], message, "{body}");
 }
 
+/// Asserts that the refused requests left no upload behind.
+async fn assert_none_accepted(t: &TestServer, key: &str) {
+    let (_, list) = get_json(&t.client, &t.url("/uploads"), key).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+}
+
 async fn start() -> (TestServer, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let key = create_key(dir.path(), "app");
@@ -151,9 +157,7 @@ async fn misnamed_and_unnamed_parts_are_told_what_is_wrong() {
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("has no name"), "{message}");
 
-    // Nothing was accepted.
-    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+    assert_none_accepted(&t, &key).await;
     t.server.shutdown().await;
 }
 
@@ -192,8 +196,7 @@ async fn file_names_that_are_not_utf8_or_hold_control_characters_are_refused() {
         "The video's filename must be sent as filename=\"...\" in UTF-8; filename* is not supported.",
     );
 
-    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+    assert_none_accepted(&t, &key).await;
     t.server.shutdown().await;
 }
 
@@ -224,8 +227,7 @@ async fn bidirectional_controls_are_refused_in_file_names_and_folders() {
             "The folder must not contain bidirectional control characters (U+202A-U+202E, U+2066-U+2069).",
         );
     }
-    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+    assert_none_accepted(&t, &key).await;
     t.server.shutdown().await;
 }
 
@@ -312,8 +314,7 @@ async fn callback_urls_on_port_0_are_refused() {
             "The callback url must not use port 0.",
         );
     }
-    let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+    assert_none_accepted(&t, &key).await;
     t.server.shutdown().await;
 }
 
