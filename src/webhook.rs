@@ -175,7 +175,8 @@ pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", signature(secret, timestamp, body))
 }
 
-/// An endpoint URL: absolute `http` or `https` with a host, no credentials, at most `max_bytes`.
+/// An endpoint URL: absolute `http` or `https` with a host and a port other
+/// than 0, no credentials, at most `max_bytes`.
 pub fn check_endpoint_url(url: &str, max_bytes: usize) -> Result<(), String> {
     if url.len() > max_bytes {
         return Err(format!("must be at most {max_bytes} bytes"));
@@ -186,6 +187,10 @@ pub fn check_endpoint_url(url: &str, max_bytes: usize) -> Result<(), String> {
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err("must name a host".into());
+    }
+    // Nothing can listen on port 0: an endpoint there could never be reached.
+    if parsed.port() == Some(0) {
+        return Err("must not use port 0".into());
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("must not carry credentials".into());
@@ -262,9 +267,16 @@ mod tests {
             "not a url",
             "https://user:pw@x.test/",
             "/relative",
+            "http://93.184.216.34:0/h",
+            "https://hooks.example.com:000/",
         ] {
             assert!(check_endpoint_url(bad, 2048).is_err(), "{bad}");
         }
+        assert_eq!(
+            check_endpoint_url("http://x.test:0/", 2048),
+            Err("must not use port 0".into())
+        );
+        check_endpoint_url("http://x.test:1/", 2048).unwrap();
         assert!(check_endpoint_url("https://x.test/aaaa", 10).is_err());
     }
 

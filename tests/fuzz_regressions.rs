@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use vidpipe::api::folder::{clean_filename, validate_folder};
+use vidpipe::api::folder::{checked_filename, checked_folder};
 use vidpipe::config::Config;
 use vidpipe::media::{init, probe, MediaLimits};
 
@@ -31,15 +31,17 @@ use common::fixture;
 fn folder_inputs() {
     for (path, data) in inputs("folder") {
         let text = String::from_utf8_lossy(&data);
-        if validate_folder(&text).is_ok() {
+        if let Ok(folder) = checked_folder(&text) {
             assert!(
-                text.split('/').all(|s| s != ".." && s != "."),
+                folder.split('/').all(|s| s != ".." && s != "."),
                 "{}",
                 path.display()
             );
         }
-        let name = clean_filename(&text);
-        assert!(!name.contains('/'), "{}", path.display());
+        if let Ok(name) = checked_filename(&text) {
+            assert!(!name.contains('/'), "{}", path.display());
+            assert!(!name.chars().any(char::is_control), "{}", path.display());
+        }
     }
 }
 

@@ -19,7 +19,8 @@ use warp::{Filter, Rejection, Reply};
 use super::auth::{self, Tenant};
 use super::body::{guarded, BodyError, HeaderWatch, Tracked};
 use super::error::ApiError;
-use super::folder::{clean_filename, validate_folder};
+use super::folder::checked_folder;
+use super::parts::{form_field, FormField, SentFilename};
 use super::{with_state, AppState};
 use crate::actors::intake::{IntakeMsg, StagedUpload};
 use crate::config::Config;
@@ -47,9 +48,19 @@ impl Drop for StagingGuard {
 
 /// What the form carried once the body has been read.
 struct ParsedForm {
-    filename: Option<String>,
+    filename: SentFilename,
     video_bytes: Option<u64>,
     folder: Option<String>,
+    callback_url: Option<String>,
+}
+
+/// A form that passed [`validate`]: the values as they are stored.
+struct ValidForm {
+    /// In NFC, cleaned.
+    filename: String,
+    /// In NFC.
+    folder: String,
+    size_bytes: u64,
     callback_url: Option<String>,
 }
 
@@ -147,7 +158,7 @@ where
         .await
         .inspect_err(|e| count_storage_error(state, e))?;
 
-    validate(&form, config)?;
+    let form = validate(form, config)?;
     if form.callback_url.is_some() {
         // Callbacks are signed with the tenant's secret: without one they cannot be.
         let signed = state
@@ -185,9 +196,9 @@ where
     let staged = StagedUpload {
         id,
         tenant: tenant.0.to_string(),
-        filename: clean_filename(form.filename.as_deref().unwrap_or_default()),
-        folder: form.folder.unwrap_or_default(),
-        size_bytes: form.video_bytes.unwrap_or_default(),
+        filename: form.filename,
+        folder: form.folder,
+        size_bytes: form.size_bytes,
         callback_url: form.callback_url,
     };
     let intake = state
@@ -259,48 +270,62 @@ struct FormLimits {
     parts: usize,
 }
 
-/// The field rules: a `video` file that is not empty, a valid `folder`, and
-/// an optional `callback_url` that is an http or https URL of bounded length.
-fn validate(form: &ParsedForm, config: &Config) -> Result<(), ApiError> {
-    let mut errors = std::collections::BTreeMap::new();
-    match form.folder.as_deref().map(validate_folder) {
-        None => {
-            errors.insert("folder", vec!["The folder field is required.".to_string()]);
+/// The field rules: a `video` file with a usable name that is not empty, a
+/// valid `folder`, and an optional `callback_url` that is an http or https
+/// URL of bounded length.
+fn validate(form: ParsedForm, config: &Config) -> Result<ValidForm, ApiError> {
+    let folder = match form.folder.as_deref() {
+        None => Err("The folder field is required.".to_string()),
+        Some(raw) => checked_folder(raw),
+    };
+    let video = match form.video_bytes {
+        None => Err("The video field is required.".to_string()),
+        Some(size) => form.filename.checked().and_then(|name| match size {
+            0 => Err("The video file is empty.".to_string()),
+            _ => Ok((name, size)),
+        }),
+    };
+    let callback_url = match &form.callback_url {
+        None => Ok(()),
+        Some(url) => check_callback_url(url, config),
+    };
+    match (folder, video, callback_url) {
+        (Ok(folder), Ok((filename, size_bytes)), Ok(())) => Ok(ValidForm {
+            filename,
+            folder,
+            size_bytes,
+            callback_url: form.callback_url,
+        }),
+        (folder, video, callback_url) => {
+            let mut errors = std::collections::BTreeMap::new();
+            let refused = [
+                ("folder", folder.err()),
+                ("video", video.err()),
+                ("callback_url", callback_url.err()),
+            ];
+            for (field, message) in refused {
+                if let Some(message) = message {
+                    errors.insert(field, vec![message]);
+                }
+            }
+            Err(ApiError::Validation(errors))
         }
-        Some(Err(message)) => {
-            errors.insert("folder", vec![message]);
-        }
-        Some(Ok(())) => {}
     }
-    match (form.video_bytes, &form.filename) {
-        (None, _) => {
-            errors.insert("video", vec!["The video field is required.".to_string()]);
-        }
-        (Some(_), None) => {
-            errors.insert("video", vec!["The video must be a file.".to_string()]);
-        }
-        (Some(0), Some(_)) => {
-            errors.insert("video", vec!["The video file is empty.".to_string()]);
-        }
-        _ => {}
-    }
-    if let Some(url) = &form.callback_url {
-        let max = config.webhooks.max_callback_url_bytes;
-        let checked = crate::webhook::check_endpoint_url(url, max).and_then(|()| {
+}
+
+/// A `callback_url`: an endpoint URL of bounded length that (unless allowed)
+/// does not point into the server's own networks.
+fn check_callback_url(url: &str, config: &Config) -> Result<(), String> {
+    let max = config.webhooks.max_callback_url_bytes;
+    crate::webhook::check_endpoint_url(url, max)
+        .and_then(|()| {
             if config.webhooks.allow_private_callback_urls {
                 Ok(())
             } else {
                 crate::webhook::guard::check_callback_host(url)
             }
-        });
-        if let Err(e) = checked {
-            errors.insert("callback_url", vec![format!("The callback url {e}.")]);
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    Ok(())
+        })
+        .map_err(|e| format!("The callback url {e}."))
 }
 
 /// Parses a multipart body under the configured limits: the video to
@@ -343,7 +368,7 @@ pub async fn parse_and_validate(
 ) -> Result<(), ApiError> {
     let chunks = futures_util::stream::iter([Ok::<_, warp::Error>(body)]);
     let form = parse_form(chunks, boundary.to_string(), config, part_path).await?;
-    validate(&form, config)
+    validate(form, config).map(drop)
 }
 
 /// Reads every part: the video to `part_path` (fsynced), text fields into memory.
@@ -355,7 +380,7 @@ async fn read_form(
 ) -> Result<ParsedForm, ApiError> {
     let limit = limits.body_bytes;
     let mut form = ParsedForm {
-        filename: None,
+        filename: SentFilename::Missing,
         video_bytes: None,
         folder: None,
         callback_url: None,
@@ -375,12 +400,12 @@ async fn read_form(
                 limits.parts
             )));
         }
-        match field.name() {
-            Some("video") => {
+        match form_field(&field)? {
+            FormField::Video => {
                 if form.video_bytes.is_some() {
                     return Err(ApiError::invalid("video", "Send exactly one video file."));
                 }
-                form.filename = field.file_name().map(str::to_string);
+                form.filename = SentFilename::of(&field);
                 let mut file = tokio::fs::File::create(part_path)
                     .await
                     .map_err(ApiError::from)?;
@@ -395,14 +420,14 @@ async fn read_form(
                 file.sync_all().await.map_err(ApiError::from)?;
                 form.video_bytes = Some(written);
             }
-            Some("folder") => {
+            FormField::Folder => {
                 if form.folder.is_some() {
                     return Err(ApiError::invalid("folder", "Send exactly one folder."));
                 }
                 let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
                 form.folder = Some(text);
             }
-            Some("callback_url") => {
+            FormField::CallbackUrl => {
                 if form.callback_url.is_some() {
                     return Err(ApiError::invalid(
                         "callback_url",
@@ -412,7 +437,7 @@ async fn read_form(
                 let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
                 form.callback_url = Some(text.trim().to_string());
             }
-            _ => {
+            FormField::Other => {
                 // Unknown fields are ignored, within the text-field size limit.
                 while field
                     .chunk()

@@ -15,6 +15,7 @@ pub mod intake;
 pub mod media;
 pub mod observe;
 pub mod ops;
+pub mod parts;
 pub mod remote_media;
 pub mod routes;
 pub mod uploads;

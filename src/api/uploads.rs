@@ -59,7 +59,7 @@ fn find(
     state: &AppState,
 ) -> Result<Response, ApiError> {
     let looked_up = auth::with_tenant(state, authorization, |tenant| {
-        let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
+        let id = upload_id(id).ok_or(ApiError::NotFound)?;
         Ok(match state.views.get(id, tenant) {
             Some(Kept::Body(body)) => Shown::Kept(body),
             Some(Kept::NotYours) => return Err(ApiError::NotFound),
@@ -96,6 +96,21 @@ fn find(
     Ok(json_body(body))
 }
 
+/// An upload id as a client writes it: only the hyphenated 8-4-4-4-12 form
+/// the API gives out, in either case. `Uuid::parse_str` also takes the
+/// simple, braced and `urn:uuid:` forms, which would give one upload many URLs.
+pub fn upload_id(text: &str) -> Option<Uuid> {
+    let hyphenated = text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if !hyphenated {
+        return None;
+    }
+    Uuid::try_parse(text).ok()
+}
+
 /// What [`find`] found before reading the database.
 enum Shown {
     /// The kept body of a finished upload.
@@ -111,4 +126,34 @@ fn json_body(body: Bytes) -> Response {
         warp::http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upload_id;
+
+    #[test]
+    fn only_the_hyphenated_form_is_an_upload_id() {
+        let id = "9c1fa5c4-a8f1-4b2e-9d6e-1c8a0b9e2d7f";
+        let parsed = upload_id(id).unwrap();
+        assert_eq!(parsed.to_string(), id);
+        assert_eq!(upload_id(&id.to_uppercase()), Some(parsed));
+        assert_eq!(
+            upload_id("9C1FA5C4-a8f1-4B2E-9d6e-1c8a0b9e2d7f"),
+            Some(parsed)
+        );
+        for other in [
+            "9c1fa5c4a8f14b2e9d6e1c8a0b9e2d7f",
+            "{9c1fa5c4-a8f1-4b2e-9d6e-1c8a0b9e2d7f}",
+            "urn:uuid:9c1fa5c4-a8f1-4b2e-9d6e-1c8a0b9e2d7f",
+            "9c1fa5c4-a8f1-4b2e-9d6e-1c8a0b9e2d7",
+            "9c1fa5c4-a8f1-4b2e-9d6e-1c8a0b9e2d7f0",
+            "9c1fa5c4a-8f1-4b2e-9d6e-1c8a0b9e2d7f",
+            "9c1fa5c4-a8f1-4b2e-9d6e-1c8a0b9e2d7g",
+            " 9c1fa5c4-a8f1-4b2e-9d6e-1c8a0b9e2d7",
+            "",
+        ] {
+            assert_eq!(upload_id(other), None, "{other}");
+        }
+    }
 }
