@@ -1,18 +1,20 @@
 //! `GET` and `HEAD /media/{token}/{file}` (and `/media/{token}/hls/...` for
-//! the ladder): completed outputs, served from the local media folder with
-//! Range support (206) and content types, or, when final storage is an
-//! object store, through [`super::remote_media`]. Both take the path as
-//! [`MediaPath`] parses it, once: folders of unfinished uploads
+//! the ladder): completed outputs, served from the local media folder by
+//! [`local`] (ranges, validators, conditional requests), or, when final
+//! storage is an object store, through [`super::remote_media`]. Both take
+//! the path as [`MediaPath`] parses it, once: folders of unfinished uploads
 //! (`.incoming-*`), the completion marker and any other segment starting
 //! with `.` are hidden however they are spelled.
+
+mod local;
+mod range;
 
 use std::sync::Arc;
 
 use warp::filters::path::Tail;
 use warp::filters::BoxedFilter;
-use warp::http::HeaderValue;
 use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
+use warp::{Filter, Rejection};
 
 use super::error::ApiError;
 use super::AppState;
@@ -21,40 +23,9 @@ use crate::storage::{check_name, check_token, MediaAccess};
 /// The route's filter; it sees `{token}/{file}`.
 pub fn serve(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     match state.services.storage.media_access() {
-        MediaAccess::ServedLocally => local(state),
+        MediaAccess::ServedLocally => local::serve(state),
         _ => super::remote_media::serve(state),
     }
-}
-
-/// Files of the local media folder.
-fn local(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
-    let root = state.services.layout.media_root();
-    // warp::fs decodes the path the same way; only plain names get that far.
-    media_path()
-        .map(|_| ())
-        .untuple_one()
-        .and(warp::fs::dir(root))
-        .map(|file: warp::fs::File| {
-            // The same types final storage on S3 serves, not extension guessing
-            // (which says `audio/x-mpegurl` for HLS playlists).
-            let content_type = file
-                .path()
-                .file_name()
-                .and_then(|name| name.to_str())
-                .map(crate::storage::content_type);
-            let mut response = file.into_response();
-            if let Some(content_type) = content_type {
-                response
-                    .headers_mut()
-                    .insert("content-type", HeaderValue::from_static(content_type));
-            }
-            response.headers_mut().insert(
-                "cache-control",
-                HeaderValue::from_static("public, max-age=31536000, immutable"),
-            );
-            response
-        })
-        .boxed()
 }
 
 /// A media path, decoded: one upload's token and a file name in its folder,
