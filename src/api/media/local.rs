@@ -66,13 +66,19 @@ async fn answer(
     let mut response = Response::default();
     let headers = response.headers_mut();
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(CACHE_CONTROL),
-    );
     validators.insert_into(headers);
     let kind = content_type(&path.name);
     let (status, pieces) = select(&method, &request, &validators, meta.len(), kind, headers)?;
+    // Not on a 412 or 416: they answer one request's conditions, not the file.
+    if matches!(
+        status,
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+    ) {
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(CACHE_CONTROL),
+        );
+    }
     *response.status_mut() = status;
     if status == StatusCode::NOT_MODIFIED {
         return Ok(response);
