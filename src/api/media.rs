@@ -8,11 +8,13 @@
 
 mod local;
 mod range;
+mod validators;
 
 use std::sync::Arc;
 
 use warp::filters::path::Tail;
 use warp::filters::BoxedFilter;
+use warp::http::HeaderValue;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -71,6 +73,12 @@ pub fn media_path() -> impl Filter<Extract = (MediaPath,), Error = Rejection> + 
     warp::path::tail().and_then(|tail: Tail| async move {
         MediaPath::parse(tail.as_str()).ok_or_else(|| warp::reject::custom(ApiError::NotFound))
     })
+}
+
+/// A header value made of text the server writes itself (ASCII: numbers,
+/// dates, tags, names that passed [`check_name`]).
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// `%XX` escapes decoded; `None` for a malformed escape or bytes that are not UTF-8.

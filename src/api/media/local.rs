@@ -1,7 +1,7 @@
-//! The local media folder's files over HTTP: validators (`ETag`,
-//! `Last-Modified`), conditional requests (RFC 9110 section 13), byte ranges
-//! ([`super::range`]: one as `206`, several as `multipart/byteranges`) and
-//! bodies read in chunks off the executor, never whole into memory.
+//! The local media folder's files over HTTP: conditional requests
+//! ([`super::validators`]), byte ranges ([`super::range`]: one as `206`,
+//! several as `multipart/byteranges`) and bodies read in chunks off the
+//! executor, never whole into memory.
 
 use std::collections::VecDeque;
 use std::fs::Metadata;
@@ -11,19 +11,19 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use warp::filters::BoxedFilter;
-use warp::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::range::{self, Ranges};
-use super::{media_path, MediaPath};
+use super::validators::Validators;
+use super::{header_value, media_path, MediaPath};
 use crate::api::error::ApiError;
 use crate::api::{with_state, AppState};
 use crate::storage::content_type;
@@ -163,11 +163,6 @@ fn names_nothing(e: &io::Error) -> bool {
         || e.raw_os_error() == Some(libc::ENAMETOOLONG)
 }
 
-/// A header value made of what this file writes itself (ASCII).
-fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 fn content_range(part: &Range<u64>, len: u64) -> HeaderValue {
     header_value(&format!("bytes {}-{}/{len}", part.start, part.end - 1))
 }
@@ -196,109 +191,6 @@ fn byteranges(parts: &[Range<u64>], len: u64, boundary: &str, kind: &str) -> Vec
     }
     pieces.push_back(Piece::Text(format!("\r\n--{boundary}--\r\n").into()));
     pieces
-}
-
-/// What a file is compared by: its `ETag` and modification time.
-struct Validators {
-    /// Strong: stored files are written once and renamed into place, so
-    /// their size and modification time (to the nanosecond) name one content.
-    etag: String,
-    /// Seconds since the epoch, as `Last-Modified` has them.
-    modified: Option<u64>,
-}
-
-impl Validators {
-    fn of(meta: &Metadata) -> Validators {
-        let since_epoch = meta
-            .modified()
-            .ok()
-            .and_then(|at| at.duration_since(UNIX_EPOCH).ok());
-        let nanos = since_epoch.map_or(0, |d| d.as_nanos());
-        Validators {
-            etag: format!("\"{:x}-{nanos:x}\"", meta.len()),
-            modified: since_epoch.map(|d| d.as_secs()),
-        }
-    }
-
-    fn insert_into(&self, headers: &mut HeaderMap) {
-        headers.insert(header::ETAG, header_value(&self.etag));
-        if let Some(secs) = self.modified {
-            let at = UNIX_EPOCH + std::time::Duration::from_secs(secs);
-            let date = httpdate::fmt_http_date(at);
-            headers.insert(header::LAST_MODIFIED, header_value(&date));
-        }
-    }
-
-    /// The answer without content that the request's preconditions call
-    /// for, evaluated in the order of RFC 9110 13.2.2: `412` or `304`.
-    fn precondition(&self, request: &HeaderMap) -> Option<StatusCode> {
-        if let Some(tags) = field(request, header::IF_MATCH) {
-            if !self.matches(&tags, false) {
-                return Some(StatusCode::PRECONDITION_FAILED);
-            }
-        } else if let Some(since) = date(request, header::IF_UNMODIFIED_SINCE) {
-            if self.modified.is_none_or(|modified| modified > since) {
-                return Some(StatusCode::PRECONDITION_FAILED);
-            }
-        }
-        if let Some(tags) = field(request, header::IF_NONE_MATCH) {
-            if self.matches(&tags, true) {
-                return Some(StatusCode::NOT_MODIFIED);
-            }
-        } else if let Some(since) = date(request, header::IF_MODIFIED_SINCE) {
-            if self.modified.is_some_and(|modified| modified <= since) {
-                return Some(StatusCode::NOT_MODIFIED);
-            }
-        }
-        None
-    }
-
-    /// False when an `If-Range` names another version than this one: then
-    /// the whole file is sent instead of the ranges (RFC 9110 13.1.5).
-    fn range_applies(&self, request: &HeaderMap) -> bool {
-        let Some(validator) = field(request, header::IF_RANGE) else {
-            return true;
-        };
-        let validator = validator.trim();
-        if validator.starts_with('"') || validator.starts_with("W/") {
-            return validator == self.etag;
-        }
-        let since = httpdate::parse_http_date(validator).ok().map(seconds);
-        since.is_some() && since == self.modified
-    }
-
-    /// An `If-Match` (strong comparison) or `If-None-Match` (weak) list.
-    fn matches(&self, tags: &str, weak: bool) -> bool {
-        tags.split(',').map(str::trim).any(|tag| {
-            let tag = if weak {
-                tag.strip_prefix("W/").unwrap_or(tag)
-            } else {
-                tag
-            };
-            tag == "*" || tag == self.etag
-        })
-    }
-}
-
-/// Every line of a request header as one list, if it has any that is text.
-fn field(request: &HeaderMap, name: HeaderName) -> Option<String> {
-    let values: Vec<&str> = request
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
-}
-
-/// A request header's HTTP-date (any of the three forms), in seconds since
-/// the epoch; `None` when it is missing or not a date, which voids it.
-fn date(request: &HeaderMap, name: HeaderName) -> Option<u64> {
-    let text = request.get(name)?.to_str().ok()?;
-    httpdate::parse_http_date(text.trim()).ok().map(seconds)
-}
-
-fn seconds(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// One piece of a response body.
@@ -403,98 +295,6 @@ impl Stream for FileBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn validators() -> Validators {
-        Validators {
-            etag: "\"1f-2a\"".into(),
-            modified: Some(784_111_777),
-        }
-    }
-
-    fn request(fields: &[(&'static str, &str)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in fields {
-            headers.append(*name, HeaderValue::from_str(value).unwrap());
-        }
-        headers
-    }
-
-    #[test]
-    fn preconditions_follow_the_order_of_rfc_9110() {
-        let v = validators();
-        // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT; each HTTP-date form is read.
-        for (fields, expected) in [
-            (&[][..], None),
-            (&[("if-none-match", "\"1f-2a\"")][..], Some(304)),
-            (&[("if-none-match", "W/\"1f-2a\"")][..], Some(304)),
-            (&[("if-none-match", "\"x\"")][..], None),
-            (
-                &[("if-none-match", "\"x\""), ("if-none-match", "\"1f-2a\"")][..],
-                Some(304),
-            ),
-            (
-                &[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")][..],
-                Some(304),
-            ),
-            (
-                &[("if-modified-since", "Sunday, 06-Nov-94 08:49:37 GMT")][..],
-                Some(304),
-            ),
-            (
-                &[("if-modified-since", "Sun Nov  6 08:49:37 1994")][..],
-                Some(304),
-            ),
-            (
-                &[("if-modified-since", "Sun, 06 Nov 1994 08:49:36 GMT")][..],
-                None,
-            ),
-            (&[("if-modified-since", "yesterday")][..], None),
-            // If-None-Match decides alone when both are sent.
-            (
-                &[
-                    ("if-none-match", "\"x\""),
-                    ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
-                ][..],
-                None,
-            ),
-            (&[("if-match", "W/\"1f-2a\"")][..], Some(412)),
-            (&[("if-match", "\"1f-2a\"")][..], None),
-            (&[("if-match", "*")][..], None),
-            (
-                &[("if-unmodified-since", "Sun, 06 Nov 1994 08:49:36 GMT")][..],
-                Some(412),
-            ),
-            (&[("if-unmodified-since", "not a date")][..], None),
-            // A failed If-Match is 412 even when If-None-Match would be 304.
-            (
-                &[("if-match", "\"x\""), ("if-none-match", "*")][..],
-                Some(412),
-            ),
-        ] {
-            assert_eq!(
-                v.precondition(&request(fields)).map(|s| s.as_u16()),
-                expected,
-                "{fields:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn if_range_keeps_the_range_only_for_this_version() {
-        let v = validators();
-        for (validator, applies) in [
-            ("\"1f-2a\"", true),
-            ("Sun, 06 Nov 1994 08:49:37 GMT", true),
-            ("W/\"1f-2a\"", false),
-            ("\"1f-2b\"", false),
-            ("Sun, 06 Nov 1994 08:49:38 GMT", false),
-            ("garbage", false),
-        ] {
-            let applies_here = v.range_applies(&request(&[("if-range", validator)]));
-            assert_eq!(applies_here, applies, "{validator}");
-        }
-        assert!(v.range_applies(&request(&[])));
-    }
 
     #[test]
     fn what_a_client_names_is_404_and_other_failures_are_the_servers() {
