@@ -250,7 +250,8 @@ impl FileBody {
         ready!(Pin::new(&mut self.file).poll_read(cx, &mut read))?;
         let got = read.filled().len();
         if got == 0 {
-            // Stored files do not shrink; if one did, the body must not end short.
+            // Stored files do not shrink; if one did, an error ends the
+            // response rather than a body shorter than its Content-Length.
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the file ended before its stated length",
