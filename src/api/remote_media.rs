@@ -9,34 +9,26 @@
 
 use std::sync::Arc;
 
-use warp::filters::path::Tail;
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
+use super::media::{media_path, MediaPath};
 use super::{with_state, AppState};
-use crate::storage::{check_name, check_token, content_type, playlist, MediaAccess, StorageError};
+use crate::storage::{content_type, playlist, MediaAccess, StorageError};
 
 /// The media route's filter for backends that are not served from disk; it sees `{token}/{file}`.
 pub fn serve(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
-    warp::path::tail()
+    media_path()
         .and(with_state(state.clone()))
         .and_then(answer)
         .boxed()
 }
 
-/// Splits `{token}/{name}` and refuses anything but plain names: no empty
-/// segment, none starting with `.` (the completion marker stays hidden).
-fn parse(tail: &str) -> Option<(&str, &str)> {
-    let (token, name) = tail.split_once('/')?;
-    let plain = check_token(token).is_ok() && check_name(name).is_ok();
-    plain.then_some((token, name))
-}
-
-async fn answer(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection> {
-    let (token, name) = parse(tail.as_str()).ok_or(ApiError::NotFound)?;
+async fn answer(path: MediaPath, state: Arc<AppState>) -> Result<Response, Rejection> {
+    let MediaPath { token, name } = path;
     let storage = state.services.storage.clone();
     let rewrite = storage.media_access() == MediaAccess::Presigned && name.ends_with(".m3u8");
     let max_bytes = state
@@ -45,7 +37,6 @@ async fn answer(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection>
         .s3
         .as_ref()
         .map_or(0, |s3| s3.max_playlist_bytes);
-    let (token, name) = (token.to_string(), name.to_string());
     let (t, n) = (token.clone(), name.clone());
     // Requests to the object store block: off the executor.
     let found = state
@@ -91,28 +82,4 @@ async fn answer(tail: Tail, state: Arc<AppState>) -> Result<Response, Rejection>
         HeaderValue::from_static("private, no-cache"),
     );
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse;
-
-    #[test]
-    fn only_plain_names_of_a_token_are_served() {
-        assert_eq!(
-            parse("abc123/hls/720p/index.m3u8"),
-            Some(("abc123", "hls/720p/index.m3u8"))
-        );
-        for bad in [
-            "abc123",
-            "abc123/.complete",
-            "abc123/hls/../x",
-            "abc/",
-            "a-b/video.mp4",
-            "abc123/hls//x.ts",
-            "abc123/a%2e.ts",
-        ] {
-            assert_eq!(parse(bad), None, "{bad}");
-        }
-    }
 }
