@@ -261,13 +261,13 @@ server_settings! {
     flag "N", "VIDPIPE_HTTP2_MAX_STREAMS";
     check at_least(1);
 
-    /// Requests in flight across all connections that hold a file, a body or a buffer (media, uploads, lists); past it, such a request gets 503 at once.
+    /// Requests in flight across all connections that hold a file, a body or a buffer (media, uploads, lists); past it, such a request gets 503 at once. A quarter is kept for requests with a valid API key, so that /media alone cannot fill it.
     max_requests_in_flight: usize = 256;
     file max_requests_in_flight: usize as Plain;
     flag "N", "VIDPIPE_MAX_REQUESTS_IN_FLIGHT";
     check at_least(1);
 
-    /// Seconds a response may send nothing (its client reads nothing) before its HTTP/2 stream is reset or its HTTP/1 connection closed, and its file closed.
+    /// Seconds a response may send nothing (its client reads nothing; less than 16 KiB counts as nothing) before its HTTP/2 stream is reset or its HTTP/1 connection closed, and its file closed.
     response_stall_timeout: Duration = Duration::from_secs(30);
     file response_stall_timeout_secs: u64 as Secs;
     flag "SECS", "VIDPIPE_RESPONSE_STALL_TIMEOUT_SECS";

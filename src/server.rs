@@ -272,9 +272,6 @@ impl Server {
 
 /// Largest read buffer of one HTTP/1 connection (it also bounds the request head).
 const MAX_READ_BUFFER: usize = 64 * 1024;
-/// Most bytes queued to send on one HTTP/2 stream (hyper's default is
-/// 400 KiB): with `max_requests_in_flight` it bounds what responses buffer.
-const MAX_SEND_BUFFER: usize = 128 * 1024;
 
 async fn serve(
     listener: TcpListener,
@@ -300,8 +297,7 @@ async fn serve(
         .header_read_timeout(config.header_read_timeout);
     builder
         .http2()
-        .max_concurrent_streams(config.http2_max_streams)
-        .max_send_buf_size(MAX_SEND_BUFFER);
+        .max_concurrent_streams(config.http2_max_streams);
     let mut refusals = AcceptRefusals::default();
     // A slow head is cut off at most a quarter of the timeout late (and never
     // checked more often than every 50 ms, nor less than every second).

@@ -36,7 +36,7 @@ pub struct AppState {
     /// Rendered bodies of finished uploads.
     pub views: view_cache::ViewCache,
     /// Places for requests that hold a file, a body or a buffer.
-    pub in_flight: bounds::InFlight,
+    pub in_flight: Arc<bounds::InFlight>,
 }
 
 impl AppState {

@@ -17,16 +17,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Level, Span};
 use warp::http::{header, HeaderName, HeaderValue, Method, Request, Version};
+use warp::hyper::body::Body as _;
 use warp::hyper::body::Incoming;
 use warp::reply::Response;
 
-use super::bounds;
 use super::error::{ApiError, Failure};
-use super::routes::{self, Dispatch, Table};
-use super::AppState;
+use super::routes::{self, Dispatch, Holds, Table};
+use super::{auth, bounds, AppState};
 
 /// Header carrying the request id, both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -125,13 +124,18 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
         // A request that would hold a file, a body or a buffer takes a place first.
         let mut place = None;
         let refused = framing_error(&request).or_else(|| {
-            let holds = route.is_some_and(|at| routes::ROUTES[at].holds);
-            if !holds || matches!(dispatch, Dispatch::MethodNotAllowed(_)) {
+            let holds = route.map_or(Holds::Nothing, |at| routes::ROUTES[at].holds);
+            if holds == Holds::Nothing || matches!(dispatch, Dispatch::MethodNotAllowed(_)) {
                 return None;
             }
-            place = self.state.0.in_flight.try_take();
+            let state = &self.state.0;
+            // Only a valid key reaches the places kept for keyed requests.
+            let keyed = holds == Holds::Keyed
+                && auth::with_tenant(state, request.headers().get(header::AUTHORIZATION), |_| ())
+                    .is_ok();
+            place = state.in_flight.try_take(keyed);
             place.is_none().then_some(ApiError::Busy {
-                retry_after: BUSY_RETRY_AFTER,
+                retry_after: state.services.config.retry_after,
             })
         });
         let response = if let Some(error) = refused {
@@ -231,7 +235,7 @@ struct RequestFacts {
     method: Method,
     state: Arc<ConnectionState>,
     /// The request's place among those in flight; its body keeps it.
-    place: Option<OwnedSemaphorePermit>,
+    place: Option<bounds::Place>,
 }
 
 impl<F> Future for Observed<F>
@@ -267,6 +271,12 @@ where
         let failure = response.extensions_mut().remove::<Failure>();
         log_request(span, &facts, status, latency, failure);
         response.headers_mut().insert(REQUEST_ID, facts.id_header);
+        // hyper leaves out the body of a HEAD answer over HTTP/1 only.
+        if facts.method == Method::HEAD {
+            let (mut parts, body) = response.into_parts();
+            bounds::set_length(&mut parts, body.size_hint().exact());
+            response = Response::from_parts(parts, Default::default());
+        }
         if let Some(place) = facts.place {
             response = bounds::hold(response, place);
         }
@@ -384,10 +394,6 @@ fn framing_error(request: &Request<Incoming>) -> Option<ApiError> {
     };
     (!only_chunked).then_some(ApiError::UnsupportedTransferEncoding)
 }
-
-/// The Retry-After of a request refused for want of a place: they free up
-/// as responses finish, much sooner than the queue drains.
-const BUSY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A client's id is kept when it is 1 to 128 characters of letters, digits and `-_.:`.
 pub fn is_sane_request_id(id: &str) -> bool {

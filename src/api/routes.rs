@@ -62,6 +62,19 @@ pub enum Handler {
     Filter(fn(&Arc<AppState>) -> BoxedFilter<(Response,)>),
 }
 
+/// What a route's requests hold while they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// Nothing past a small answer.
+    Nothing,
+    /// A file, a body or a buffer, for anyone (`/media` needs no key): one
+    /// of the places of `max_requests_in_flight` outside the keyed reserve.
+    Public,
+    /// A file, a body or a buffer, for requests with an API key: any place
+    /// of `max_requests_in_flight` when the key is valid.
+    Keyed,
+}
+
 /// One path template and its methods.
 pub struct Route {
     /// The template, e.g. `/api/client/v1/uploads/{id}`; also the metric
@@ -69,11 +82,11 @@ pub struct Route {
     pub path: &'static str,
     /// The last `{name}` takes every segment left, not one.
     pub rest: bool,
-    /// Its requests hold a file, a body or a buffer while they run: they
-    /// count toward `max_requests_in_flight` (see [`super::bounds`]).
-    pub holds: bool,
+    /// What its requests hold while they run (see [`super::bounds`]).
+    pub holds: Holds,
     /// Each method the route takes, with its handler. `HEAD` is taken
-    /// wherever `GET` is, by the `GET` handler (hyper sends no body).
+    /// wherever `GET` is, by the `GET` handler (its body is left out in
+    /// [`super::observe`]).
     pub methods: &'static [(Verb, Handler)],
 }
 
@@ -81,13 +94,13 @@ pub struct Route {
 pub const ROUTES: &[Route] = &[
     Route {
         path: "/api/client/v1/uploads/{id}",
-        holds: false,
+        holds: Holds::Nothing,
         rest: false,
         methods: &[(Verb::Get, Handler::Now(uploads::show))],
     },
     Route {
         path: "/api/client/v1/uploads",
-        holds: true,
+        holds: Holds::Keyed,
         rest: false,
         methods: &[
             (Verb::Get, Handler::Filter(uploads::list)),
@@ -96,13 +109,13 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         path: "/api/client/v1/openapi.json",
-        holds: false,
+        holds: Holds::Nothing,
         rest: false,
         methods: &[(Verb::Get, Handler::Filter(ops::openapi))],
     },
     Route {
         path: "/media/{token}/{file}",
-        holds: true,
+        holds: Holds::Public,
         rest: true,
         methods: &[
             (Verb::Get, Handler::Filter(media::serve)),
@@ -111,19 +124,19 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         path: "/healthz",
-        holds: false,
+        holds: Holds::Nothing,
         rest: false,
         methods: &[(Verb::Get, Handler::Filter(ops::healthz))],
     },
     Route {
         path: "/readyz",
-        holds: false,
+        holds: Holds::Nothing,
         rest: false,
         methods: &[(Verb::Get, Handler::Filter(ops::readyz))],
     },
     Route {
         path: "/metrics",
-        holds: false,
+        holds: Holds::Nothing,
         rest: false,
         methods: &[(Verb::Get, Handler::Filter(ops::metrics))],
     },

@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,15 +22,10 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::sync::watch;
 use warp::hyper::rt::{Sleep, Timer};
 
+use crate::api::bounds::millis;
+
 /// No deadline set.
 const NONE: u64 = u64::MAX;
-
-/// Milliseconds since the first use, a clock cheap to store atomically.
-fn millis(at: Instant) -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    u64::try_from(at.saturating_duration_since(start).as_millis()).unwrap_or(NONE - 1)
-}
 
 /// The deadline of a connection's current request head, whether the server
 /// is stopping, and who to wake for each.

@@ -57,11 +57,17 @@ async fn answer(
         .join(&path.token)
         .join(&path.name);
     // The open and its fstat block.
+    let retry_after = state.services.config.retry_after;
     let (file, meta) = state
         .services
         .blocking(move || open(at))
         .await
-        .map_err(ApiError::from)??;
+        .map_err(ApiError::from)?
+        .map_err(|e| match e {
+            // Out of file descriptors is a moment's overload, not a fault.
+            Opened::OutOfFiles => ApiError::Busy { retry_after },
+            Opened::Refused(e) => e,
+        })?;
     let validators = Validators::of(&meta);
     let mut response = Response::default();
     let headers = response.headers_mut();
@@ -147,14 +153,29 @@ fn select(
 /// Opens a regular file. What a client can name (a missing file, a folder, a
 /// file taken as a folder, a name too long) is a 404; any other failure is
 /// the server's own.
-fn open(at: PathBuf) -> Result<(std::fs::File, Metadata), ApiError> {
+fn open(at: PathBuf) -> Result<(std::fs::File, Metadata), Opened> {
     let opened = std::fs::File::open(&at).and_then(|file| Ok((file.metadata()?, file)));
     match opened {
         Ok((meta, file)) if meta.is_file() => Ok((file, meta)),
-        Ok(_) => Err(ApiError::NotFound),
-        Err(e) if names_nothing(&e) => Err(ApiError::NotFound),
-        Err(e) => Err(ApiError::Internal(format!("{}: {e}", at.display()))),
+        Ok(_) => Err(Opened::Refused(ApiError::NotFound)),
+        Err(e) if names_nothing(&e) => Err(Opened::Refused(ApiError::NotFound)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+            Err(Opened::OutOfFiles)
+        }
+        Err(e) => Err(Opened::Refused(ApiError::Internal(format!(
+            "{}: {e}",
+            at.display()
+        )))),
     }
+}
+
+/// Why [`open`] gave no file.
+#[derive(Debug)]
+enum Opened {
+    /// The process is out of file descriptors (a 503, not a fault).
+    OutOfFiles,
+    /// The answer to give.
+    Refused(ApiError),
 }
 
 fn names_nothing(e: &io::Error) -> bool {
@@ -311,13 +332,19 @@ mod tests {
             dir.path().join(&long),
         ] {
             assert!(
-                matches!(open(named.clone()), Err(ApiError::NotFound)),
+                matches!(
+                    open(named.clone()),
+                    Err(Opened::Refused(ApiError::NotFound))
+                ),
                 "{named:?}"
             );
         }
         // A symlink loop is no name a client can make: the server's fault.
         let looped = dir.path().join("loop");
         std::os::unix::fs::symlink(&looped, &looped).unwrap();
-        assert!(matches!(open(looped), Err(ApiError::Internal(_))));
+        assert!(matches!(
+            open(looped),
+            Err(Opened::Refused(ApiError::Internal(_)))
+        ));
     }
 }
