@@ -304,16 +304,25 @@ async fn serve(
     let check_every =
         (config.header_read_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut connections = JoinSet::new();
+    let mut memory = MemoryReturn::default();
+    let mut looks = tokio::time::interval(MemoryReturn::EVERY);
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
+            _ = looks.tick() => {
+                while connections.try_join_next().is_some() {}
+                memory.look(connections.len(), &services);
+                continue;
+            }
             _ = stopped.changed() => break,
         };
         // Reap finished connections, so the set holds only open ones.
         while connections.try_join_next().is_some() {}
+        memory.look(connections.len(), &services);
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = match accepted {
@@ -431,6 +440,44 @@ impl AcceptRefusals {
     /// An accept worked again.
     fn accepted(&mut self) {
         self.in_a_row = 0;
+    }
+}
+
+/// Gives the allocator's free memory back to the system once many
+/// connections have closed. glibc keeps what a burst of connections freed
+/// (measured: 110 HTTP/2 clients left a release build 41 MiB larger than
+/// before them, and `malloc_trim` took it back to where it started), so
+/// without this the memory of an attack stays after the attackers leave.
+#[derive(Default)]
+struct MemoryReturn {
+    /// Most connections open since the last trim.
+    peak: usize,
+    trimmed_at: Option<std::time::Instant>,
+}
+
+impl MemoryReturn {
+    /// How often the accept loop looks when nothing else wakes it, and the
+    /// least time between two trims.
+    const EVERY: Duration = Duration::from_secs(2);
+    /// Connections that must have closed since the peak.
+    const AFTER_CLOSED: usize = 16;
+
+    fn look(&mut self, open: usize, services: &Arc<Services>) {
+        self.peak = self.peak.max(open);
+        let recent = self.trimmed_at.is_some_and(|at| at.elapsed() < Self::EVERY);
+        if self.peak - open < Self::AFTER_CLOSED || recent {
+            return;
+        }
+        self.peak = open;
+        self.trimmed_at = Some(std::time::Instant::now());
+        // Trimming walks the heap: off the executor.
+        services.tasks.spawn_blocking(|| {
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only returns free pages of glibc's own heap.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        });
     }
 }
 

@@ -236,10 +236,13 @@ async fn zero_window_clients_hold_a_bounded_number_of_files_and_are_reset() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Memory stays under a bound. (That it returns to the system once the
+    // attackers leave is measured on the release binary alone, with
+    // `benches/h2_flood.rs`: here the test's own clients share the process.)
     let mib_after = resident_mib();
     assert!(
-        mib_after < mib_before + 64,
-        "resident {mib_before} MiB before, {mib_after} MiB after"
+        mib_during.max(mib_after) < mib_before + 48,
+        "resident {mib_before} MiB before, {mib_during} during, {mib_after} after"
     );
     eprintln!(
         "attack: {CONNECTIONS} connections, {} streams in {attacked_in:?}: {served} served, \
