@@ -372,6 +372,9 @@ pub struct FaultInjection {
     pub panic_on_filename: Option<String>,
     /// Wait this long before each transcode, to hold uploads in flight.
     pub transcode_delay: Option<Duration>,
+    /// Object storage: wait this long after each file stored, to hold an
+    /// upload at status 5 with some of its files in the bucket.
+    pub storage_put_delay: Option<Duration>,
 }
 
 impl Config {

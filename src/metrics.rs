@@ -113,6 +113,10 @@ pub struct Metrics {
     stalled_responses: IntCounter,
     /// Requests holding a file, a body or a buffer; set at each scrape.
     requests_in_flight: IntGauge,
+    /// Removals from final storage recorded and not yet done.
+    cleanups_pending: IntGauge,
+    /// Tries of such removals that failed.
+    cleanup_failures: IntCounter,
 }
 
 /// Counts a transcode as running until dropped.
@@ -193,6 +197,14 @@ impl Metrics {
             "vidpipe_http_requests_in_flight",
             "Requests holding a file, a body or a buffer now (capped by max_requests_in_flight).",
         )?;
+        let cleanups_pending = IntGauge::new(
+            "vidpipe_storage_cleanups_pending",
+            "Failed uploads whose outputs are still to be removed from final storage.",
+        )?;
+        let cleanup_failures = IntCounter::new(
+            "vidpipe_storage_cleanup_failures_total",
+            "Tries to remove a failed upload's outputs from final storage that failed (each is tried again).",
+        )?;
         let build_info = IntGauge::with_opts(
             Opts::new("vidpipe_build_info", "Always 1; the version is a label.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -210,6 +222,8 @@ impl Metrics {
         registry.register(Box::new(storage_errors.clone()))?;
         registry.register(Box::new(stalled_responses.clone()))?;
         registry.register(Box::new(requests_in_flight.clone()))?;
+        registry.register(Box::new(cleanups_pending.clone()))?;
+        registry.register(Box::new(cleanup_failures.clone()))?;
         registry.register(Box::new(build_info))?;
 
         for status in STATUSES {
@@ -237,7 +251,20 @@ impl Metrics {
             storage_errors,
             stalled_responses,
             requests_in_flight,
+            cleanups_pending,
+            cleanup_failures,
         })
+    }
+
+    /// `n` removals from final storage are still to be done.
+    pub fn cleanups_pending(&self, n: usize) {
+        self.cleanups_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A try to remove a failed upload's outputs failed.
+    pub fn cleanup_failed(&self) {
+        self.cleanup_failures.inc();
     }
 
     /// A response was cut off because its client read nothing.

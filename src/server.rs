@@ -98,7 +98,9 @@ impl Server {
         let stop = CancellationToken::new();
         let storage: Arc<dyn FinalStorage> = match &config.s3 {
             Some(s3) => Arc::new(
-                S3Storage::new(s3, stop.clone()).map_err(|e| StartError::Startup(e.to_string()))?,
+                S3Storage::new(s3, stop.clone())
+                    .map_err(|e| StartError::Startup(e.to_string()))?
+                    .with_put_delay(config.faults.storage_put_delay),
             ),
             None => Arc::new(LocalStorage::new(&layout.media_root())),
         };
@@ -173,10 +175,13 @@ impl Server {
             base_url: base_url.clone(),
             stop,
             tasks: TaskTracker::new(),
+            cleanups: tokio::sync::Notify::new(),
         });
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, services.clone())
             .await
             .map_err(|e| StartError::Startup(e.to_string()))?;
+        // Removals owed to final storage, from before the restart too.
+        crate::actors::cleaner::start(&services);
 
         let state = Arc::new(AppState {
             services: services.clone(),

@@ -2,6 +2,7 @@
 //! intake, transcoder pool, uploader and webhook delivery, wired through
 //! [`Peers`] so a restarted child is found by everyone that talks to it.
 
+pub mod cleaner;
 pub mod intake;
 pub mod recovery;
 pub mod registry;
@@ -229,6 +230,8 @@ pub struct Services {
     /// The tasks that may hold the database besides the actors themselves;
     /// the server's shutdown waits for every one.
     pub tasks: TaskTracker,
+    /// Wakes the cleaner: a removal from final storage was recorded.
+    pub cleanups: tokio::sync::Notify,
 }
 
 impl Services {

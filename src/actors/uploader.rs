@@ -8,10 +8,10 @@ use tracing::error;
 use uuid::Uuid;
 
 use super::transcoder::{Manifest, MANIFEST};
-use super::{recovery, registry, transcoder, Services};
+use super::{cleaner, recovery, registry, transcoder, Services};
 use crate::metrics::StorageStage;
 use crate::storage::{OutputFile, StorageError};
-use crate::store::record::{Status, TransitionPatch};
+use crate::store::record::{Status, TransitionPatch, UploadError};
 
 /// The uploader actor.
 pub struct Uploader;
@@ -109,10 +109,17 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
         Err(StorageError::Interrupted) => return Ok(()),
         Err(e) => {
             services.metrics.storage_error(StorageStage::Final);
-            let storage = services.storage.clone();
-            let token = record.media_token.clone();
-            let _ = services.blocking(move || storage.remove(&token)).await?;
-            registry::fail(services, id, "storage_error", e.to_string()).await?;
+            // What was stored is removed by the cleaner, recorded with the failure.
+            let patch = TransitionPatch {
+                error: Some(UploadError {
+                    code: "storage_error".into(),
+                    message: e.to_string(),
+                }),
+                clean_up: true,
+                ..Default::default()
+            };
+            registry::transition(services, id, Status::Failed, patch).await?;
+            cleaner::wake(services);
         }
     }
     recovery::discard_local(services, id).await

@@ -268,6 +268,8 @@ pub struct S3Storage {
     stop: CancellationToken,
     /// Multipart uploads asked for per page of a listing.
     listing_page: usize,
+    /// Injected for tests: a wait after each file stored.
+    put_delay: Option<Duration>,
 }
 
 impl S3Storage {
@@ -309,6 +311,7 @@ impl S3Storage {
             runtime,
             stop,
             listing_page: MAX_LISTING_PAGE,
+            put_delay: None,
         })
     }
 
@@ -445,6 +448,9 @@ impl S3Storage {
             let what = format!("upload {path}");
             self.retrying(&what, || self.upload(&path, file)).await?;
             crate::faults::crash_if(crate::faults::CrashPoint::MidStoragePut);
+            if let Some(delay) = self.put_delay {
+                tokio::time::sleep(delay).await;
+            }
         }
         let marker = ObjectPath::from(self.key(token, MARKER));
         let listing = serde_json::json!({
@@ -545,6 +551,13 @@ impl S3Storage {
         Ok(aborted)
     }
 
+    /// Waits `delay` after each file stored, for tests of faults mid-upload.
+    #[doc(hidden)]
+    pub fn with_put_delay(mut self, delay: Option<Duration>) -> S3Storage {
+        self.put_delay = delay;
+        self
+    }
+
     /// Lists multipart uploads `n` to a page (S3's own limit is 1000), for tests of the paging.
     #[doc(hidden)]
     pub fn with_listing_page(mut self, n: usize) -> S3Storage {
@@ -552,7 +565,21 @@ impl S3Storage {
         self
     }
 
+    /// Removes every object of `token` and aborts its multipart uploads in
+    /// progress. One try: the cleaner tries again. Ends at once when the
+    /// server stops.
     async fn remove_async(&self, token: &str) -> Result<(), StorageError> {
+        tokio::select! {
+            removed = self.remove_objects(token) => removed?,
+            () = self.stop.cancelled() => return Err(StorageError::Interrupted),
+        }
+        tokio::select! {
+            aborted = self.abort_interrupted(token) => aborted.map(|_| ()),
+            () = self.stop.cancelled() => Err(StorageError::Interrupted),
+        }
+    }
+
+    async fn remove_objects(&self, token: &str) -> Result<(), StorageError> {
         let err = |source| StorageError::Store {
             what: format!("removing {token}"),
             tries: 1,

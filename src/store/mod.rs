@@ -18,6 +18,7 @@
 //! threads; reads never wait for an opening), so a disk that fills up and is
 //! freed again costs the writes made while it was full and nothing else.
 
+pub mod cleanup;
 pub mod keys;
 pub mod outbox;
 pub mod record;
@@ -140,6 +141,7 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(TENANT_UPLOADS)?;
     txn.open_table(TRANSITIONS)?;
     txn.open_table(META)?;
+    txn.open_table(cleanup::CLEANUPS)?;
     outbox::OutboxTables::open(&txn)?.reindex()?;
     txn.commit()?;
     Ok(db)
@@ -181,7 +183,8 @@ pub enum WriteOp {
 
 /// The open status database. Reads may run from any thread at any time
 /// (MVCC); writes come only from the registry actor, except the webhook
-/// delivery actor settling outbox rows ([`outbox`]).
+/// delivery actor settling outbox rows ([`outbox`]) and the cleaner
+/// settling removals ([`cleanup`]).
 pub struct Store {
     /// The database, and how many times it was opened (so that two threads
     /// that saw the same failure open it again only once); why it is not
@@ -413,6 +416,9 @@ impl Store {
                         match stored {
                             None => Err(StoreError::NotFound(id)),
                             Some(mut record) => {
+                                if patch.clean_up {
+                                    cleanup::record(txn, &record.media_token)?;
+                                }
                                 let change = record.apply(to, *patch, record::now_utc());
                                 uploads.insert(key, serde_json::to_vec(&record)?.as_slice())?;
                                 let next = history
@@ -497,11 +503,11 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use record::UploadError;
 
-    pub(super) fn sample(tenant: &str) -> UploadRecord {
+    pub(crate) fn sample(tenant: &str) -> UploadRecord {
         let now = record::now_utc();
         UploadRecord {
             id: Uuid::new_v4(),

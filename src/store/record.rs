@@ -160,6 +160,9 @@ pub struct TransitionPatch {
     pub count_attempt: bool,
     /// Take back the last attempt: it was interrupted by a clean shutdown, not a failure.
     pub release_attempt: bool,
+    /// What is stored under the upload's token must be removed: recorded in
+    /// the same transaction ([`super::cleanup`]).
+    pub clean_up: bool,
 }
 
 impl UploadRecord {
