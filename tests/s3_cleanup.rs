@@ -110,7 +110,13 @@ async fn the_objects_of_an_upload_failed_with_the_store_down_go_once_it_answers(
         assert!(Instant::now() < deadline, "the removal is still owed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(t.server.services().store.pending_cleanups().unwrap().is_empty());
+    assert!(t
+        .server
+        .services()
+        .store
+        .pending_cleanups()
+        .unwrap()
+        .is_empty());
     t.server.shutdown().await;
 }
 
@@ -130,7 +136,14 @@ async fn a_removal_owed_at_shutdown_is_done_after_the_next_start() {
     let again = server(&weed, "restart", dir.path()).await;
     wait_empty(&weed, "restart").await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !again.server.services().store.pending_cleanups().unwrap().is_empty() {
+    while !again
+        .server
+        .services()
+        .store
+        .pending_cleanups()
+        .unwrap()
+        .is_empty()
+    {
         assert!(Instant::now() < deadline, "the removal is still owed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -109,17 +109,23 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
         Err(StorageError::Interrupted) => return Ok(()),
         Err(e) => {
             services.metrics.storage_error(StorageStage::Final);
-            // What was stored is removed by the cleaner, recorded with the failure.
+            // What was stored is removed now if the store lets it, else by
+            // the cleaner: recorded with the failure, so it is never lost.
+            let storage = services.storage.clone();
+            let token = record.media_token.clone();
+            let removed = services.blocking(move || storage.remove(&token)).await?;
             let patch = TransitionPatch {
                 error: Some(UploadError {
                     code: "storage_error".into(),
                     message: e.to_string(),
                 }),
-                clean_up: true,
+                clean_up: removed.is_err(),
                 ..Default::default()
             };
             registry::transition(services, id, Status::Failed, patch).await?;
-            cleaner::wake(services);
+            if removed.is_err() {
+                cleaner::wake(services);
+            }
         }
     }
     recovery::discard_local(services, id).await

@@ -1,6 +1,7 @@
 //! Removals owed to final storage: the media folders (local) or objects (S3)
-//! of uploads that failed after some of their outputs were stored. A removal
-//! is recorded in the transaction that marks the upload failed
+//! of uploads that failed after some of their outputs were stored, when the
+//! first try to remove them failed too. A removal is recorded in the
+//! transaction that marks the upload failed
 //! ([`TransitionPatch::clean_up`](super::record::TransitionPatch)), so it is
 //! never forgotten: the cleaner ([`crate::actors::cleaner`]) tries it until
 //! the store answers, also after a restart, and settles the row itself (the
