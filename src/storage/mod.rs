@@ -1,6 +1,7 @@
 //! Final storage: where finished outputs live for playback, behind one small trait.
 //! [`local`] keeps them in a folder the API server serves; [`s3`] in any
 //! S3-compatible bucket, with [`playlist`] rewriting HLS playlists for presigned URLs.
+//! [`check`] keeps the outcome of [`FinalStorage::check`] for the start-up check and `/readyz`.
 
 pub mod check;
 pub mod local;
