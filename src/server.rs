@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::actors::supervisor::{Child, Supervisor, SupervisorMsg};
 use crate::actors::{recovery, Peers, ProgressBoard, Services, TenantLoad};
@@ -22,6 +22,7 @@ use crate::api::bounds::{Ended, Watched};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::layout::DataLayout;
+use crate::storage::check::{StorageCheck, CHECK_PERIOD};
 use crate::storage::s3::S3Storage;
 use crate::storage::{FinalStorage, LocalStorage};
 use crate::store::keys::{KeyCache, KeyRefresher};
@@ -74,6 +75,20 @@ pub struct Server {
     /// Keeps the API keys current.
     key_refresher: KeyRefresher,
     keys_active: usize,
+}
+
+/// Checks the final storage once, in the background, and logs a failure with
+/// the setting to fix. The server serves on either way: fixing the bucket or
+/// its policy recovers without a restart, and `/readyz` says not ready meanwhile.
+fn report_storage_check(check: StorageCheck) {
+    tokio::spawn(async move {
+        match check.outcome().await {
+            Ok(()) => info!("final storage answers"),
+            Err(why) => error!(
+                "final storage cannot take uploads: {why}; serving on, /readyz is not ready until it is fixed"
+            ),
+        }
+    });
 }
 
 /// How often shutdown says it is still waiting for the database to close.
@@ -183,10 +198,13 @@ impl Server {
         // Removals owed to final storage, from before the restart too.
         crate::actors::cleaner::start(&services);
 
+        let storage_check = StorageCheck::new(services.storage.clone(), CHECK_PERIOD);
+        report_storage_check(storage_check.clone());
         let state = Arc::new(AppState {
             services: services.clone(),
             views: Default::default(),
             in_flight: api::bounds::InFlight::new(config.max_requests_in_flight),
+            storage_check,
         });
         let (stop, stopped) = watch::channel(false);
         let http_done = tokio::spawn(serve(

@@ -37,6 +37,8 @@ pub struct AppState {
     pub views: view_cache::ViewCache,
     /// Places for requests that hold a file, a body or a buffer.
     pub in_flight: Arc<bounds::InFlight>,
+    /// The final storage's last check, shared by the start-up check and `/readyz`.
+    pub storage_check: crate::storage::check::StorageCheck,
 }
 
 impl AppState {

@@ -71,7 +71,7 @@ async fn readiness(state: Arc<AppState>) -> Response {
     let mut reason = None;
     let results = [
         ("database", bounded(timeout, check_database(services)).await),
-        ("storage", bounded(timeout, check_storage(services)).await),
+        ("storage", bounded(timeout, check_storage(&state)).await),
         ("transcoders", check_actors(services)),
     ];
     for (name, result) in results {
@@ -124,8 +124,10 @@ async fn check_database(services: &Services) -> Result<(), String> {
         .map_err(|e| format!("database not readable: {e}"))
 }
 
-/// Every folder the server writes to takes a new file.
-async fn check_storage(services: &Services) -> Result<(), String> {
+/// Every folder the server writes to takes a new file, and the final storage
+/// passes its check (its last outcome while it stands: see [`crate::storage::check`]).
+async fn check_storage(state: &AppState) -> Result<(), String> {
+    let services = &state.services;
     let layout = services.layout.clone();
     // Creating and removing files blocks.
     services
@@ -137,10 +139,11 @@ async fn check_storage(services: &Services) -> Result<(), String> {
             ] {
                 probe_write(&dir).map_err(|e| format!("{name} folder not writable: {e}"))?;
             }
-            Ok(())
+            Ok::<_, String>(())
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())??;
+    state.storage_check.outcome().await
 }
 
 /// Creates, writes and removes a uniquely named hidden file in `dir`.

@@ -1,7 +1,9 @@
 //! Final storage: where finished outputs live for playback, behind one small trait.
 //! [`local`] keeps them in a folder the API server serves; [`s3`] in any
 //! S3-compatible bucket, with [`playlist`] rewriting HLS playlists for presigned URLs.
+//! [`check`] keeps the outcome of [`FinalStorage::check`] for the start-up check and `/readyz`.
 
+pub mod check;
 pub mod local;
 pub mod playlist;
 pub mod s3;
@@ -60,9 +62,42 @@ pub enum StorageError {
     /// The settings cannot make a client.
     #[error("storage error: {0}")]
     Config(String),
+    /// The object store refused the request for a reason no retry fixes: the
+    /// settings (or the bucket, or its policy) must change. Not retried.
+    #[error("storage error: {what}: {refusal}; the store answered: {answer}")]
+    Refused {
+        /// What was being done.
+        what: String,
+        /// What the refusal means for the settings.
+        refusal: Refusal,
+        /// The store's own words (status and error code).
+        answer: String,
+    },
     /// The server is stopping: the work was abandoned, to be done again at the next start.
     #[error("storage error: interrupted by the server stopping")]
     Interrupted,
+}
+
+/// Why an object store refuses every request until an operator acts; each names the setting to check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// 401 or 403: a wrong key or secret, or a key the bucket's policy does not admit.
+    #[error("the object store refused the credentials: check s3.access_key_id and s3.secret_access_key (or VIDPIPE_S3_ACCESS_KEY_ID/VIDPIPE_S3_SECRET_ACCESS_KEY), and that the bucket's policy lets this key list and write it")]
+    Credentials,
+    /// 404 `NoSuchBucket`.
+    #[error("bucket {bucket} does not exist: check s3.bucket (and s3.endpoint / s3.region)")]
+    NoBucket {
+        /// The configured bucket.
+        bucket: String,
+    },
+    /// The bucket lives in another region than the one requests are signed for.
+    #[error("bucket {bucket} is not in region {region}: check s3.region (and s3.endpoint)")]
+    WrongRegion {
+        /// The configured bucket.
+        bucket: String,
+        /// The configured region.
+        region: String,
+    },
 }
 
 impl StorageError {
@@ -125,6 +160,13 @@ pub trait FinalStorage: Send + Sync {
     /// tokens of the uploads that were being stored. Returns how many.
     fn clean_interrupted(&self, _storing: &[&str]) -> Result<usize, StorageError> {
         Ok(0)
+    }
+    /// Whether the backend can take work now: for a bucket, one cheap
+    /// authenticated request, refused ([`StorageError::Refused`]) with the
+    /// setting to fix. A local folder has nothing to check beyond what
+    /// `/readyz` already writes to.
+    fn check(&self) -> Result<(), StorageError> {
+        Ok(())
     }
     /// Public URL of one stored file, given the server's base URL.
     fn url(&self, base_url: &str, token: &str, name: &str) -> String;

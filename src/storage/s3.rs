@@ -12,7 +12,10 @@
 //! Every request to the store is retried with exponential backoff
 //! (`max_attempts`, `retry_initial_backoff_ms`, `retry_max_backoff_ms`); when
 //! the attempts run out the error goes back to the uploader, which fails the
-//! upload with `storage_error`.
+//! upload with `storage_error`. A refusal no retry fixes (401/403, a missing
+//! bucket) fails at once, as [`StorageError::Refused`] naming the setting.
+//! [`FinalStorage::check`] (at start, and behind `/readyz`) lists one key to
+//! see the credentials, bucket and region work before any upload needs them.
 //!
 //! A crash in the middle of a multipart upload leaves its parts in the
 //! bucket, invisible but stored (and billed). At the next start the
@@ -41,7 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
-    check_name, check_token, content_type, FinalStorage, MediaAccess, OutputFile, StorageError,
+    check_name, check_token, content_type, FinalStorage, MediaAccess, OutputFile, Refusal,
+    StorageError,
 };
 
 /// Name of the marker object written after every other object of an upload.
@@ -55,6 +59,10 @@ const MAX_LISTING_PAGE: usize = 1000;
 
 /// Most pages of one listing read before it is given up.
 const MAX_LISTING_PAGES: usize = 10_000;
+
+/// Longest the bucket check waits for its one small answer (less when
+/// `request_timeout_secs` is less); slower, the store is not ready.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest lifetime SigV4 allows a presigned URL (7 days).
 const MAX_PRESIGN_SECS: u64 = 7 * 24 * 3600;
@@ -323,8 +331,9 @@ impl S3Storage {
         }
     }
 
-    /// Runs `attempt` until it succeeds, a local error stops it, or the
-    /// configured attempts are used up, waiting with exponential backoff.
+    /// Runs `attempt` until it succeeds, a local error or a refusal (see
+    /// [`refusal`]) stops it, or the configured attempts are used up, waiting
+    /// with exponential backoff. Timeouts, 5xx and dropped connections are retried.
     async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, StorageError>
     where
         F: FnMut() -> Fut,
@@ -337,24 +346,31 @@ impl S3Storage {
                 tried = attempt() => tried,
                 () = self.stop.cancelled() => return Err(StorageError::Interrupted),
             };
-            match tried {
+            let source = match tried {
                 Ok(value) => return Ok(value),
                 Err(TryError::Local(e)) => return Err(StorageError::Io(e)),
-                Err(TryError::Store(source)) if tries >= self.config.max_attempts => {
-                    return Err(StorageError::Store {
-                        what: what.to_string(),
-                        tries,
-                        source,
-                    });
-                }
-                Err(TryError::Store(e)) => {
-                    let wait = self.config.backoff(tries);
-                    warn!(what, tries, wait_ms = wait.as_millis() as u64, error = %e, "object store request failed; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = self.stop.cancelled() => return Err(StorageError::Interrupted),
-                    }
-                }
+                Err(TryError::Store(source)) => source,
+            };
+            // A refusal stays until an operator acts: waiting only delays the failure.
+            if let Some(refusal) = refusal(&source, &self.config) {
+                return Err(StorageError::Refused {
+                    what: what.to_string(),
+                    refusal,
+                    answer: source.to_string(),
+                });
+            }
+            if tries >= self.config.max_attempts {
+                return Err(StorageError::Store {
+                    what: what.to_string(),
+                    tries,
+                    source,
+                });
+            }
+            let wait = self.config.backoff(tries);
+            warn!(what, tries, wait_ms = wait.as_millis() as u64, error = %source, "object store request failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.stop.cancelled() => return Err(StorageError::Interrupted),
             }
         }
     }
@@ -558,6 +574,79 @@ impl S3Storage {
         self
     }
 
+    /// Lists at most one key under the prefix: a cheap authenticated request
+    /// that a wrong key or secret gets 403 for, a missing bucket 404
+    /// `NoSuchBucket`, a wrong region a redirect or 400 (a HEAD of a key cannot
+    /// tell a missing bucket from a missing key). Sent presigned, so that the
+    /// status and the store's error code are read as they are.
+    async fn check_async(&self) -> Result<(), StorageError> {
+        let what = format!("checking bucket {}", self.config.bucket);
+        let failed = |detail: String| StorageError::Request {
+            what: what.clone(),
+            detail,
+        };
+        let timeout = CHECK_TIMEOUT.min(Duration::from_secs(self.config.request_timeout_secs));
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(self.config.connect_timeout_secs))
+            // A redirect to another region's endpoint is an answer, not a way on.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        let prefix = match self.config.prefix.trim_matches('/') {
+            "" => String::new(),
+            prefix => format!("{prefix}/"),
+        };
+        let query = [
+            ("list-type", "2"),
+            ("max-keys", "1"),
+            ("prefix", prefix.as_str()),
+        ];
+        let url = self
+            .store
+            .signed_url_opts(
+                Method::GET,
+                &ObjectPath::from(""),
+                Duration::from_secs(300),
+                &SignedUrlOptions::default().with_query(query),
+            )
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let response = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        let bucket_region = response
+            .headers()
+            .get("x-amz-bucket-region")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response.text().await.map_err(|e| failed(e.to_string()))?;
+        if status.is_success() {
+            return Ok(());
+        }
+        let code = xml_field(&body, "Code").unwrap_or_default();
+        let mut answer = format!("HTTP {status} {code}");
+        if let Some(region) = &bucket_region {
+            answer.push_str(&format!(", bucket region {region}"));
+        }
+        match check_refusal(
+            status.as_u16(),
+            &code,
+            bucket_region.as_deref(),
+            &self.config,
+        ) {
+            Some(refusal) => Err(StorageError::Refused {
+                what,
+                refusal,
+                answer,
+            }),
+            None => Err(failed(answer)),
+        }
+    }
+
     /// Lists multipart uploads `n` to a page (S3's own limit is 1000), for tests of the paging.
     #[doc(hidden)]
     pub fn with_listing_page(mut self, n: usize) -> S3Storage {
@@ -670,6 +759,15 @@ impl FinalStorage for S3Storage {
         self.runtime.block_on(self.remove_async(token))
     }
 
+    fn check(&self) -> Result<(), StorageError> {
+        self.runtime.block_on(async {
+            tokio::select! {
+                checked = self.check_async() => checked,
+                () = self.stop.cancelled() => Err(StorageError::Interrupted),
+            }
+        })
+    }
+
     /// Aborts the multipart uploads a crash left under these tokens' folders.
     /// A store that cannot be reached now is not an error: the parts stay
     /// until the next start (or the bucket's lifecycle rule).
@@ -721,6 +819,55 @@ impl FinalStorage for S3Storage {
         check_name(name)?;
         let key = self.key(token, name);
         self.runtime.block_on(self.read_async(&key, max_bytes))
+    }
+}
+
+/// What a failed request says about the settings when no retry can fix it:
+/// 401 and 403 always; 404 only when the store names the bucket
+/// (`NoSuchBucket`), since an aborted multipart upload is worth another try
+/// and a key's own not-found is handled where it is expected. `object_store`
+/// keeps the store's error body in the error's text, not in a field.
+fn refusal(e: &object_store::Error, config: &S3Config) -> Option<Refusal> {
+    match e {
+        object_store::Error::Unauthenticated { .. }
+        | object_store::Error::PermissionDenied { .. } => Some(Refusal::Credentials),
+        object_store::Error::NotFound { .. } if e.to_string().contains("NoSuchBucket") => {
+            Some(Refusal::NoBucket {
+                bucket: config.bucket.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What the answer to the bucket check (`status`, the XML error `code`, the
+/// `x-amz-bucket-region` header) says about the settings; `None` for a fault
+/// that may pass (5xx, throttling).
+fn check_refusal(
+    status: u16,
+    code: &str,
+    bucket_region: Option<&str>,
+    config: &S3Config,
+) -> Option<Refusal> {
+    let wrong_region = || Refusal::WrongRegion {
+        bucket: config.bucket.clone(),
+        region: config.region.clone(),
+    };
+    let region_codes = [
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "AuthorizationQueryParametersError",
+        "IllegalLocationConstraintException",
+    ];
+    match status {
+        _ if region_codes.contains(&code) => Some(wrong_region()),
+        _ if bucket_region.is_some_and(|r| r != config.region) => Some(wrong_region()),
+        301 | 307 => Some(wrong_region()),
+        401 | 403 => Some(Refusal::Credentials),
+        404 => Some(Refusal::NoBucket {
+            bucket: config.bucket.clone(),
+        }),
+        _ => None,
     }
 }
 
@@ -904,6 +1051,78 @@ mod tests {
         assert_eq!(next_page(xml), None);
         let truncated = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated><NextKeyMarker>a/b&amp;c</NextKeyMarker><NextUploadIdMarker>u1</NextUploadIdMarker></ListMultipartUploadsResult>";
         assert_eq!(next_page(truncated), Some(("a/b&c".into(), "u1".into())));
+    }
+
+    #[test]
+    fn check_answers_name_the_setting_to_fix() {
+        let c = config();
+        let refused = |status, code, region| check_refusal(status, code, region, &c);
+        assert_eq!(
+            refused(403, "SignatureDoesNotMatch", None),
+            Some(Refusal::Credentials)
+        );
+        assert_eq!(
+            refused(403, "InvalidAccessKeyId", Some("us-east-1")),
+            Some(Refusal::Credentials)
+        );
+        let no_bucket = Refusal::NoBucket {
+            bucket: "videos".into(),
+        };
+        assert_eq!(refused(404, "NoSuchBucket", None), Some(no_bucket.clone()));
+        let wrong_region = Refusal::WrongRegion {
+            bucket: "videos".into(),
+            region: "us-east-1".into(),
+        };
+        assert_eq!(
+            refused(301, "PermanentRedirect", Some("eu-west-1")),
+            Some(wrong_region.clone())
+        );
+        assert_eq!(
+            refused(400, "AuthorizationQueryParametersError", None),
+            Some(wrong_region.clone())
+        );
+        assert_eq!(
+            refused(403, "AccessDenied", Some("eu-west-1")),
+            Some(wrong_region.clone())
+        );
+        assert_eq!(refused(503, "SlowDown", None), None);
+        assert_eq!(refused(500, "InternalError", None), None);
+        assert!(Refusal::Credentials
+            .to_string()
+            .contains("s3.secret_access_key"));
+        assert!(no_bucket.to_string().contains("s3.bucket"));
+        assert!(wrong_region.to_string().contains("s3.region"));
+    }
+
+    #[test]
+    fn refusals_are_told_from_passing_faults() {
+        let answer = |text: &str| -> Box<dyn std::error::Error + Send + Sync> { text.into() };
+        let c = config();
+        let denied = object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: answer("403 Forbidden"),
+        };
+        assert_eq!(refusal(&denied, &c), Some(Refusal::Credentials));
+        let no_bucket = object_store::Error::NotFound {
+            path: "k".into(),
+            source: answer("404 Not Found: <Error><Code>NoSuchBucket</Code></Error>"),
+        };
+        assert_eq!(
+            refusal(&no_bucket, &c),
+            Some(Refusal::NoBucket {
+                bucket: "videos".into()
+            })
+        );
+        let no_upload = object_store::Error::NotFound {
+            path: "k".into(),
+            source: answer("404 Not Found: <Error><Code>NoSuchUpload</Code></Error>"),
+        };
+        assert_eq!(refusal(&no_upload, &c), None);
+        let unavailable = object_store::Error::Generic {
+            store: "S3",
+            source: answer("503 Service Unavailable"),
+        };
+        assert_eq!(refusal(&unavailable, &c), None);
     }
 
     #[test]

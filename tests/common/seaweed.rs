@@ -26,8 +26,8 @@ pub struct Seaweed {
     child: Option<Child>,
     /// Data and config; kept across `stop` and `start_again`.
     dir: tempfile::TempDir,
-    /// master, volume, filer, s3 HTTP ports, then their gRPC ports.
-    ports: [u16; 8],
+    /// master, volume, filer, s3 HTTP ports, then their gRPC ports, then metrics.
+    ports: [u16; 9],
 }
 
 fn weed_installed() -> bool {
@@ -67,11 +67,30 @@ impl Seaweed {
             ports,
         };
         weed.start_again().await;
-        let filer = format!("http://127.0.0.1:{}/buckets/{BUCKET}/", weed.ports[2]);
-        let response = reqwest::Client::new().post(filer).send().await.unwrap();
-        assert!(response.status().is_success(), "bucket: {response:?}");
+        weed.create_bucket(BUCKET).await;
         weed.wait_writable().await;
         Some(weed)
+    }
+
+    /// Creates a bucket (through the filer, which needs no credentials).
+    pub async fn create_bucket(&self, name: &str) {
+        let filer = format!("http://127.0.0.1:{}/buckets/{name}/", self.ports[2]);
+        let response = reqwest::Client::new().post(filer).send().await.unwrap();
+        assert!(response.status().is_success(), "bucket: {response:?}");
+    }
+
+    /// S3 requests the gateway has answered since it started, from its
+    /// Prometheus metrics (`SeaweedFS_s3_request_total`, every bucket, type and code).
+    pub async fn s3_requests(&self) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.ports[8]);
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|line| line.starts_with("SeaweedFS_s3_request_total{"))
+            .map(|line| {
+                let value = line.rsplit(' ').next().unwrap();
+                value.parse::<f64>().unwrap() as u64
+            })
+            .sum()
     }
 
     fn log_path(&self) -> PathBuf {
@@ -94,7 +113,8 @@ impl Seaweed {
     /// Starts the server on the same ports and data, and waits until S3 answers.
     pub async fn start_again(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let [master, volume, filer, s3, master_grpc, volume_grpc, filer_grpc, s3_grpc] = self.ports;
+        let [master, volume, filer, s3, master_grpc, volume_grpc, filer_grpc, s3_grpc, metrics] =
+            self.ports;
         let data = self.dir.path().join("data");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -115,6 +135,7 @@ impl Seaweed {
             .arg(format!("-s3.port={s3}"))
             .arg(format!("-s3.port.grpc={s3_grpc}"))
             .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .arg(format!("-metricsPort={metrics}"))
             .arg(format!(
                 "-s3.config={}",
                 self.dir.path().join("s3.json").display()
