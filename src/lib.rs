@@ -9,13 +9,16 @@
 //! - [`config`]: the one documented `Config`, every default stated; read from a TOML file,
 //!   environment and flags by [`config::file`].
 //! - [`server`]: start and stop the whole service (database, recovery, actors, HTTP).
-//! - [`api`]: warp routes, handlers, auth, JSON views, error mapping.
-//! - [`actors`]: supervisor, intake, transcoder pool, uploader, status registry, webhook delivery.
+//! - [`api`]: the route table, handlers, auth, JSON views, error mapping, the bounds on
+//!   what requests may hold, and the `/media` file server.
+//! - [`actors`]: supervisor, intake, transcoder pool, uploader, status registry, webhook
+//!   delivery, and the cleaner of what failed uploads left in final storage.
 //! - [`media`]: probing and the decode -> scale -> encode -> mux pipeline (MP4, poster, HLS
 //!   ladder); no tokio, no ractor.
-//! - [`store`]: redb tables for uploads, their transition history, the webhook outbox and
-//!   API keys; sync code.
-//! - [`storage`]: final storage trait, the local-folder backend and the S3-compatible one.
+//! - [`store`]: redb tables for uploads, their transition history, the webhook outbox, the
+//!   removals owed to final storage and API keys; sync code.
+//! - [`storage`]: final storage trait, the local-folder backend and the S3-compatible one,
+//!   and the cached check behind `/readyz`.
 //! - [`view`]: an upload as clients see it, shared by the API and webhook events.
 //! - [`webhook`]: signed webhook events: endpoints, signatures, routing into the outbox.
 //! - `faults`: crash points for the crash-matrix harness (hidden).

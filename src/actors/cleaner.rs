@@ -1,22 +1,24 @@
-//! The cleaner: removes from final storage what failed uploads left there.
-//! Each removal was recorded with the failure ([`crate::store::cleanup`]);
-//! the cleaner tries it, and on failure again with backoff (one log line a
-//! try, the waits doubling from [`BACKOFF`]'s first to its longest), until
-//! the store answers. At start it takes up every removal still recorded. It
-//! is a task of the server's own (on `Services::tasks`), woken by the
-//! uploader when it records one, and ends when the server stops.
+//! The cleaner: removes from final storage what failed uploads left there
+//! when the first try did not ([`crate::store::cleanup`] records each one
+//! with the failure). It tries each again with backoff (one log line a try,
+//! the waits doubling from [`BACKOFF`]'s first to its longest) until the
+//! store answers, and settles its row. A store that refuses the credentials
+//! pauses the whole pass (one line a pass, not one per upload). At start it
+//! takes up every removal still recorded. It is a task of the server's own
+//! (on `Services::tasks`), woken by the uploader when it records one, and
+//! ends when the server stops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::Services;
 use crate::backoff::Backoff;
 use crate::storage::StorageError;
 
-/// Waits between tries of one removal.
+/// Waits between tries of one removal, and between passes the store refused.
 pub const BACKOFF: Backoff = Backoff {
     first: Duration::from_secs(1),
     max: Duration::from_secs(60),
@@ -36,84 +38,67 @@ pub fn wake(services: &Services) {
     services.cleanups.notify_one();
 }
 
-/// One removal's failed tries so far and when to try again.
+/// Failed tries so far, and when to try again.
+#[derive(Default)]
 struct Retry {
+    /// Tries that failed in a row.
     tries: u32,
-    next: Instant,
+    /// Not before then.
+    next: Option<Instant>,
+}
+
+impl Retry {
+    fn due(&self) -> bool {
+        self.next.is_none_or(|at| at <= Instant::now())
+    }
+
+    /// One more failed try: returns the wait before the next.
+    fn failed(&mut self) -> Duration {
+        self.tries += 1;
+        let wait = BACKOFF.before_retry(self.tries);
+        self.next = Some(Instant::now() + wait);
+        wait
+    }
+}
+
+/// What one try of one removal came to.
+enum Outcome {
+    Removed,
+    /// Try this one again later; why.
+    Failed(String),
+    /// The store refuses the credentials: every removal would fail alike.
+    Refused(StorageError),
+    /// The server is stopping.
+    Stop,
 }
 
 async fn run(services: Arc<Services>) {
     let mut retries: HashMap<String, Retry> = HashMap::new();
+    // Set while the store refuses: the whole pass waits.
+    let mut refused = Retry::default();
     loop {
-        let pending = {
-            let store = services.store.clone();
-            services.blocking(move || store.pending_cleanups()).await
-        };
-        let pending = match pending {
-            Ok(Ok(pending)) => pending,
-            Ok(Err(e)) => {
-                warn!(error = %e, "cannot read the removals owed to final storage");
-                Vec::new()
-            }
-            Err(_) => return,
-        };
-        let mut owed = pending.len();
-        services.metrics.cleanups_pending(owed);
-        retries.retain(|token, _| pending.contains(token));
-        for token in pending {
-            if services.stop.is_cancelled() {
-                return;
-            }
-            if retries.get(&token).is_some_and(|r| r.next > Instant::now()) {
-                continue;
-            }
-            let storage = services.storage.clone();
-            let t = token.clone();
-            let removed = match services.blocking(move || storage.remove(&t)).await {
-                Ok(removed) => removed,
-                Err(_) => return,
-            };
-            match removed {
-                Ok(()) => {
-                    let store = services.store.clone();
-                    let t = token.clone();
-                    match services.blocking(move || store.cleaned_up(&t)).await {
-                        Ok(Ok(())) => {
-                            owed -= 1;
-                            services.metrics.cleanups_pending(owed);
-                            let tries = retries.remove(&token).map_or(0, |r| r.tries) + 1;
-                            info!(
-                                token,
-                                tries, "removed a failed upload's outputs from final storage"
-                            );
-                        }
-                        Ok(Err(e)) => warn!(token, error = %e, "removed, but cannot record it"),
-                        Err(_) => return,
-                    }
-                }
-                Err(StorageError::Interrupted) => return,
-                Err(e) => {
-                    services.metrics.cleanup_failed();
-                    let retry = retries.entry(token.clone()).or_insert(Retry {
-                        tries: 0,
-                        next: Instant::now(),
-                    });
-                    retry.tries += 1;
-                    let wait = BACKOFF.before_retry(retry.tries);
-                    retry.next = Instant::now() + wait;
+        if refused.due() {
+            match pass(&services, &mut retries).await {
+                Some(Outcome::Stop) => return,
+                Some(Outcome::Refused(e)) => {
+                    let wait = refused.failed();
                     warn!(
-                        token,
-                        tries = retry.tries,
+                        owed = retries.len().max(1),
                         retry_in_secs = wait.as_secs(),
                         error = %e,
-                        "cannot remove a failed upload's outputs from final storage yet"
+                        "the object store refuses the removals owed to it"
                     );
                 }
+                _ => refused = Retry::default(),
             }
         }
-        // Until the next retry is due, a new removal is recorded, or the look comes round.
-        let next_retry = retries.values().map(|r| r.next).min();
-        let wait = next_retry
+        // Until a retry is due, a new removal is recorded, or the look comes round.
+        let next = retries
+            .values()
+            .chain([&refused])
+            .filter_map(|r| r.next)
+            .min();
+        let wait = next
             .map_or(LOOK_EVERY, |at| {
                 at.saturating_duration_since(Instant::now())
             })
@@ -124,4 +109,88 @@ async fn run(services: Arc<Services>) {
             () = services.stop.cancelled() => return,
         }
     }
+}
+
+/// Tries every removal that is due; stops early when the store refuses or
+/// the server stops.
+async fn pass(services: &Arc<Services>, retries: &mut HashMap<String, Retry>) -> Option<Outcome> {
+    let store = services.store.clone();
+    let pending = match services.blocking(move || store.pending_cleanups()).await {
+        Ok(Ok(pending)) => pending,
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot read the removals owed to final storage");
+            return None;
+        }
+        Err(e) => return Some(joined(services, &e)),
+    };
+    let mut owed = pending.len();
+    services.metrics.cleanups_pending(owed);
+    let tokens: HashSet<&str> = pending.iter().map(String::as_str).collect();
+    retries.retain(|token, _| tokens.contains(token.as_str()));
+    for token in pending {
+        let retry = retries.entry(token.clone()).or_default();
+        if !retry.due() {
+            continue;
+        }
+        match try_removal(services, &token).await {
+            Outcome::Removed => {
+                owed -= 1;
+                services.metrics.cleanups_pending(owed);
+                let tries = retries.remove(&token).map_or(0, |r| r.tries) + 1;
+                info!(
+                    token,
+                    tries, "removed a failed upload's outputs from final storage"
+                );
+            }
+            Outcome::Failed(error) => {
+                services.metrics.cleanup_failed();
+                let retry = retries.entry(token.clone()).or_default();
+                let wait = retry.failed();
+                warn!(
+                    token,
+                    tries = retry.tries,
+                    retry_in_secs = wait.as_secs(),
+                    error = %error,
+                    "cannot remove a failed upload's outputs from final storage yet"
+                );
+            }
+            stop @ (Outcome::Stop | Outcome::Refused(_)) => return Some(stop),
+        }
+    }
+    None
+}
+
+/// Removes what is stored under `token` and settles its row.
+async fn try_removal(services: &Arc<Services>, token: &str) -> Outcome {
+    let storage = services.storage.clone();
+    let t = token.to_string();
+    let removed = match services.blocking(move || storage.remove(&t)).await {
+        Ok(removed) => removed,
+        Err(e) => return joined(services, &e),
+    };
+    let error = match removed {
+        Ok(()) => {
+            let store = services.store.clone();
+            let t = token.to_string();
+            match services.blocking(move || store.cleaned_up(&t)).await {
+                Ok(Ok(())) => return Outcome::Removed,
+                Ok(Err(e)) => format!("removed, but cannot record it: {e}"),
+                Err(e) => return joined(services, &e),
+            }
+        }
+        Err(StorageError::Interrupted) => return Outcome::Stop,
+        Err(e @ StorageError::Refused { .. }) => return Outcome::Refused(e),
+        Err(e) => e.to_string(),
+    };
+    Outcome::Failed(error)
+}
+
+/// A blocking task of the cleaner ended without an answer: the server is
+/// stopping, or the task panicked (then the removal is tried again later).
+fn joined(services: &Services, e: &tokio::task::JoinError) -> Outcome {
+    if services.stop.is_cancelled() {
+        return Outcome::Stop;
+    }
+    error!(error = %e, "a removal from final storage failed unexpectedly");
+    Outcome::Failed(e.to_string())
 }

@@ -523,9 +523,14 @@ impl S3Storage {
                 )
                 .await
                 .map_err(|e| err(&e))?;
-            let response = client.get(url).send().await.map_err(|e| err(&e))?;
+            // A reqwest error names its URL, here a presigned one: never shown.
+            let response = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| err(&e.without_url()))?;
             let status = response.status();
-            let body = response.text().await.map_err(|e| err(&e))?;
+            let body = response.text().await.map_err(|e| err(&e.without_url()))?;
             if !status.is_success() {
                 return Err(err(&format!("HTTP {status}: {body}")));
             }
@@ -612,18 +617,22 @@ impl S3Storage {
             )
             .await
             .map_err(|e| failed(e.to_string()))?;
+        // A reqwest error names its URL, here a presigned one: never shown.
         let response = client
             .get(url)
             .send()
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(e.without_url().to_string()))?;
         let status = response.status();
         let bucket_region = response
             .headers()
             .get("x-amz-bucket-region")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = response.text().await.map_err(|e| failed(e.to_string()))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| failed(e.without_url().to_string()))?;
         if status.is_success() {
             return Ok(());
         }
@@ -662,8 +671,15 @@ impl S3Storage {
             removed = self.remove_objects(token) => removed?,
             () = self.stop.cancelled() => return Err(StorageError::Interrupted),
         }
+        // Stray parts are not objects: a store that will not list them (a key
+        // without that permission) leaves them to the bucket's lifecycle rule.
         tokio::select! {
-            aborted = self.abort_interrupted(token) => aborted.map(|_| ()),
+            aborted = self.abort_interrupted(token) => {
+                if let Err(e) = aborted {
+                    warn!(token, error = %e, "cannot clear the multipart uploads of a removed upload");
+                }
+                Ok(())
+            }
             () = self.stop.cancelled() => Err(StorageError::Interrupted),
         }
     }

@@ -170,12 +170,17 @@ pub struct Running {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
+/// A port free now, for a server started later. Drawn below Linux's
+/// ephemeral range (32768-60999): a port the kernel gave out would be free
+/// again for any outgoing connection to take before the server binds it,
+/// as happened to SeaweedFS's ports while vidpipe kept reconnecting to it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20_000 + (getrandom::u32().unwrap() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Starts the real binary on `data_dir` with extra environment variables, without waiting.

@@ -60,7 +60,15 @@ impl Seaweed {
             {"name": "anonymous", "actions": ["Read"]}
         ]});
         std::fs::write(dir.path().join("s3.json"), identities.to_string()).unwrap();
-        let ports = std::array::from_fn(|_| super::free_port());
+        let mut ports = [0u16; 9];
+        for at in 0..ports.len() {
+            ports[at] = loop {
+                let port = super::free_port();
+                if !ports[..at].contains(&port) {
+                    break port;
+                }
+            };
+        }
         let mut weed = Seaweed {
             child: None,
             dir,
