@@ -523,14 +523,13 @@ impl S3Storage {
                 )
                 .await
                 .map_err(|e| err(&e))?;
-            // A reqwest error names its URL, here a presigned one: never shown.
             let response = client
                 .get(url)
                 .send()
                 .await
-                .map_err(|e| err(&e.without_url()))?;
+                .map_err(|e| err(&request_error(e)))?;
             let status = response.status();
-            let body = response.text().await.map_err(|e| err(&e.without_url()))?;
+            let body = response.text().await.map_err(|e| err(&request_error(e)))?;
             if !status.is_success() {
                 return Err(err(&format!("HTTP {status}: {body}")));
             }
@@ -617,12 +616,11 @@ impl S3Storage {
             )
             .await
             .map_err(|e| failed(e.to_string()))?;
-        // A reqwest error names its URL, here a presigned one: never shown.
         let response = client
             .get(url)
             .send()
             .await
-            .map_err(|e| failed(e.without_url().to_string()))?;
+            .map_err(|e| failed(request_error(e)))?;
         let status = response.status();
         let bucket_region = response
             .headers()
@@ -632,7 +630,7 @@ impl S3Storage {
         let body = response
             .text()
             .await
-            .map_err(|e| failed(e.without_url().to_string()))?;
+            .map_err(|e| failed(request_error(e)))?;
         if status.is_success() {
             return Ok(());
         }
@@ -887,6 +885,20 @@ fn check_refusal(
     }
 }
 
+/// A failed request to the store, said without its URL (a presigned one
+/// would hand out a working signature) and with its causes.
+fn request_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// `(Key, UploadId)` of each `<Upload>` in a `ListMultipartUploadsResult`.
 fn multipart_uploads(xml: &str) -> Vec<(String, String)> {
     xml.split("<Upload>")
@@ -1139,6 +1151,17 @@ mod tests {
             source: answer("503 Service Unavailable"),
         };
         assert_eq!(refusal(&unavailable, &c), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_is_told_without_its_signed_url() {
+        let failed =
+            reqwest::get("http://127.0.0.1:1/b?X-Amz-Credential=AKID&X-Amz-Signature=ab12")
+                .await
+                .unwrap_err();
+        let text = super::request_error(failed);
+        assert!(!text.contains("AKID") && !text.contains("ab12"), "{text}");
+        assert!(text.contains("onnect"), "the cause is kept: {text}");
     }
 
     #[test]
