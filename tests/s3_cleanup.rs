@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::seaweed::Seaweed;
 use common::*;
-use vidpipe::storage::s3::S3Config;
+use tokio_util::sync::CancellationToken;
+use vidpipe::storage::s3::{S3Config, S3Storage};
 
 /// A server storing to `weed` under `prefix`: the HLS ladder (many files),
 /// three tries a request with short waits, and a pause after each file
@@ -35,7 +36,7 @@ async fn fail_with_the_store_down(
     t: &TestServer,
     key: &str,
     prefix: &str,
-) -> Vec<String> {
+) -> (Vec<String>, String) {
     let (code, body) = upload(&t.client, &t.base, key, "sample.mp4", "root").await;
     assert_eq!(code, 202, "{body}");
     let id = body["data"]["id"].as_str().unwrap().to_string();
@@ -52,7 +53,16 @@ async fn fail_with_the_store_down(
     let failed = wait_terminal(&t.client, &t.base, key, &id).await;
     assert_eq!(failed["status"], 7, "{failed}");
     assert_eq!(failed["error"]["code"], "storage_error", "{failed}");
-    left
+    let id = uuid::Uuid::parse_str(&id).unwrap();
+    let token = t
+        .server
+        .services()
+        .store
+        .get(id)
+        .unwrap()
+        .unwrap()
+        .media_token;
+    (left, token)
 }
 
 /// Waits until nothing is left under `prefix`.
@@ -84,7 +94,7 @@ async fn the_objects_of_an_upload_failed_with_the_store_down_go_once_it_answers(
     let dir = tempfile::tempdir().unwrap();
     let key = create_key(dir.path(), "cleanup");
     let t = server(&weed, "down", dir.path()).await;
-    let left = fail_with_the_store_down(&mut weed, &t, &key, "down").await;
+    let (left, token) = fail_with_the_store_down(&mut weed, &t, &key, "down").await;
     assert!(!left.is_empty());
     // The removal is owed and has failed at least once while the store was down.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -117,6 +127,10 @@ async fn the_objects_of_an_upload_failed_with_the_store_down_go_once_it_answers(
         .pending_cleanups()
         .unwrap()
         .is_empty());
+    // No multipart upload of it is left open either (files above 64 KiB go up in parts).
+    let storage = S3Storage::new(&weed.s3_config("down"), CancellationToken::new()).unwrap();
+    let open: Vec<_> = storage.interrupted_uploads(&token).await.unwrap().concat();
+    assert!(open.is_empty(), "{open:?}");
     t.server.shutdown().await;
 }
 
@@ -128,7 +142,7 @@ async fn a_removal_owed_at_shutdown_is_done_after_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let key = create_key(dir.path(), "cleanup");
     let t = server(&weed, "restart", dir.path()).await;
-    fail_with_the_store_down(&mut weed, &t, &key, "restart").await;
+    let _ = fail_with_the_store_down(&mut weed, &t, &key, "restart").await;
     t.server.shutdown().await;
     // The store answers again while no server runs: the objects are still there.
     weed.start_again().await;
