@@ -512,17 +512,7 @@ impl S3Storage {
                 query.push(("key-marker", key));
                 query.push(("upload-id-marker", upload_id));
             }
-            let options = SignedUrlOptions::default().with_query(query);
-            let url = self
-                .store
-                .signed_url_opts(
-                    Method::GET,
-                    &ObjectPath::from(""),
-                    Duration::from_secs(300),
-                    &options,
-                )
-                .await
-                .map_err(|e| err(&e))?;
+            let url = self.bucket_url(query).await.map_err(|e| err(&e))?;
             let response = client
                 .get(url)
                 .send()
@@ -571,6 +561,24 @@ impl S3Storage {
         Ok(aborted)
     }
 
+    /// A presigned GET of the bucket itself with `query`: the requests
+    /// `object_store` does not offer (a bounded listing, the multipart
+    /// uploads in progress), sent as they are so that the answer is read whole.
+    async fn bucket_url<'a>(
+        &self,
+        query: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<reqwest::Url, object_store::Error> {
+        let options = SignedUrlOptions::default().with_query(query);
+        self.store
+            .signed_url_opts(
+                Method::GET,
+                &ObjectPath::from(""),
+                Duration::from_secs(300),
+                &options,
+            )
+            .await
+    }
+
     /// Waits `delay` after each file stored, for tests of faults mid-upload.
     #[doc(hidden)]
     pub fn with_put_delay(mut self, delay: Option<Duration>) -> S3Storage {
@@ -607,13 +615,7 @@ impl S3Storage {
             ("prefix", prefix.as_str()),
         ];
         let url = self
-            .store
-            .signed_url_opts(
-                Method::GET,
-                &ObjectPath::from(""),
-                Duration::from_secs(300),
-                &SignedUrlOptions::default().with_query(query),
-            )
+            .bucket_url(query)
             .await
             .map_err(|e| failed(e.to_string()))?;
         let response = client
