@@ -20,6 +20,7 @@ use crate::actors::supervisor::{Child, Supervisor, SupervisorMsg};
 use crate::actors::{recovery, Peers, ProgressBoard, Services, TenantLoad};
 use crate::api::bounds::{Ended, Watched};
 use crate::api::{self, AppState};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::layout::DataLayout;
 use crate::storage::check::{StorageCheck, CHECK_PERIOD};
@@ -307,7 +308,6 @@ async fn serve(
     // backlog instead of each costing the server buffers and a task.
     let slot_count = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
     let slots = Arc::new(tokio::sync::Semaphore::new(slot_count as usize));
-    let stall = config.response_stall_timeout;
     let mut builder = ConnBuilder::new(WatchedExecutor {
         services: services.clone(),
     });
@@ -377,9 +377,7 @@ async fn serve(
                     // Aborted with the connection's task, however that ends.
                     let _watchdog = AbortOnDrop(tokio::spawn(watchdog));
                     // An HTTP/1 response that stalls closes the connection.
-                    if Watched::new(conn, stall).await == Ended::Stalled {
-                        services.metrics.stalled_response();
-                    }
+                    until_stalled(conn, &services).await;
                     drop(permit);
                 });
             }
@@ -416,12 +414,18 @@ where
 {
     fn execute(&self, future: F) {
         let services = self.services.clone();
-        let stall = services.config.response_stall_timeout;
-        self.services.tasks.spawn(async move {
-            if Watched::new(future, stall).await == Ended::Stalled {
-                services.metrics.stalled_response();
-            }
-        });
+        self.services
+            .tasks
+            .spawn(async move { until_stalled(future, &services).await });
+    }
+}
+
+/// Runs `task` (a connection, or an HTTP/2 stream) until it ends, or until
+/// a response of it stalls: then it is dropped, and the stall counted.
+async fn until_stalled<F: std::future::Future>(task: F, services: &Services) {
+    let stall = services.config.response_stall_timeout;
+    if Watched::new(task, stall).await == Ended::Stalled {
+        services.metrics.stalled_response();
     }
 }
 
@@ -438,6 +442,12 @@ struct AcceptRefusals {
 
 /// Least time between two log lines about failed accepts.
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The pause after each failed accept in a row.
+const ACCEPT_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(10),
+    max: Duration::from_secs(1),
+};
 
 impl AcceptRefusals {
     /// How long to wait after `error`.
@@ -456,8 +466,7 @@ impl AcceptRefusals {
             }
             self.logged_at = Some(std::time::Instant::now());
         }
-        let doublings = self.in_a_row.min(8) - 1;
-        (Duration::from_millis(10) * (1 << doublings)).min(Duration::from_secs(1))
+        ACCEPT_BACKOFF.before_retry(self.in_a_row)
     }
 
     /// An accept worked again.
