@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::media::{MediaLimits, OutputProfile};
 use crate::storage::s3::S3Config;
 use crate::webhook::WebhookConfig;
-use setting::{any, at_least, not_zero, Form, Optional, Plain, Secs, SettingDoc};
+use setting::{any, at_least, not_zero, Form, Hours, Optional, Plain, Secs, SettingDoc};
 
 /// Most `max_connections` accepted (far past what one process serves).
 pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
@@ -272,6 +272,24 @@ server_settings! {
     file response_stall_timeout_secs: u64 as Secs;
     flag "SECS", "VIDPIPE_RESPONSE_STALL_TIMEOUT_SECS";
     check not_zero;
+
+    /// Hours a failed upload keeps its source, so that it can be retried; then the source is freed (the record stays, failed).
+    failed_source_retention: Duration = Duration::from_secs(72 * 3600);
+    file failed_source_retention_hours: u64 as Hours;
+    flag "HOURS", "VIDPIPE_FAILED_SOURCE_RETENTION_HOURS";
+    check any;
+
+    /// Hours the answer to a POST /uploads with an Idempotency-Key is kept for its repeats.
+    idempotency_key_retention: Duration = Duration::from_secs(24 * 3600);
+    file idempotency_key_retention_hours: u64 as Hours;
+    flag "HOURS", "VIDPIPE_IDEMPOTENCY_KEY_RETENTION_HOURS";
+    check not_zero;
+
+    /// Event streams (GET /events and GET /uploads/{id}/events) one API key may have open at once; past it, 429.
+    max_event_streams_per_tenant: usize = 16;
+    file max_event_streams_per_tenant: usize as Plain;
+    flag "N", "VIDPIPE_MAX_EVENT_STREAMS_PER_TENANT";
+    check at_least(1);
 
     /// Seconds in-flight requests get to finish on shutdown.
     shutdown_grace: Duration = Duration::from_secs(30);

@@ -98,16 +98,10 @@ async fn check_after_restart(data: &Path, key: &str, accepted: &[String]) -> (us
         assert_eq!(out.video_codec, "h264");
         std::fs::remove_file(&local).unwrap();
     }
-    assert!(
-        files_in(&data.join("staging")).is_empty(),
-        "staging left: {:?}",
-        files_in(&data.join("staging"))
-    );
-    assert!(
-        files_in(&data.join("work")).is_empty(),
-        "work left: {:?}",
-        files_in(&data.join("work"))
-    );
+    let staging = left_in(&data.join("staging")).await;
+    assert!(staging.is_empty(), "staging left: {staging:?}");
+    let work = left_in(&data.join("work")).await;
+    assert!(work.is_empty(), "work left: {work:?}");
     let media = files_in(&data.join("media"));
     assert!(
         media.iter().all(|m| !m.starts_with('.')),

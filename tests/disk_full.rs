@@ -88,8 +88,8 @@ async fn outputs_that_do_not_fit_fail_with_storage_error() {
         "{:?}",
         files_in(&data.join("media"))
     );
-    assert!(files_in(&data.join("staging")).is_empty());
-    assert!(files_in(&data.join("work")).is_empty());
+    assert!(left_in(&data.join("staging")).await.is_empty());
+    assert!(left_in(&data.join("work")).await.is_empty());
     let (code, _) = get_json(&t.client, &t.url("/uploads"), &key).await;
     assert_eq!(code, 200);
     t.server.shutdown().await;

@@ -57,8 +57,8 @@ async fn kill_9_and_restart_finishes_every_accepted_upload() {
     }
     let (_, done) = get_json(&client, &format!("{}/uploads/{done_id}", server.base), &key).await;
     assert_eq!(done["data"]["status"], 6, "completed stays completed");
-    assert!(files_in(&data.join("staging")).is_empty());
-    assert!(files_in(&data.join("work")).is_empty());
+    assert!(left_in(&data.join("staging")).await.is_empty());
+    assert!(left_in(&data.join("work")).await.is_empty());
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

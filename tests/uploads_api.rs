@@ -80,8 +80,8 @@ async fn upload_transcode_and_play() {
     assert_eq!(&response.bytes().await.unwrap()[..3], &[0xFF, 0xD8, 0xFF]);
 
     // Terminal: staging and work files are gone.
-    assert!(files_in(&dir.path().join("staging")).is_empty());
-    assert!(files_in(&dir.path().join("work")).is_empty());
+    assert!(left_in(&dir.path().join("staging")).await.is_empty());
+    assert!(left_in(&dir.path().join("work")).await.is_empty());
 
     // The history has every transition, in order.
     let id = uuid::Uuid::parse_str(&id).unwrap();
@@ -313,7 +313,7 @@ async fn failures_are_explained_and_list_is_the_latest_fifty() {
     for id in &ids {
         wait_terminal(&t.client, &t.base, &key, id).await;
     }
-    assert!(files_in(&dir.path().join("staging")).is_empty());
+    assert!(left_in(&dir.path().join("staging")).await.is_empty());
     t.server.shutdown().await;
 }
 

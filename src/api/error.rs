@@ -13,6 +13,7 @@ use warp::{Rejection, Reply};
 use crate::actors::intake::IntakeError;
 use crate::actors::registry::RegistryError;
 use crate::storage::StorageError;
+use crate::store::record::Status;
 use crate::store::StoreError;
 
 /// An error answered to an API client.
@@ -57,6 +58,27 @@ pub enum ApiError {
     BadRequest(&'static str),
     /// 501: a `Transfer-Encoding` other than `chunked`.
     UnsupportedTransferEncoding,
+    /// 409: the upload cannot be cancelled in its status.
+    NotCancellable {
+        /// Its status.
+        status: Status,
+    },
+    /// 409: the upload cannot be retried (why).
+    NotRetryable(&'static str),
+    /// 422: the `Idempotency-Key` was used for another request.
+    IdempotencyKeyReused,
+    /// 409: the first request with this `Idempotency-Key` is still being received.
+    IdempotencyKeyInUse {
+        /// Value of the Retry-After header.
+        retry_after: Duration,
+    },
+    /// 429: the key has `max_event_streams_per_tenant` event streams open.
+    TooManyEventStreams {
+        /// The limit.
+        limit: usize,
+        /// Value of the Retry-After header.
+        retry_after: Duration,
+    },
     /// 507: the data disk is full.
     InsufficientStorage,
     /// 502: the object store holding the media did not answer as it should.
@@ -97,6 +119,10 @@ impl ApiError {
             ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
+            ApiError::NotCancellable { .. } | ApiError::NotRetryable(_) => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyKeyInUse { .. } => StatusCode::CONFLICT,
+            ApiError::TooManyEventStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::StorageUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -119,6 +145,11 @@ impl ApiError {
             ApiError::Busy { .. } => "server_busy",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::UnsupportedTransferEncoding => "unsupported_transfer_encoding",
+            ApiError::NotCancellable { .. } => "not_cancellable",
+            ApiError::NotRetryable(_) => "not_retryable",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyKeyInUse { .. } => "idempotency_key_in_use",
+            ApiError::TooManyEventStreams { .. } => "too_many_event_streams",
             ApiError::InsufficientStorage => "insufficient_storage",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -165,6 +196,22 @@ impl ApiError {
             ApiError::UnsupportedTransferEncoding => {
                 "Only the chunked transfer coding is supported.".into()
             }
+            ApiError::NotCancellable { status } => format!(
+                "The upload is {} ({}): only a pending or processing upload can be cancelled.",
+                status.text(),
+                status.code()
+            ),
+            ApiError::NotRetryable(why) => format!("The upload cannot be retried: {why}."),
+            ApiError::IdempotencyKeyReused => "This Idempotency-Key was used for another request \
+                 (another folder, filename or size); use a new key for a new upload."
+                .into(),
+            ApiError::IdempotencyKeyInUse { .. } => {
+                "The first request with this Idempotency-Key is still being received. Retry later."
+                    .into()
+            }
+            ApiError::TooManyEventStreams { limit, .. } => {
+                format!("This key already has {limit} event streams open; close one first.")
+            }
             ApiError::InsufficientStorage => {
                 "The server has no space left to store the upload.".into()
             }
@@ -177,7 +224,14 @@ impl ApiError {
 
     /// Errors answered before the request body was read to its end.
     fn may_leave_body_unread(&self) -> bool {
-        !matches!(self, ApiError::NotFound | ApiError::MethodNotAllowed)
+        !matches!(
+            self,
+            ApiError::NotFound
+                | ApiError::MethodNotAllowed
+                | ApiError::NotCancellable { .. }
+                | ApiError::NotRetryable(_)
+                | ApiError::TooManyEventStreams { .. }
+        )
     }
 
     /// The JSON response. What went wrong on the server's side rides along
@@ -203,7 +257,9 @@ impl ApiError {
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
         if let ApiError::QueueFull { retry_after }
         | ApiError::TooManyUploads { retry_after }
-        | ApiError::Busy { retry_after } = self
+        | ApiError::Busy { retry_after }
+        | ApiError::IdempotencyKeyInUse { retry_after }
+        | ApiError::TooManyEventStreams { retry_after, .. } = self
         {
             if let Ok(value) = retry_after.as_secs().max(1).to_string().parse() {
                 response.headers_mut().insert("retry-after", value);

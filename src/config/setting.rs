@@ -45,6 +45,19 @@ impl Form<Duration> for Secs {
     }
 }
 
+/// A duration written in whole hours.
+pub struct Hours;
+
+impl Form<Duration> for Hours {
+    type File = u64;
+    fn read(file: u64) -> Duration {
+        Duration::from_secs(file.saturating_mul(3600))
+    }
+    fn write(value: &Duration) -> Option<u64> {
+        Some(value.as_secs() / 3600)
+    }
+}
+
 /// A setting that may be left unset.
 pub struct Optional;
 

@@ -162,6 +162,21 @@ pub fn files_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What is left in `dir` once the server has had a moment to finish: the
+/// local files of an upload go just after its terminal status is committed
+/// (so a crash between the two loses nothing), so a test that has seen that
+/// status waits up to 5 s for them.
+pub async fn left_in(dir: &Path) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = files_in(dir);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_vidpipe");
 
 pub struct Running {
