@@ -1,12 +1,15 @@
 //! Status registry throughput: durable single commits, batched commits, and
 //! group commit through the registry actor under concurrent load; and the
-//! webhook outbox poll with a large backlog waiting for a failing endpoint.
+//! webhook outbox poll with a large backlog waiting for a failing endpoint;
+//! and one page of `GET /uploads?status=6&limit=50` (the first, and one deep
+//! behind a cursor) with 1,000 and with 1,000,000 uploads of the tenant.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use uuid::Uuid;
+use vidpipe::store::listing::PageQuery;
 use vidpipe::store::record::{now_utc, Status, TransitionPatch, UploadRecord};
 use vidpipe::store::{Store, WriteOp};
 
@@ -254,10 +257,66 @@ fn outbox_poll_with_backlog(c: &mut Criterion) {
     group.finish();
 }
 
+/// A store holding `n` uploads of "bench" in ten folders, one in four of
+/// them completed, written in batches.
+fn seeded_for_listing(n: usize) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("bench.redb")).unwrap();
+    let mut written = 0;
+    while written < n {
+        let batch = (n - written).min(20_000);
+        let ops = (written..written + batch)
+            .map(|i| {
+                let mut r = record();
+                r.folder = format!("root/f{}", i % 10);
+                if i % 4 == 0 {
+                    r.status = Status::Completed;
+                }
+                WriteOp::Insert(Box::new(r))
+            })
+            .collect();
+        store.apply_batch(ops).unwrap();
+        written += batch;
+    }
+    (dir, store)
+}
+
+fn list_page(c: &mut Criterion) {
+    let mut group = c.benchmark_group("list");
+    group.sample_size(50);
+    for n in [1_000usize, 1_000_000] {
+        let (_dir, store) = seeded_for_listing(n);
+        let first = PageQuery {
+            tenant: "bench",
+            status: Some(Status::Completed),
+            folder: None,
+            before: None,
+            limit: 50,
+        };
+        // A cursor halfway down the list.
+        let deep = PageQuery {
+            before: Some(n as u64 / 2),
+            ..first.clone()
+        };
+        assert_eq!(store.page(&first).unwrap().records.len(), 50);
+        assert_eq!(store.page(&deep).unwrap().records.len(), 50);
+        group.bench_with_input(
+            BenchmarkId::new("status_6_limit_50_first", n),
+            &n,
+            |b, _| b.iter(|| store.page(&first).unwrap()),
+        );
+        group.bench_with_input(BenchmarkId::new("status_6_limit_50_deep", n), &n, |b, _| {
+            b.iter(|| store.page(&deep).unwrap())
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     store_commits,
     registry_group_commit,
-    outbox_poll_with_backlog
+    outbox_poll_with_backlog,
+    list_page
 );
 criterion_main!(benches);

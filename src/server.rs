@@ -121,12 +121,15 @@ impl Server {
             None => Arc::new(LocalStorage::new(&layout.media_root())),
         };
         // One scan of the records serves the clean-up and the per-tenant counts.
-        let unfinished = {
+        let (unfinished, removals) = {
             let (layout, store, storage) = (layout.clone(), store.clone(), storage.clone());
-            let (unfinished, removed) = tokio::task::spawn_blocking(move || {
+            let (unfinished, removals, removed) = tokio::task::spawn_blocking(move || {
                 let unfinished = store.unfinished()?;
-                let removed = recovery::clean_orphans(&layout, &unfinished, storage.as_ref())?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((unfinished, removed))
+                let kept = store.kept_sources()?;
+                let removals = store.pending_cleanups()?;
+                let removed =
+                    recovery::clean_orphans(&layout, &unfinished, &kept, storage.as_ref())?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((unfinished, removals, removed))
             })
             .await
             .map_err(|e| StartError::Startup(e.to_string()))?
@@ -134,7 +137,7 @@ impl Server {
             if removed > 0 {
                 info!(removed, "removed leftovers of interrupted work");
             }
-            unfinished
+            (unfinished, removals)
         };
         let tenant_load = TenantLoad::default();
         for record in &unfinished {
@@ -192,12 +195,20 @@ impl Server {
             stop,
             tasks: TaskTracker::new(),
             cleanups: tokio::sync::Notify::new(),
+            jobs: Default::default(),
+            removals: Default::default(),
+            storing: Default::default(),
         });
+        for token in &removals {
+            services.removals.add(token);
+        }
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, services.clone())
             .await
             .map_err(|e| StartError::Startup(e.to_string()))?;
         // Removals owed to final storage, from before the restart too.
         crate::actors::cleaner::start(&services);
+        // Kept sources of failed uploads, freed once their time has passed.
+        crate::actors::sweeper::start(&services);
 
         let storage_check = StorageCheck::new(services.storage.clone(), CHECK_PERIOD);
         report_storage_check(storage_check.clone());

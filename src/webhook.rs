@@ -24,7 +24,7 @@ use sha2::Sha256;
 
 use crate::backoff::Backoff;
 use crate::store::keys::KeyCache;
-use crate::store::outbox::{Endpoint, EndpointRouter};
+use crate::store::outbox::{Delivery, Endpoint, EndpointRouter};
 use crate::store::record::{Status, UploadRecord};
 
 /// Header with the timestamp and signature of a delivery.
@@ -146,8 +146,21 @@ impl WebhookConfig {
     }
 }
 
+/// The event type of an upload's deletion.
+pub const DELETED_EVENT: &str = "upload.deleted";
+
+/// The event type of a delivery: `upload.deleted`, or that of the
+/// transition its record shows.
+pub fn event_type(delivery: &Delivery) -> &'static str {
+    if delivery.deleted {
+        DELETED_EVENT
+    } else {
+        transition_event(delivery.record.status)
+    }
+}
+
 /// The event type of a transition to `status`.
-pub fn event_type(status: Status) -> &'static str {
+fn transition_event(status: Status) -> &'static str {
     match status {
         Status::Pending => "upload.pending",
         Status::Processing => "upload.processing",

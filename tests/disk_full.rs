@@ -88,7 +88,9 @@ async fn outputs_that_do_not_fit_fail_with_storage_error() {
         "{:?}",
         files_in(&data.join("media"))
     );
-    assert!(left_in(&data.join("staging")).await.is_empty());
+    // The source alone stays, kept for a retry.
+    let source = vec![kept_source(done["id"].as_str().unwrap())];
+    assert_eq!(settled_in(&data.join("staging"), &source).await, source);
     assert!(left_in(&data.join("work")).await.is_empty());
     let (code, _) = get_json(&t.client, &t.url("/uploads"), &key).await;
     assert_eq!(code, 200);
@@ -236,6 +238,9 @@ async fn a_full_disk_at_the_database_commit_gets_507_and_loses_nothing() {
     let t = TestServer::start(config).await;
     let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
     assert_eq!(list["data"].as_array().unwrap().len(), accepted.len());
-    assert!(files_in(&data.join("staging")).is_empty());
+    // Only the failed uploads' sources, kept for a retry.
+    let mut sources: Vec<String> = accepted.iter().map(|id| kept_source(id)).collect();
+    sources.sort();
+    assert_eq!(settled_in(&data.join("staging"), &sources).await, sources);
     t.server.shutdown().await;
 }

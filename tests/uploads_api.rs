@@ -302,6 +302,7 @@ async fn failures_are_explained_and_list_is_the_latest_fifty() {
         .collect();
     let expected: Vec<&str> = ids.iter().rev().take(50).map(String::as_str).collect();
     assert_eq!(listed, expected, "the 50 most recent, newest first");
+    assert!(list["next_cursor"].is_string(), "five more follow");
 
     let audio = wait_terminal(&t.client, &t.base, &key, &ids[0]).await;
     assert_eq!(audio["status"], 7);
@@ -313,7 +314,10 @@ async fn failures_are_explained_and_list_is_the_latest_fifty() {
     for id in &ids {
         wait_terminal(&t.client, &t.base, &key, id).await;
     }
-    assert!(left_in(&dir.path().join("staging")).await.is_empty());
+    // Each failed upload keeps its source for a retry, and nothing else.
+    let mut kept: Vec<String> = ids.iter().map(|id| kept_source(id)).collect();
+    kept.sort();
+    assert_eq!(settled_in(&dir.path().join("staging"), &kept).await, kept);
     t.server.shutdown().await;
 }
 

@@ -1,6 +1,8 @@
-//! The cleaner: removes from final storage what failed uploads left there
-//! when the first try did not ([`crate::store::cleanup`] records each one
-//! with the failure). It tries each again with backoff (one log line a try,
+//! The cleaner: removes from final storage what deleted uploads owned and
+//! what failed uploads left there when the first try did not
+//! ([`crate::store::cleanup`] records each one with the deletion or the
+//! failure). A token the uploader is storing now is left until it is done
+//! (it wakes the cleaner then). It tries each again with backoff (one log line a try,
 //! the waits doubling from [`BACKOFF`]'s first to its longest) until the
 //! store answers, and settles its row. A store that refuses the credentials
 //! pauses the whole pass (one line a pass, not one per upload). At start it
@@ -36,6 +38,18 @@ pub fn start(services: &Arc<Services>) {
 /// Tells the cleaner a removal was recorded.
 pub fn wake(services: &Services) {
     services.cleanups.notify_one();
+}
+
+/// Tries the recorded removal of `token` at once (a deletion does, before
+/// it answers); true if it is done. If not, the cleaner is woken to try it
+/// with backoff.
+pub async fn remove_now(services: &Arc<Services>, token: &str) -> bool {
+    let removed = !services.storing.contains(token)
+        && matches!(try_removal(services, token).await, Outcome::Removed);
+    if !removed {
+        wake(services);
+    }
+    removed
 }
 
 /// Failed tries so far, and when to try again.
@@ -129,7 +143,7 @@ async fn pass(services: &Arc<Services>, retries: &mut HashMap<String, Retry>) ->
     retries.retain(|token, _| tokens.contains(token.as_str()));
     for token in pending {
         let retry = retries.entry(token.clone()).or_default();
-        if !retry.due() {
+        if !retry.due() || services.storing.contains(&token) {
             continue;
         }
         match try_removal(services, &token).await {
@@ -139,7 +153,7 @@ async fn pass(services: &Arc<Services>, retries: &mut HashMap<String, Retry>) ->
                 let tries = retries.remove(&token).map_or(0, |r| r.tries) + 1;
                 info!(
                     token,
-                    tries, "removed a failed upload's outputs from final storage"
+                    tries, "removed an upload's outputs from final storage"
                 );
             }
             Outcome::Failed(error) => {
@@ -151,7 +165,7 @@ async fn pass(services: &Arc<Services>, retries: &mut HashMap<String, Retry>) ->
                     tries = retry.tries,
                     retry_in_secs = wait.as_secs(),
                     error = %error,
-                    "cannot remove a failed upload's outputs from final storage yet"
+                    "cannot remove an upload's outputs from final storage yet"
                 );
             }
             stop @ (Outcome::Stop | Outcome::Refused(_)) => return Some(stop),
@@ -173,7 +187,10 @@ async fn try_removal(services: &Arc<Services>, token: &str) -> Outcome {
             let store = services.store.clone();
             let t = token.to_string();
             match services.blocking(move || store.cleaned_up(&t)).await {
-                Ok(Ok(())) => return Outcome::Removed,
+                Ok(Ok(())) => {
+                    services.removals.remove(token);
+                    return Outcome::Removed;
+                }
                 Ok(Err(e)) => format!("removed, but cannot record it: {e}"),
                 Err(e) => return joined(services, &e),
             }

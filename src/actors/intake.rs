@@ -100,12 +100,7 @@ impl Actor for Intake {
 /// Checks the limits and reserves a place in the queue and in the tenant's
 /// count for one upload; returns its `pending` record, not yet written.
 fn admit(services: &Services, staged: StagedUpload) -> Result<UploadRecord, IntakeError> {
-    if services.queued.load(Ordering::Relaxed) >= services.config.max_queued_jobs {
-        return Err(IntakeError::QueueFull);
-    }
-    if services.tenant_load.get(&staged.tenant) >= services.config.max_in_flight_per_tenant {
-        return Err(IntakeError::TenantBusy);
-    }
+    let limits_hold = within_limits(services, &staged.tenant)?;
     let now = now_utc();
     let record = UploadRecord {
         id: staged.id,
@@ -124,9 +119,41 @@ fn admit(services: &Services, staged: StagedUpload) -> Result<UploadRecord, Inta
         attempts: 0,
         callback_url: staged.callback_url,
     };
-    services.queued.fetch_add(1, Ordering::Relaxed);
-    services.tenant_load.add(&record.tenant);
+    limits_hold.reserve(services);
     Ok(record)
+}
+
+/// The queue and the tenant's count have room for one more upload of
+/// `tenant` (a new one, or a failed one retried).
+pub fn within_limits(services: &Services, tenant: &str) -> Result<Room, IntakeError> {
+    if services.queued.load(Ordering::Relaxed) >= services.config.max_queued_jobs {
+        return Err(IntakeError::QueueFull);
+    }
+    if services.tenant_load.get(tenant) >= services.config.max_in_flight_per_tenant {
+        return Err(IntakeError::TenantBusy);
+    }
+    Ok(Room(tenant.to_string()))
+}
+
+/// Room for one upload, found by [`within_limits`].
+#[must_use]
+pub struct Room(String);
+
+impl Room {
+    /// Takes the place in the queue and in the tenant's count; given back
+    /// by [`release`] if the upload's write fails, else by its transcode
+    /// and its terminal status.
+    pub fn reserve(self, services: &Services) {
+        services.queued.fetch_add(1, Ordering::Relaxed);
+        services.tenant_load.add(&self.0);
+    }
+}
+
+/// Gives back the places [`Room::reserve`] took for an upload of `tenant`
+/// whose write failed.
+pub fn release(services: &Services, tenant: &str) {
+    services.release_queued();
+    services.tenant_load.finish(tenant);
 }
 
 /// Writes an admitted upload's record, then queues its transcode; a write
@@ -143,8 +170,7 @@ async fn record_admitted(
             Ok(record)
         }
         Err(e) => {
-            services.release_queued();
-            services.tenant_load.finish(&tenant);
+            release(services, &tenant);
             Err(e.into())
         }
     }

@@ -4,9 +4,11 @@
 
 pub mod cleaner;
 pub mod intake;
+pub mod lifecycle;
 pub mod recovery;
 pub mod registry;
 pub mod supervisor;
+pub mod sweeper;
 pub mod transcoder;
 pub mod uploader;
 pub mod webhooks;
@@ -165,6 +167,79 @@ impl Drop for PoolEntry<'_> {
     }
 }
 
+/// The transcodes running now, each with its own stop: a cancel or a
+/// deletion stops one job; the server's stop (their parent) stops them all.
+#[derive(Default)]
+pub struct RunningJobs(Mutex<HashMap<Uuid, CancellationToken>>);
+
+impl RunningJobs {
+    /// Registers the job of `id`, stopped with the server or by
+    /// [`RunningJobs::stop`], until the returned place is dropped.
+    pub(crate) fn start<'a>(&'a self, id: Uuid, server_stop: &CancellationToken) -> RunningJob<'a> {
+        let stop = server_stop.child_token();
+        if let Ok(mut jobs) = self.0.lock() {
+            jobs.insert(id, stop.clone());
+        }
+        RunningJob {
+            jobs: self,
+            id,
+            stop,
+        }
+    }
+
+    /// Stops the transcode of `id`, if one runs; true if one did.
+    pub fn stop(&self, id: Uuid) -> bool {
+        let token = self.0.lock().ok().and_then(|jobs| jobs.get(&id).cloned());
+        token.inspect(CancellationToken::cancel).is_some()
+    }
+
+    /// Whether a transcode of `id` is running.
+    pub fn is_running(&self, id: Uuid) -> bool {
+        self.0.lock().is_ok_and(|jobs| jobs.contains_key(&id))
+    }
+}
+
+/// A job's place in [`RunningJobs`], given up when dropped.
+pub(crate) struct RunningJob<'a> {
+    jobs: &'a RunningJobs,
+    id: Uuid,
+    /// Cancelled when the job is to stop.
+    pub(crate) stop: CancellationToken,
+}
+
+impl Drop for RunningJob<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.jobs.0.lock() {
+            jobs.remove(&self.id);
+        }
+    }
+}
+
+/// A set of media tokens, shared between actors and handlers.
+#[derive(Default)]
+pub struct TokenSet(RwLock<HashSet<String>>);
+
+impl TokenSet {
+    /// Adds `token`.
+    pub fn add(&self, token: &str) {
+        if let Ok(mut set) = self.0.write() {
+            set.insert(token.to_string());
+        }
+    }
+
+    /// Removes `token`.
+    pub fn remove(&self, token: &str) {
+        if let Ok(mut set) = self.0.write() {
+            set.remove(token);
+        }
+    }
+
+    /// Whether `token` is in the set.
+    pub fn contains(&self, token: &str) -> bool {
+        self.0.read().is_ok_and(|set| set.contains(token))
+    }
+}
+
 /// Uploads accepted and not yet terminal, per tenant: the per-tenant limit.
 #[derive(Default)]
 pub struct TenantLoad(Mutex<HashMap<String, usize>>);
@@ -232,6 +307,13 @@ pub struct Services {
     pub tasks: TaskTracker,
     /// Wakes the cleaner: a removal from final storage was recorded.
     pub cleanups: tokio::sync::Notify,
+    /// The transcodes running now, each stoppable alone.
+    pub jobs: RunningJobs,
+    /// Tokens whose outputs are being removed from final storage (deleted
+    /// uploads, failed ones): their media answers 404 from the deletion on.
+    pub removals: TokenSet,
+    /// Tokens the uploader is storing now: the cleaner leaves them until it is done.
+    pub storing: TokenSet,
 }
 
 impl Services {

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::uploader::UploaderMsg;
-use super::{transcoder, Services};
+use super::{registry, transcoder, Services};
 use crate::layout::DataLayout;
 use crate::storage::FinalStorage;
 use crate::store::record::{Status, UploadRecord};
@@ -19,14 +19,54 @@ use crate::store::record::{Status, UploadRecord};
 pub async fn discard_local(services: &Services, id: Uuid) -> Result<(), ActorProcessingErr> {
     let layout = services.layout.clone();
     services
-        .blocking(move || discard_local_sync(&layout, id))
+        .blocking(move || discard_local_sync(&layout, id, true))
         .await??;
     Ok(())
 }
 
-fn discard_local_sync(layout: &DataLayout, id: Uuid) -> std::io::Result<()> {
-    for file in [layout.staged_path(id), layout.part_path(id)] {
-        remove_if_exists(&file)?;
+/// Fails an upload (keeping its source for a retry) and removes the local
+/// files it no longer needs; an upload that was cancelled or deleted
+/// meanwhile is only tidied.
+pub async fn fail(
+    services: &Services,
+    id: Uuid,
+    code: &str,
+    message: impl Into<String>,
+) -> Result<(), ActorProcessingErr> {
+    match registry::fail(services, id, code, message).await {
+        Ok(_) => {}
+        Err(e) if e.is_moved_on() => {}
+        Err(e) => return Err(e.into()),
+    }
+    tidy(services, id).await
+}
+
+/// Removes the local files an upload no longer needs, as its record says
+/// now: all of them once it is completed or deleted, all but its staged
+/// body once it failed and keeps its source ([`crate::store::kept`]),
+/// none while it is in flight. Workers call it when they stop working on an
+/// upload, whatever happened to it meanwhile (cancelled, deleted).
+pub async fn tidy(services: &Services, id: Uuid) -> Result<(), ActorProcessingErr> {
+    let store = services.store.clone();
+    let layout = services.layout.clone();
+    services
+        .blocking(move || {
+            let source_too = match store.get(id)? {
+                Some(record) if !record.status.is_terminal() => return Ok(()),
+                Some(record) if record.status == Status::Failed => !store.source_kept(id)?,
+                _ => true,
+            };
+            discard_local_sync(&layout, id, source_too)?;
+            Ok::<_, ActorProcessingErr>(())
+        })
+        .await??;
+    Ok(())
+}
+
+fn discard_local_sync(layout: &DataLayout, id: Uuid, source_too: bool) -> std::io::Result<()> {
+    remove_if_exists(&layout.part_path(id))?;
+    if source_too {
+        remove_if_exists(&layout.staged_path(id))?;
     }
     for dir in [layout.work_tmp_dir(id), layout.work_dir(id)] {
         if dir.exists() {
@@ -43,12 +83,15 @@ fn remove_if_exists(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Before the actors start, given the records not yet terminal: deletes partial bodies, interrupted work and
-/// storage folders, and the local files of uploads that are terminal or
-/// unknown. Returns how many entries were removed.
+/// Before the actors start, given the records not yet terminal and the
+/// failed uploads whose source is kept: deletes partial bodies, interrupted
+/// work and storage folders, and the local files of uploads that are
+/// terminal (but the kept sources) or unknown (deleted ones among them).
+/// Returns how many entries were removed.
 pub fn clean_orphans(
     layout: &DataLayout,
     unfinished: &[UploadRecord],
+    kept: &HashSet<Uuid>,
     storage: &dyn FinalStorage,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
     let storing: Vec<&str> = unfinished
@@ -57,16 +100,18 @@ pub fn clean_orphans(
         .map(|r| r.media_token.as_str())
         .collect();
     let unfinished: HashSet<Uuid> = unfinished.iter().map(|r| r.id).collect();
-    let live = |name: &str, suffix: &str| {
+    let id_of = |name: &str, suffix: &str| {
         name.strip_suffix(suffix)
             .and_then(|stem| Uuid::parse_str(stem).ok())
-            .is_some_and(|id| unfinished.contains(&id))
     };
+    let live =
+        |name: &str, suffix: &str| id_of(name, suffix).is_some_and(|id| unfinished.contains(&id));
     let mut removed = 0;
     for entry in fs::read_dir(layout.staging_dir())? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !live(&name, ".upload") {
+        let kept_source = id_of(&name, ".upload").is_some_and(|id| kept.contains(&id));
+        if !live(&name, ".upload") && !kept_source {
             remove_if_exists(&entry.path())?;
             removed += 1;
         }

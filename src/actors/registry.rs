@@ -46,6 +46,14 @@ pub enum RegistryMsg {
         /// Receives the updated record.
         reply: RpcReplyPort<Result<UploadRecord, StoreError>>,
     },
+    /// The lifecycle: remove an upload and everything it owns; the reply
+    /// (the record as it was) comes once the deletion is durable.
+    Delete {
+        /// The upload.
+        id: Uuid,
+        /// Receives the deleted record.
+        reply: RpcReplyPort<Result<UploadRecord, StoreError>>,
+    },
     /// Transcoder threads: progress of a running transcode, kept in memory only.
     Progress {
         /// The upload.
@@ -70,6 +78,15 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// True when the upload moved on without the writer: it was deleted, or
+    /// cancelled (a terminal status the write may not leave).
+    pub fn is_moved_on(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Store(StoreError::NotFound(_) | StoreError::Conflict(_))
+        )
+    }
+
     /// True when the write failed because the disk is full.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, RegistryError::Store(e) if e.is_disk_full())
@@ -149,6 +166,7 @@ impl Actor for Registry {
                 reply,
             } => (WriteOp::Transition { id, to, patch }, reply),
             RegistryMsg::Patch { id, patch, reply } => (WriteOp::Patch { id, patch }, reply),
+            RegistryMsg::Delete { id, reply } => (WriteOp::Delete { id }, reply),
             RegistryMsg::Progress { id, percent } => {
                 state.services.progress.update(id, percent.min(100));
                 return Ok(());
@@ -179,22 +197,20 @@ fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingW
             continue;
         }
         let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.op, w.reply)).unzip();
-        // Patches are not transitions: they get no bookkeeping.
-        let kinds: Vec<Option<(Option<Uuid>, Status)>> = ops
+        let kinds: Vec<Written> = ops
             .iter()
             .map(|op| match op {
-                WriteOp::Insert(record) => Some((None, record.status)),
-                WriteOp::Transition { id, to, .. } => Some((Some(*id), *to)),
-                WriteOp::Patch { .. } => None,
+                WriteOp::Insert(record) => Written::Created(record.status),
+                WriteOp::Transition { id, to, .. } => Written::Moved(*id, *to),
+                WriteOp::Patch { .. } => Written::Patched,
+                WriteOp::Delete { id } => Written::Deleted(*id),
             })
             .collect();
         let events_before = services.store.events_written();
         match services.store.apply_batch(ops) {
             Ok(results) => {
                 for ((result, reply), kind) in results.into_iter().zip(replies).zip(kinds) {
-                    if let Some((id, to)) = kind {
-                        after_commit(services, &result, id, to);
-                    }
+                    after_commit(services, &result, kind);
                     let _ = reply.send(result);
                 }
                 if services.store.events_written() != events_before {
@@ -250,15 +266,41 @@ fn refuse_new_uploads_below_reserve(
         .collect()
 }
 
+/// What one write of a batch was, for its bookkeeping.
+#[derive(Clone, Copy)]
+enum Written {
+    /// A new upload, in its first status.
+    Created(Status),
+    /// A transition of an upload to a status.
+    Moved(Uuid, Status),
+    /// Fields of a record changed: not a transition, no bookkeeping.
+    Patched,
+    /// An upload was deleted.
+    Deleted(Uuid),
+}
+
 /// In-memory bookkeeping and the log line of one durable write.
-fn after_commit(
-    services: &Services,
-    result: &Result<UploadRecord, StoreError>,
-    id: Option<Uuid>,
-    to: Status,
-) {
+fn after_commit(services: &Services, result: &Result<UploadRecord, StoreError>, written: Written) {
+    let (id, to) = match written {
+        Written::Patched => return,
+        Written::Created(to) => (None, to),
+        Written::Moved(id, to) => (Some(id), to),
+        Written::Deleted(id) => {
+            if let Ok(record) = result {
+                after_deletion(services, record);
+            } else if let Err(e) = result {
+                info!(upload = %id, error = %e, "deletion not done");
+            }
+            return;
+        }
+    };
     let record = match result {
         Ok(record) => record,
+        Err(e @ StoreError::Conflict(_)) => {
+            // A worker meeting an upload cancelled under it: not a fault.
+            info!(upload = ?id, to = to.text(), error = %e, "transition not applied");
+            return;
+        }
         Err(e) => {
             error!(upload = ?id, to = to.text(), error = %e, "transition failed");
             return;
@@ -278,6 +320,23 @@ fn after_commit(
     services.metrics.transition(to);
     let code = record.error.as_ref().map(|e| e.code.as_str());
     info!(upload = %record.id, tenant = %record.tenant, to = to.text(), error = code, "transition");
+}
+
+/// The bookkeeping of a deletion: the upload no longer counts against its
+/// tenant nor shows progress; what it stored is being removed.
+fn after_deletion(services: &Services, record: &UploadRecord) {
+    services.progress.clear(record.id);
+    if !record.status.is_terminal() {
+        services.tenant_load.finish(&record.tenant);
+    }
+    services.removals.add(&record.media_token);
+    info!(upload = %record.id, tenant = %record.tenant, status = record.status.text(), "deleted");
+}
+
+/// Asks the registry to delete an upload and waits until the deletion is
+/// durable; returns the record as it was.
+pub async fn delete(services: &Services, id: Uuid) -> Result<UploadRecord, RegistryError> {
+    write(services, |reply| RegistryMsg::Delete { id, reply }).await
 }
 
 /// Asks the registry to apply a transition and waits until it is durable.
@@ -336,19 +395,39 @@ async fn write(
     }
 }
 
-/// Marks an upload failed with a machine code and message.
+/// Marks an upload failed with a machine code and message; its staged
+/// source is kept for `failed_source_retention_hours`, for a retry.
 pub async fn fail(
     services: &Services,
     id: Uuid,
     code: &str,
     message: impl Into<String>,
 ) -> Result<UploadRecord, RegistryError> {
-    let patch = TransitionPatch {
+    transition(
+        services,
+        id,
+        Status::Failed,
+        failure(services, code, message),
+    )
+    .await
+}
+
+/// The patch of a transition to `failed`: the error, and how long the
+/// source is kept (not at all with a retention of 0).
+pub fn failure(services: &Services, code: &str, message: impl Into<String>) -> TransitionPatch {
+    let retention = services.config.failed_source_retention;
+    let until = (!retention.is_zero()).then(|| {
+        let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        time::OffsetDateTime::now_utc()
+            .unix_timestamp()
+            .saturating_add(retention)
+    });
+    TransitionPatch {
         error: Some(crate::store::record::UploadError {
             code: code.to_string(),
             message: message.into(),
         }),
+        keep_source_until: until,
         ..Default::default()
-    };
-    transition(services, id, Status::Failed, patch).await
+    }
 }

@@ -305,24 +305,20 @@ async fn transcode(
     let input = layout.staged_path(id);
     if record.attempts >= services.config.max_attempts {
         let message = format!("gave up after {} attempts", record.attempts);
-        registry::fail(services, id, "internal_error", message).await?;
-        return recovery::discard_local(services, id).await;
+        return recovery::fail(services, id, "internal_error", message).await;
     }
     if !input.exists() {
-        registry::fail(
-            services,
-            id,
-            "internal_error",
-            "the staged upload is missing",
-        )
-        .await?;
-        return recovery::discard_local(services, id).await;
+        let missing = "the staged upload is missing";
+        return recovery::fail(services, id, "internal_error", missing).await;
     }
     // A full work disk: the upload waits, `pending`, for space.
     if work_disk_full(services) {
         retry_when_space(services, id);
         return Ok(());
     }
+    // Registered before the upload is `processing`: a cancel that commits
+    // after that transition finds the job to stop.
+    let job = services.jobs.start(id, &services.stop);
     let patch = TransitionPatch {
         count_attempt: true,
         ..Default::default()
@@ -333,12 +329,13 @@ async fn transcode(
             retry_when_space(services, id);
             return Ok(());
         }
+        Err(e) if e.is_moved_on() => return recovery::tidy(services, id).await,
         Err(e) => return Err(e.into()),
     }
     if let Some(delay) = services.config.faults.transcode_delay {
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = services.stop.cancelled() => {}
+            () = job.stop.cancelled() => {}
         }
     }
 
@@ -373,7 +370,7 @@ async fn transcode(
             id,
             registry: services.peers.registry.get(),
             last: 0,
-            cancel: services.stop.child_token(),
+            cancel: job.stop.clone(),
         },
         panic,
         probed,
@@ -381,14 +378,8 @@ async fn transcode(
     };
     if state.jobs.send(job).is_err() {
         restart_thread(state)?;
-        registry::fail(
-            services,
-            id,
-            "internal_error",
-            "the transcoder thread was gone",
-        )
-        .await?;
-        return recovery::discard_local(services, id).await;
+        let gone = "the transcoder thread was gone";
+        return recovery::fail(services, id, "internal_error", gone).await;
     }
     let started = std::time::Instant::now();
     let _running = services.metrics.job_running();
@@ -397,7 +388,11 @@ async fn transcode(
             source: Some(source),
             ..Default::default()
         };
-        registry::patch(services, id, patch).await?;
+        match registry::patch(services, id, patch).await {
+            // Deleted meanwhile: its job is being stopped; the result is awaited all the same.
+            Err(e) if !e.is_moved_on() => return Err(e.into()),
+            _ => {}
+        }
     }
     match result.await {
         Ok(Ok(outputs)) => {
@@ -419,22 +414,24 @@ async fn transcode(
                 None => warn!(upload = %id, "uploader not running; left for recovery"),
             }
         }
-        Ok(Err(e)) if e.code == MediaErrorCode::Cancelled => {
+        Ok(Err(e)) if e.code == MediaErrorCode::Cancelled && services.stop.is_cancelled() => {
             // The server is stopping: the job starts over at the next start.
             back_to_pending(services, id).await?;
             info!(upload = %id, "transcode stopped; it starts over at the next start");
         }
+        Ok(Err(e)) if e.code == MediaErrorCode::Cancelled => {
+            // Stopped alone: the upload was cancelled or deleted.
+            info!(upload = %id, "transcode stopped");
+            recovery::tidy(services, id).await?;
+        }
         Ok(Err(e)) if e.code == MediaErrorCode::Internal && work_disk_full(services) => {
             return put_back_if_disk_full(services, id, e.message).await;
         }
-        Ok(Err(e)) => {
-            registry::fail(services, id, e.code.as_str(), e.message).await?;
-            recovery::discard_local(services, id).await?;
-        }
+        Ok(Err(e)) => recovery::fail(services, id, e.code.as_str(), e.message).await?,
         Err(_) => {
             restart_thread(state)?;
-            registry::fail(services, id, "internal_error", "the transcoder thread died").await?;
-            recovery::discard_local(services, id).await?;
+            let died = "the transcoder thread died";
+            recovery::fail(services, id, "internal_error", died).await?;
         }
     }
     Ok(())
@@ -462,8 +459,7 @@ async fn put_back_if_disk_full(
     why: String,
 ) -> Result<(), ActorProcessingErr> {
     if !work_disk_full(services) {
-        registry::fail(services, id, "internal_error", why).await?;
-        return recovery::discard_local(services, id).await;
+        return recovery::fail(services, id, "internal_error", why).await;
     }
     warn!(upload = %id, error = why, "work disk full; the transcode waits for space");
     if let Err(e) = back_to_pending(services, id).await {

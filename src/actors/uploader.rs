@@ -11,7 +11,7 @@ use super::transcoder::{Manifest, MANIFEST};
 use super::{cleaner, recovery, registry, transcoder, Services};
 use crate::metrics::StorageStage;
 use crate::storage::{OutputFile, StorageError};
-use crate::store::record::{Status, TransitionPatch, UploadError};
+use crate::store::record::{Status, TransitionPatch};
 
 /// The uploader actor.
 pub struct Uploader;
@@ -74,7 +74,11 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
         source: Some(manifest.source),
         ..Default::default()
     };
-    registry::transition(services, id, Status::Uploading, patch).await?;
+    match registry::transition(services, id, Status::Uploading, patch).await {
+        Ok(_) => {}
+        Err(e) if e.is_moved_on() => return recovery::tidy(services, id).await,
+        Err(e) => return Err(e.into()),
+    }
 
     let names = if manifest.files.is_empty() {
         vec![
@@ -93,16 +97,18 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
         .collect();
     let storage = services.storage.clone();
     let token = record.media_token.clone();
-    let put = services
-        .blocking(move || storage.put(&token, &files))
-        .await?;
-    match put {
+    // A deletion meanwhile leaves the removal of what is stored to the
+    // cleaner, which waits until the put is over.
+    services.storing.add(&token);
+    let put = services.blocking(move || storage.put(&token, &files)).await;
+    services.storing.remove(&record.media_token);
+    let completed = match put? {
         Ok(()) => {
             let patch = TransitionPatch {
                 outputs: Some(manifest.outputs),
                 ..Default::default()
             };
-            registry::transition(services, id, Status::Completed, patch).await?;
+            registry::transition(services, id, Status::Completed, patch).await
         }
         // The server is stopping: the upload stays `uploading` and is stored
         // again at the next start.
@@ -115,18 +121,24 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
             let token = record.media_token.clone();
             let removed = services.blocking(move || storage.remove(&token)).await?;
             let patch = TransitionPatch {
-                error: Some(UploadError {
-                    code: "storage_error".into(),
-                    message: e.to_string(),
-                }),
                 clean_up: removed.is_err(),
-                ..Default::default()
+                ..registry::failure(services, "storage_error", e.to_string())
             };
-            registry::transition(services, id, Status::Failed, patch).await?;
+            if removed.is_err() {
+                services.removals.add(&record.media_token);
+            }
+            let failed = registry::transition(services, id, Status::Failed, patch).await;
             if removed.is_err() {
                 cleaner::wake(services);
             }
+            failed
         }
+    };
+    match completed {
+        Ok(_) => {}
+        // Deleted while it was stored: the deletion recorded the removal.
+        Err(e) if e.is_moved_on() => cleaner::wake(services),
+        Err(e) => return Err(e.into()),
     }
-    recovery::discard_local(services, id).await
+    recovery::tidy(services, id).await
 }

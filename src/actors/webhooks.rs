@@ -208,7 +208,7 @@ impl DeliveryTask {
 
     async fn attempt(&self, delivery: &Delivery) -> Settlement {
         let record = &delivery.record;
-        let event = event_type(record.status);
+        let event = event_type(delivery);
         let Some((url, secret)) = self.resolve(delivery) else {
             warn!(upload = %record.id, event, endpoint = ?delivery.endpoint, "webhook endpoint no longer configured; event dropped");
             return Settlement::Done;
@@ -286,7 +286,7 @@ impl DeliveryTask {
             .unwrap_or_default();
         let event = json!({
             "id": delivery.event_id,
-            "type": event_type(record.status),
+            "type": event_type(delivery),
             "created_at": created_at,
             "data": view,
         });

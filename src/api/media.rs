@@ -68,10 +68,17 @@ impl MediaPath {
 }
 
 /// The filter's view of the path after `/media/`: a [`MediaPath`], or the
-/// JSON 404 every unknown file gets.
-pub fn media_path() -> impl Filter<Extract = (MediaPath,), Error = Rejection> + Clone {
-    warp::path::tail().and_then(|tail: Tail| async move {
-        MediaPath::parse(tail.as_str()).ok_or_else(|| warp::reject::custom(ApiError::NotFound))
+/// JSON 404 every unknown file gets, and the files of a deleted upload get
+/// from its deletion on, while they are being removed.
+pub fn media_path(
+    state: &Arc<AppState>,
+) -> impl Filter<Extract = (MediaPath,), Error = Rejection> + Clone {
+    let state = state.clone();
+    warp::path::tail().and_then(move |tail: Tail| {
+        let path = MediaPath::parse(tail.as_str())
+            .filter(|path| !state.services.removals.contains(&path.token))
+            .ok_or_else(|| warp::reject::custom(ApiError::NotFound));
+        std::future::ready(path)
     })
 }
 

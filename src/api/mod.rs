@@ -12,6 +12,7 @@ pub mod bounds;
 pub mod error;
 pub mod folder;
 pub mod intake;
+pub mod lifecycle;
 pub mod media;
 pub mod observe;
 pub mod ops;

@@ -21,7 +21,7 @@ use crate::storage::{content_type, playlist, MediaAccess, StorageError};
 
 /// The media route's filter for backends that are not served from disk; it sees `{token}/{file}`.
 pub fn serve(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
-    media_path()
+    media_path(state)
         .and(with_state(state.clone()))
         .and_then(answer)
         .boxed()

@@ -22,7 +22,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::error::{self, ApiError};
-use super::{intake, media, ops, uploads, AppState};
+use super::{intake, lifecycle, media, ops, uploads, AppState};
 
 /// A method a route takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,22 @@ pub const ROUTES: &[Route] = &[
         path: "/api/client/v1/uploads/{id}",
         holds: Holds::Nothing,
         rest: false,
-        methods: &[(Verb::Get, Handler::Now(uploads::show))],
+        methods: &[
+            (Verb::Get, Handler::Now(uploads::show)),
+            (Verb::Delete, Handler::Filter(lifecycle::delete)),
+        ],
+    },
+    Route {
+        path: "/api/client/v1/uploads/{id}/cancel",
+        holds: Holds::Nothing,
+        rest: false,
+        methods: &[(Verb::Post, Handler::Filter(lifecycle::cancel))],
+    },
+    Route {
+        path: "/api/client/v1/uploads/{id}/retry",
+        holds: Holds::Nothing,
+        rest: false,
+        methods: &[(Verb::Post, Handler::Filter(lifecycle::retry))],
     },
     Route {
         path: "/api/client/v1/uploads",
@@ -347,6 +362,17 @@ fn segments(route: &Route) -> BoxedFilter<()> {
         filter = filter.and(warp::path::end()).boxed();
     }
     filter
+}
+
+/// The `n`th `{name}` segment of the request's path, for a filter (which
+/// sees the path after its route's segments): `/uploads/{id}/cancel` gives
+/// the id as 0.
+pub fn path_param(n: usize) -> BoxedFilter<(String,)> {
+    warp::path::full()
+        .map(move |path: warp::path::FullPath| {
+            find(path.as_str()).map_or_else(String::new, |(_, params)| params.get(n).to_string())
+        })
+        .boxed()
 }
 
 /// Where a request goes, decided from the table alone.

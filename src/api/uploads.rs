@@ -1,6 +1,7 @@
 //! `GET /uploads` and `GET /uploads/{id}`: read the database directly, never
 //! through the registry's mailbox.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -14,33 +15,130 @@ use warp::{Filter, Rejection, Reply};
 
 use super::auth::{self, Tenant};
 use super::error::ApiError;
+use super::folder::checked_folder;
 use super::routes::Params;
 use super::view_cache::{CachedView, Kept};
 use super::with_state;
 use super::AppState;
 use crate::storage::MediaAccess;
+use crate::store::listing::{self, PageQuery};
+use crate::store::record::Status;
 use bytes::Bytes;
 
-/// How many uploads `GET /uploads` lists.
+/// How many uploads `GET /uploads` lists when no `limit` is given.
 pub const LIST_LIMIT: usize = 50;
+
+/// The largest `limit` of `GET /uploads`.
+pub const MAX_LIST_LIMIT: usize = 200;
 
 /// `GET /uploads`: the route's filter.
 pub fn list(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     auth::tenant(state.clone())
+        .and(warp::query::<Vec<(String, String)>>())
         .and(with_state(state.clone()))
-        .and_then(list_recent)
+        .and_then(list_page)
         .boxed()
 }
 
-/// The caller's most recent uploads, newest first.
-async fn list_recent(tenant: Tenant, state: Arc<AppState>) -> Result<Response, Rejection> {
-    let records = state
-        .services
-        .store
-        .list_recent(&tenant.0, LIST_LIMIT)
-        .map_err(ApiError::from)?;
-    let views: Vec<_> = records.iter().map(|r| state.view(r)).collect();
-    Ok(warp::reply::json(&json!({ "data": views })).into_response())
+/// The caller's uploads, newest first: `limit`, `status`, `folder` and
+/// `cursor` narrow them; `next_cursor` is there when more follow.
+async fn list_page(
+    tenant: Tenant,
+    params: Vec<(String, String)>,
+    state: Arc<AppState>,
+) -> Result<Response, Rejection> {
+    let asked = ListParams::parse(&params)?;
+    let query = PageQuery {
+        tenant: &tenant.0,
+        status: asked.status,
+        folder: asked.folder.as_deref(),
+        before: asked.cursor,
+        limit: asked.limit,
+    };
+    let page = state.services.store.page(&query).map_err(ApiError::from)?;
+    let views: Vec<_> = page.records.iter().map(|r| state.view(r)).collect();
+    let body = match page.next {
+        Some(next) => json!({ "data": views, "next_cursor": listing::cursor(next) }),
+        None => json!({ "data": views }),
+    };
+    Ok(warp::reply::json(&body).into_response())
+}
+
+/// The query parameters of `GET /uploads`, checked. Others are ignored.
+struct ListParams {
+    limit: usize,
+    status: Option<Status>,
+    folder: Option<String>,
+    cursor: Option<u64>,
+}
+
+impl ListParams {
+    fn parse(params: &[(String, String)]) -> Result<ListParams, ApiError> {
+        let mut errors: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        let mut one = |name: &'static str| -> Option<&str> {
+            let mut values = params.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+            let first = values.next()?;
+            if values.next().is_some() {
+                errors
+                    .entry(name)
+                    .or_default()
+                    .push(format!("The {name} parameter may be given once."));
+                return None;
+            }
+            Some(first.as_str())
+        };
+        let (limit, status, folder, cursor) =
+            (one("limit"), one("status"), one("folder"), one("cursor"));
+        let mut asked = ListParams {
+            limit: LIST_LIMIT,
+            status: None,
+            folder: None,
+            cursor: None,
+        };
+        let mut invalid =
+            |name: &'static str, message: String| errors.entry(name).or_default().push(message);
+        if let Some(limit) = limit {
+            match limit.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => asked.limit = n,
+                _ => invalid(
+                    "limit",
+                    format!("The limit must be a whole number from 1 to {MAX_LIST_LIMIT}."),
+                ),
+            }
+        }
+        if let Some(status) = status {
+            match Status::ALL
+                .into_iter()
+                .find(|s| s.code().to_string() == status)
+            {
+                Some(s) => asked.status = Some(s),
+                None => invalid(
+                    "status",
+                    "The status must be one of 1, 3, 5, 6 and 7.".into(),
+                ),
+            }
+        }
+        if let Some(folder) = folder {
+            match checked_folder(folder) {
+                Ok(folder) => asked.folder = Some(folder),
+                Err(message) => invalid("folder", message),
+            }
+        }
+        if let Some(cursor) = cursor {
+            match listing::parse_cursor(cursor) {
+                Some(seq) => asked.cursor = Some(seq),
+                None => invalid(
+                    "cursor",
+                    "The cursor must be a next_cursor this server returned.".into(),
+                ),
+            }
+        }
+        if errors.is_empty() {
+            Ok(asked)
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
 }
 
 /// `GET /uploads/{id}`: one upload of the caller; anything else is 404.

@@ -19,7 +19,9 @@
 //! freed again costs the writes made while it was full and nothing else.
 
 pub mod cleanup;
+pub mod kept;
 pub mod keys;
+pub mod listing;
 pub mod outbox;
 pub mod record;
 
@@ -35,13 +37,14 @@ use uuid::Uuid;
 use record::{Status, Transition, TransitionPatch, UploadRecord};
 
 /// Upload id -> JSON record.
-const UPLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("uploads");
+pub(crate) const UPLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("uploads");
 /// (tenant, seq) -> upload id: a tenant's uploads in creation order.
-const TENANT_UPLOADS: TableDefinition<(&str, u64), u128> = TableDefinition::new("tenant_uploads");
+pub(crate) const TENANT_UPLOADS: TableDefinition<(&str, u64), u128> =
+    TableDefinition::new("tenant_uploads");
 /// (upload id, n) -> JSON transition: the append-only history of each upload.
 const TRANSITIONS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("transitions");
 /// Counters; `next_seq` orders uploads.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Errors of the status database and the key file. Each keeps its cause,
 /// so that a full disk is still recognisable where it is answered
@@ -91,6 +94,13 @@ pub enum StoreError {
     /// The upload does not exist.
     #[error("no such upload: {0}")]
     NotFound(Uuid),
+    /// The transition does not apply to the upload in its status (it was
+    /// cancelled, say, while a worker was about to move it on); nothing was written.
+    #[error("the upload is {}", .0.text())]
+    Conflict(Status),
+    /// A retry of a failed upload whose source is no longer kept.
+    #[error("the source of upload {0} is no longer kept")]
+    SourceGone(Uuid),
     /// The database could not be opened again after an I/O error (the
     /// cause); the next write tries again.
     #[error("the database is not open: opening it again failed: {0}")]
@@ -142,6 +152,8 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(TRANSITIONS)?;
     txn.open_table(META)?;
     txn.open_table(cleanup::CLEANUPS)?;
+    kept::open(&txn)?;
+    listing::open(&txn)?;
     outbox::OutboxTables::open(&txn)?.reindex()?;
     txn.commit()?;
     Ok(db)
@@ -178,6 +190,13 @@ pub enum WriteOp {
         id: Uuid,
         /// What changes.
         patch: Box<TransitionPatch>,
+    },
+    /// The upload goes: its record, its history and its kept source; the
+    /// removal of its stored outputs is recorded ([`cleanup`]) and an
+    /// `upload.deleted` event written. The result is the record as it was.
+    Delete {
+        /// The upload.
+        id: Uuid,
     },
 }
 
@@ -381,6 +400,7 @@ impl Store {
             let mut outbox_rows = outbox::OutboxTables::open(txn)?;
             for op in ops {
                 let reported = !matches!(op, WriteOp::Patch { .. });
+                let deleted = matches!(op, WriteOp::Delete { .. });
                 let result = match op {
                     WriteOp::Insert(mut record) => {
                         let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
@@ -389,6 +409,7 @@ impl Store {
                         let id = record.id.as_u128();
                         uploads.insert(id, serde_json::to_vec(&record)?.as_slice())?;
                         index.insert((record.tenant.as_str(), seq), id)?;
+                        listing::add(txn, &record)?;
                         let created = Transition {
                             from: None,
                             to: record.status,
@@ -404,8 +425,30 @@ impl Store {
                         match stored {
                             None => Err(StoreError::NotFound(id)),
                             Some(mut record) => {
+                                if patch.source_freed {
+                                    kept::release(txn, id)?;
+                                }
                                 record.patch(*patch);
                                 uploads.insert(key, serde_json::to_vec(&record)?.as_slice())?;
+                                Ok(record)
+                            }
+                        }
+                    }
+                    WriteOp::Delete { id } => {
+                        let key = id.as_u128();
+                        match uploads.remove(key)? {
+                            None => Err(StoreError::NotFound(id)),
+                            Some(bytes) => {
+                                let mut record: UploadRecord =
+                                    serde_json::from_slice(bytes.value())?;
+                                drop(bytes);
+                                index.remove((record.tenant.as_str(), record.seq))?;
+                                listing::remove(txn, &record)?;
+                                history.retain_in((key, 0)..=(key, u32::MAX), |_, _| false)?;
+                                kept::release(txn, id)?;
+                                cleanup::record(txn, &record.media_token)?;
+                                // The event's time is the deletion's.
+                                record.updated_at = record::now_utc();
                                 Ok(record)
                             }
                         }
@@ -415,12 +458,34 @@ impl Store {
                         let stored = stored_record(&uploads, key)?;
                         match stored {
                             None => Err(StoreError::NotFound(id)),
+                            Some(record) if !patch.allows_from(record.status) => {
+                                Err(StoreError::Conflict(record.status))
+                            }
+                            Some(_)
+                                if patch.retry
+                                    && !kept::kept_at(
+                                        txn,
+                                        id,
+                                        time::OffsetDateTime::now_utc().unix_timestamp(),
+                                    )? =>
+                            {
+                                Err(StoreError::SourceGone(id))
+                            }
                             Some(mut record) => {
                                 if patch.clean_up {
                                     cleanup::record(txn, &record.media_token)?;
                                 }
+                                if patch.retry {
+                                    kept::release(txn, id)?;
+                                }
+                                if let (Status::Failed, Some(until)) = (to, patch.keep_source_until)
+                                {
+                                    kept::keep(txn, id, until)?;
+                                }
+                                let from = record.status;
                                 let change = record.apply(to, *patch, record::now_utc());
                                 uploads.insert(key, serde_json::to_vec(&record)?.as_slice())?;
+                                listing::moved(txn, &record, from)?;
                                 let next = history
                                     .range((key, 0)..=(key, u32::MAX))?
                                     .next_back()
@@ -439,7 +504,8 @@ impl Store {
                 };
                 if let (true, Ok(record), Some(router)) = (reported, &result, self.router.get()) {
                     let endpoints = router.endpoints(record);
-                    events += outbox::enqueue(&mut outbox_rows, &mut meta, endpoints, record)?;
+                    events +=
+                        outbox::enqueue(&mut outbox_rows, &mut meta, endpoints, record, deleted)?;
                 }
                 results.push(result);
             }
@@ -454,21 +520,19 @@ impl Store {
 
     /// A tenant's most recent uploads, newest first.
     pub fn list_recent(&self, tenant: &str, limit: usize) -> Result<Vec<UploadRecord>, StoreError> {
-        self.read(|txn| {
-            let index = txn.open_table(TENANT_UPLOADS)?;
-            let uploads = txn.open_table(UPLOADS)?;
-            let mut out = Vec::with_capacity(limit.min(64));
-            for entry in index.range((tenant, 0)..=(tenant, u64::MAX))?.rev() {
-                if out.len() == limit {
-                    break;
-                }
-                let (_, id) = entry?;
-                if let Some(bytes) = uploads.get(id.value())? {
-                    out.push(serde_json::from_slice(bytes.value())?);
-                }
-            }
-            Ok(out)
-        })
+        let query = listing::PageQuery {
+            tenant,
+            status: None,
+            folder: None,
+            before: None,
+            limit,
+        };
+        Ok(self.page(&query)?.records)
+    }
+
+    /// One page of a tenant's uploads, newest first ([`listing`]).
+    pub fn page(&self, query: &listing::PageQuery<'_>) -> Result<listing::Page, StoreError> {
+        self.read(|txn| listing::page(txn, query))
     }
 
     /// Every record not yet completed or failed, oldest first: the work to resume at start.

@@ -73,6 +73,9 @@ pub struct Delivery {
     pub next_attempt_at: OffsetDateTime,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// The event is the upload's deletion (`upload.deleted`), not a transition.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// The outcome of one attempt, written back by the delivery actor.
@@ -169,6 +172,7 @@ pub(super) fn enqueue(
     meta: &mut Table<&str, u64>,
     endpoints: Vec<Endpoint>,
     record: &UploadRecord,
+    deleted: bool,
 ) -> Result<u64, StoreError> {
     if endpoints.is_empty() {
         return Ok(0);
@@ -184,6 +188,7 @@ pub(super) fn enqueue(
             attempts: 0,
             next_attempt_at: record.updated_at,
             last_error: None,
+            deleted,
         };
         outbox
             .rows
@@ -390,6 +395,7 @@ mod tests {
                 attempts: 0,
                 next_attempt_at: a.updated_at,
                 last_error: None,
+                deleted: false,
             }
         };
         {

@@ -22,6 +22,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order an upload goes through them.
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Processing,
+        Status::Uploading,
+        Status::Completed,
+        Status::Failed,
+    ];
+
     /// The documented numeric code.
     pub fn code(self) -> u8 {
         match self {
@@ -163,6 +172,29 @@ pub struct TransitionPatch {
     /// What is stored under the upload's token must be removed: recorded in
     /// the same transaction ([`super::cleanup`]).
     pub clean_up: bool,
+    /// The statuses the upload may be in for the transition to apply; empty:
+    /// any status but a terminal one. A transition refused by it fails with
+    /// [`StoreError::Conflict`](super::StoreError::Conflict) and writes nothing.
+    pub only_from: &'static [Status],
+    /// A retry: the error and the attempts are cleared, and the kept source
+    /// is the upload's again ([`super::kept`]).
+    pub retry: bool,
+    /// A transition to `failed` that keeps the staged source until this Unix
+    /// time, so that the upload can be retried ([`super::kept`]).
+    pub keep_source_until: Option<i64>,
+    /// The kept source was freed by the sweeper ([`super::kept`]).
+    pub source_freed: bool,
+}
+
+impl TransitionPatch {
+    /// Whether a transition with this patch applies to an upload in `status`.
+    pub fn allows_from(&self, status: Status) -> bool {
+        if self.only_from.is_empty() {
+            !status.is_terminal()
+        } else {
+            self.only_from.contains(&status)
+        }
+    }
 }
 
 impl UploadRecord {
@@ -200,6 +232,10 @@ impl UploadRecord {
         }
         if patch.release_attempt {
             self.attempts = self.attempts.saturating_sub(1);
+        }
+        if patch.retry {
+            self.error = None;
+            self.attempts = 0;
         }
     }
 }

@@ -167,14 +167,28 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 /// (so a crash between the two loses nothing), so a test that has seen that
 /// status waits up to 5 s for them.
 pub async fn left_in(dir: &Path) -> Vec<String> {
+    settled_in(dir, &[]).await
+}
+
+/// What `dir` holds (sorted) once it holds just `expected`, or after 5 s.
+pub async fn settled_in(dir: &Path, expected: &[String]) -> Vec<String> {
+    let mut expected = expected.to_vec();
+    expected.sort();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left = files_in(dir);
-        if left.is_empty() || Instant::now() > deadline {
+        let mut left = files_in(dir);
+        left.sort();
+        if left == expected || Instant::now() > deadline {
             return left;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The name of an upload's staged source in `staging/`: a failed upload
+/// keeps it for `failed_source_retention_hours`, so it can be retried.
+pub fn kept_source(id: &str) -> String {
+    format!("{id}.upload")
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vidpipe");

@@ -37,7 +37,7 @@ const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 /// The route's filter for files of the local media folder.
 pub fn serve(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     warp::method()
-        .and(media_path())
+        .and(media_path(state))
         .and(warp::header::headers_cloned())
         .and(with_state(state.clone()))
         .and_then(answer)
