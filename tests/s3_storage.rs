@@ -46,18 +46,6 @@ async fn mp4_server(
     (TestServer::start(config).await, key, dir)
 }
 
-/// The storage token of an upload, from the database.
-fn token_of(t: &TestServer, id: &str) -> String {
-    let id = uuid::Uuid::parse_str(id).unwrap();
-    t.server
-        .services()
-        .store
-        .get(id)
-        .unwrap()
-        .unwrap()
-        .media_token
-}
-
 /// Polls the upload until its status is `status` (a number), or panics.
 async fn wait_status(client: &reqwest::Client, base: &str, key: &str, id: &str, status: u64) {
     let deadline = Instant::now() + TERMINAL_DEADLINE;

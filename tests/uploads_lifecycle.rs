@@ -105,18 +105,6 @@ async fn listed(t: &TestServer, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// The token under which an upload's outputs are stored.
-fn token_of(t: &TestServer, id: &str) -> String {
-    let id = Uuid::parse_str(id).unwrap();
-    t.server
-        .services()
-        .store
-        .get(id)
-        .unwrap()
-        .unwrap()
-        .media_token
-}
-
 /// Deletes the upload (204, no body), then checks it is 404 everywhere, a
 /// second DELETE is too, the list leaves it out, and no file of it is left
 /// in the data dir; returns how long the DELETE took to answer.

@@ -322,6 +322,18 @@ pub fn keys_create(data_dir: &Path) -> String {
     stdout.lines().last().unwrap().trim().to_string()
 }
 
+/// The token under which an upload's outputs are stored, from the database.
+pub fn token_of(t: &TestServer, id: &str) -> String {
+    let id = uuid::Uuid::parse_str(id).unwrap();
+    t.server
+        .services()
+        .store
+        .get(id)
+        .unwrap()
+        .unwrap()
+        .media_token
+}
+
 /// Uploads a fixture to `folder`, expects 202, and waits until the upload is
 /// terminal; returns its record.
 pub async fn upload_to_end(t: &TestServer, key: &str, fixture_name: &str, folder: &str) -> Value {
