@@ -101,6 +101,20 @@ pub async fn retry(
             },
         ));
     }
+    // Its last job may still be stopping (a cancel waits only so long), and
+    // the removal of outputs a failed store left may still be owed under the
+    // same token: a retry now would race the one or lose its new outputs to
+    // the other.
+    if services.jobs.is_running(id) {
+        return Err(LifecycleError::NotRetryable(
+            "its last run is still stopping",
+        ));
+    }
+    if services.removals.contains(&record.media_token) {
+        return Err(LifecycleError::NotRetryable(
+            "the outputs of its last run are still being removed",
+        ));
+    }
     let staged = services.layout.staged_path(id);
     if !services.store.source_kept(id)? || !staged.exists() {
         return Err(LifecycleError::NotRetryable("its source is no longer kept"));

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::registry::{self, RegistryMsg};
 use super::uploader::UploaderMsg;
-use super::{recovery, PoolEntry, Services};
+use super::{recovery, PoolEntry, RunningJob, Services};
 use crate::layout::fsync_dir;
 use crate::media::{self, MediaError, MediaErrorCode, MediaLimits, OutputProfile, SourceInfo};
 use crate::store::record::{MediaOutputs, RenditionOutput, Status, TransitionPatch};
@@ -280,8 +280,11 @@ impl Worker for TranscoderWorker {
         let services = state.services.clone();
         services.release_queued();
         let id = job.msg.id;
+        // Registered first, so given up last: while `jobs` shows it running,
+        // its place in the pool is not yet free (a retry waits for both).
+        let running = services.jobs.start(id, &services.stop);
         let mut entry = PoolEntry::of(&services.in_pool, id);
-        if let Err(e) = transcode(&services, state, id, &mut entry).await {
+        if let Err(e) = transcode(&services, state, id, &mut entry, &running).await {
             tracing::error!(upload = %id, error = %e, "transcode job aborted");
         }
         Ok(job.key)
@@ -293,6 +296,7 @@ async fn transcode(
     state: &mut WorkerState,
     id: Uuid,
     entry: &mut PoolEntry<'_>,
+    job: &RunningJob<'_>,
 ) -> Result<(), ActorProcessingErr> {
     let Some(record) = services.store.get(id)? else {
         return Ok(());
@@ -316,9 +320,8 @@ async fn transcode(
         retry_when_space(services, id);
         return Ok(());
     }
-    // Registered before the upload is `processing`: a cancel that commits
-    // after that transition finds the job to stop.
-    let job = services.jobs.start(id, &services.stop);
+    // (`job` is registered before the upload is `processing`: a cancel that
+    // commits after that transition finds the job to stop.)
     let patch = TransitionPatch {
         count_attempt: true,
         ..Default::default()

@@ -51,7 +51,8 @@ impl Actor for Uploader {
 
 async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessingErr> {
     let Some(record) = services.store.get(id)? else {
-        return Ok(());
+        // Deleted while it was transcoded: its work files go.
+        return recovery::tidy(services, id).await;
     };
     // Stopping: left for the next start.
     if record.status.is_terminal() || services.stop.is_cancelled() {
@@ -74,10 +75,20 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
         source: Some(manifest.source),
         ..Default::default()
     };
+    // From before the transition: a deletion that commits right after it
+    // leaves the removal of what is stored to the cleaner, which waits
+    // until the put is over.
+    services.storing.add(&record.media_token);
     match registry::transition(services, id, Status::Uploading, patch).await {
         Ok(_) => {}
-        Err(e) if e.is_moved_on() => return recovery::tidy(services, id).await,
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            services.storing.remove(&record.media_token);
+            return if e.is_moved_on() {
+                recovery::tidy(services, id).await
+            } else {
+                Err(e.into())
+            };
+        }
     }
 
     let names = if manifest.files.is_empty() {
@@ -97,9 +108,6 @@ async fn store(services: &Arc<Services>, id: Uuid) -> Result<(), ActorProcessing
         .collect();
     let storage = services.storage.clone();
     let token = record.media_token.clone();
-    // A deletion meanwhile leaves the removal of what is stored to the
-    // cleaner, which waits until the put is over.
-    services.storing.add(&token);
     let put = services.blocking(move || storage.put(&token, &files)).await;
     services.storing.remove(&record.media_token);
     let completed = match put? {
