@@ -2,9 +2,9 @@
 //! what failed uploads left there when the first try did not
 //! ([`crate::store::cleanup`] records each one with the deletion or the
 //! failure). A token the uploader is storing now is left until it is done
-//! (it wakes the cleaner then). It tries each again with backoff (one log line a try,
-//! the waits doubling from [`BACKOFF`]'s first to its longest) until the
-//! store answers, and settles its row. A store that refuses the credentials
+//! (it wakes the cleaner then). It tries each again with backoff (one log
+//! line a try, the waits doubling from [`BACKOFF`]'s first to its longest)
+//! until the store answers, and settles its row. A store that refuses the credentials
 //! pauses the whole pass (one line a pass, not one per upload). At start it
 //! takes up every removal still recorded. It is a task of the server's own
 //! (on `Services::tasks`), woken by the uploader when it records one, and

@@ -20,6 +20,9 @@ use crate::store::record::TransitionPatch;
 /// Longest sleep between two looks.
 const LOOK_EVERY: Duration = Duration::from_secs(600);
 
+/// Shortest sleep between two looks.
+const MIN_WAIT: Duration = Duration::from_secs(1);
+
 /// Sources freed per read of the due ones.
 const BATCH: usize = 64;
 
@@ -30,7 +33,9 @@ pub fn start(services: &Arc<Services>) {
 }
 
 async fn run(services: Arc<Services>) {
-    let look_every = LOOK_EVERY.min(services.config.failed_source_retention);
+    let look_every = LOOK_EVERY
+        .min(services.config.failed_source_retention)
+        .max(MIN_WAIT);
     loop {
         let wait = match sweep(&services).await {
             Ok(Some(next)) => Duration::from_secs(u64::try_from(next - now()).unwrap_or(0)),
@@ -41,7 +46,7 @@ async fn run(services: Arc<Services>) {
             }
         };
         tokio::select! {
-            () = tokio::time::sleep(wait.clamp(Duration::from_secs(1), look_every.max(Duration::from_secs(1)))) => {}
+            () = tokio::time::sleep(wait.clamp(MIN_WAIT, look_every)) => {}
             () = services.stop.cancelled() => return,
         }
     }

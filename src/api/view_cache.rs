@@ -1,8 +1,9 @@
 //! Rendered JSON of finished uploads. A `completed` or `failed` record
 //! changes again only by a retry or a deletion, which forget it here, so
 //! its `GET /uploads/{id}` body can be kept and served without a database
-//! read or a render; records still in progress are always read fresh. Only used where media URLs do not expire (local or
-//! public storage, not presigned URLs).
+//! read or a render; records still in progress are always read fresh. Only
+//! used where media URLs do not expire (local or public storage, not
+//! presigned URLs).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
