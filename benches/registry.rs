@@ -41,7 +41,7 @@ fn seeded(n: usize) -> (tempfile::TempDir, Store, Vec<Uuid>) {
     let ids = records.iter().map(|r| r.id).collect();
     let ops = records
         .into_iter()
-        .map(|r| WriteOp::Insert(Box::new(r)))
+        .map(|r| WriteOp::Insert(Box::new(r), None))
         .collect();
     store.apply_batch(ops).unwrap();
     (dir, store, ids)
@@ -152,7 +152,7 @@ fn registry_group_commit(c: &mut Criterion) {
         .apply_batch(
             records
                 .into_iter()
-                .map(|r| WriteOp::Insert(Box::new(r)))
+                .map(|r| WriteOp::Insert(Box::new(r), None))
                 .collect(),
         )
         .unwrap();
@@ -223,7 +223,7 @@ fn outbox_poll_with_backlog(c: &mut Criterion) {
     let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
     let ops = records
         .into_iter()
-        .map(|r| WriteOp::Insert(Box::new(r)))
+        .map(|r| WriteOp::Insert(Box::new(r), None))
         .collect();
     store.apply_batch(ops).unwrap();
     let ops = (0..99)
@@ -272,7 +272,7 @@ fn seeded_for_listing(n: usize) -> (tempfile::TempDir, Store) {
                 if i % 4 == 0 {
                     r.status = Status::Completed;
                 }
-                WriteOp::Insert(Box::new(r))
+                WriteOp::Insert(Box::new(r), None)
             })
             .collect();
         store.apply_batch(ops).unwrap();

@@ -22,28 +22,31 @@ fn seed(dir: &std::path::Path, tenant: &str) {
         let ops = (0..1000)
             .map(|i| {
                 let n = chunk * 1000 + i;
-                WriteOp::Insert(Box::new(UploadRecord {
-                    id: Uuid::new_v4(),
-                    seq: 0,
-                    tenant: tenant.to_string(),
-                    filename: format!("clip-{n}.mp4"),
-                    folder: "root/bench".into(),
-                    // Unfinished ones have no staged body: recovery fails them fast.
-                    status: if n < UNFINISHED {
-                        Status::Pending
-                    } else {
-                        Status::Completed
-                    },
-                    created_at: now,
-                    updated_at: now,
-                    size_bytes: 1000,
-                    source: None,
-                    media_token: "0123456789abcdef".into(),
-                    outputs: None,
-                    error: None,
-                    attempts: 0,
-                    callback_url: None,
-                }))
+                WriteOp::Insert(
+                    Box::new(UploadRecord {
+                        id: Uuid::new_v4(),
+                        seq: 0,
+                        tenant: tenant.to_string(),
+                        filename: format!("clip-{n}.mp4"),
+                        folder: "root/bench".into(),
+                        // Unfinished ones have no staged body: recovery fails them fast.
+                        status: if n < UNFINISHED {
+                            Status::Pending
+                        } else {
+                            Status::Completed
+                        },
+                        created_at: now,
+                        updated_at: now,
+                        size_bytes: 1000,
+                        source: None,
+                        media_token: "0123456789abcdef".into(),
+                        outputs: None,
+                        error: None,
+                        attempts: 0,
+                        callback_url: None,
+                    }),
+                    None,
+                )
             })
             .collect();
         store.apply_batch(ops).unwrap();

@@ -217,6 +217,7 @@ impl Server {
             views: Default::default(),
             in_flight: api::bounds::InFlight::new(config.max_requests_in_flight),
             storage_check,
+            idempotency_claims: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let http_done = tokio::spawn(serve(

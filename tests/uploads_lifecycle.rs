@@ -281,6 +281,14 @@ async fn a_cancelled_upload_keeps_its_source_and_a_retry_completes_it() {
         (409, Some("not_retryable")),
         "{body}"
     );
+    // The pending one is cancelled before it starts (before the processing one
+    // is, which would free the one transcoder for it).
+    let (code, body) = act(&t.client, &t.base, &key, &pending, "cancel").await;
+    assert_eq!(
+        (code, &body["data"]["error"]["code"]),
+        (200, &Value::from("cancelled")),
+        "{body}"
+    );
     wait_for(&t, &key, &processing, |u| {
         u["status"] == 3 && u["progress"].as_f64() > Some(0.0)
     })
@@ -303,13 +311,6 @@ async fn a_cancelled_upload_keeps_its_source_and_a_retry_completes_it() {
     assert!(!work.iter().any(|f| f.contains(&processing)), "{work:?}");
     assert!(files_in(&data.join("staging")).contains(&kept_source(&processing)));
 
-    // The pending one is cancelled before it starts.
-    let (code, body) = act(&t.client, &t.base, &key, &pending, "cancel").await;
-    assert_eq!(
-        (code, &body["data"]["error"]["code"]),
-        (200, &Value::from("cancelled")),
-        "{body}"
-    );
     for id in [&processing, &pending] {
         let (code, body) = act(&t.client, &t.base, &key, id, "cancel").await;
         assert_eq!(

@@ -34,6 +34,8 @@ pub struct StagedUpload {
     pub size_bytes: u64,
     /// Validated `callback_url` form field: a webhook endpoint for this upload only.
     pub callback_url: Option<String>,
+    /// The request's `Idempotency-Key`: the create is remembered under it.
+    pub idempotency_key: Option<String>,
 }
 
 /// Why an upload was not accepted.
@@ -82,6 +84,7 @@ impl Actor for Intake {
         services: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let IntakeMsg::Accept(staged, reply) = msg;
+        let idempotency_key = staged.idempotency_key.clone();
         let record = match admit(services, staged) {
             Ok(record) => record,
             Err(e) => {
@@ -91,7 +94,7 @@ impl Actor for Intake {
         };
         let services = services.clone();
         services.clone().tasks.spawn(async move {
-            let _ = reply.send(record_admitted(&services, record).await);
+            let _ = reply.send(record_admitted(&services, record, idempotency_key).await);
         });
         Ok(())
     }
@@ -161,9 +164,10 @@ pub fn release(services: &Services, tenant: &str) {
 async fn record_admitted(
     services: &Services,
     record: UploadRecord,
+    idempotency_key: Option<String>,
 ) -> Result<UploadRecord, IntakeError> {
     let tenant = record.tenant.clone();
-    match registry::create(services, record).await {
+    match registry::create(services, record, idempotency_key).await {
         Ok(record) => {
             // Durable now: if the pool is down, recovery re-queues it from the database.
             transcoder::dispatch_reserved(services, record.id);

@@ -20,11 +20,16 @@ pub struct Registry;
 
 /// Messages to the registry.
 pub enum RegistryMsg {
-    /// Intake: persist a new `pending` record; the reply comes once it is durable.
-    Create(
-        Box<UploadRecord>,
-        RpcReplyPort<Result<UploadRecord, StoreError>>,
-    ),
+    /// Intake: persist a new `pending` record, remembered under its
+    /// `Idempotency-Key` if it has one; the reply comes once it is durable.
+    Create {
+        /// The record.
+        record: Box<UploadRecord>,
+        /// The create's `Idempotency-Key`.
+        idempotency_key: Option<String>,
+        /// Receives the stored record.
+        reply: RpcReplyPort<Result<UploadRecord, StoreError>>,
+    },
     /// Workers: move an upload to a new status; the reply comes once it is durable.
     Transition {
         /// The upload.
@@ -158,7 +163,11 @@ impl Actor for Registry {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let (op, reply) = match msg {
-            RegistryMsg::Create(record, reply) => (WriteOp::Insert(record), reply),
+            RegistryMsg::Create {
+                record,
+                idempotency_key,
+                reply,
+            } => (WriteOp::Insert(record, idempotency_key), reply),
             RegistryMsg::Transition {
                 id,
                 to,
@@ -200,7 +209,7 @@ fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingW
         let kinds: Vec<Written> = ops
             .iter()
             .map(|op| match op {
-                WriteOp::Insert(record) => Written::Created(record.status),
+                WriteOp::Insert(record, _) => Written::Created(record.status),
                 WriteOp::Transition { id, to, .. } => Written::Moved(*id, *to),
                 WriteOp::Patch { .. } => Written::Patched,
                 WriteOp::Delete { id } => Written::Deleted(*id),
@@ -240,7 +249,7 @@ fn refuse_new_uploads_below_reserve(
     batch: Vec<PendingWrite>,
 ) -> Vec<PendingWrite> {
     let reserve = services.config.reserved_disk_bytes;
-    if reserve == 0 || !batch.iter().any(|w| matches!(w.op, WriteOp::Insert(_))) {
+    if reserve == 0 || !batch.iter().any(|w| matches!(w.op, WriteOp::Insert(..))) {
         return batch;
     }
     let free = match services.store.free_bytes() {
@@ -255,7 +264,7 @@ fn refuse_new_uploads_below_reserve(
     batch
         .into_iter()
         .filter_map(|write| match write.op {
-            WriteOp::Insert(_) => {
+            WriteOp::Insert(..) => {
                 let _ = write
                     .reply
                     .send(Err(StoreError::BelowReserve { free, reserve }));
@@ -367,13 +376,17 @@ pub async fn patch(
     write(services, |reply| RegistryMsg::Patch { id, patch, reply }).await
 }
 
-/// Asks the registry to record a new upload and waits until it is durable.
+/// Asks the registry to record a new upload (remembered under its
+/// `Idempotency-Key`, if it has one) and waits until it is durable.
 pub async fn create(
     services: &Services,
     record: UploadRecord,
+    idempotency_key: Option<String>,
 ) -> Result<UploadRecord, RegistryError> {
-    write(services, |reply| {
-        RegistryMsg::Create(Box::new(record), reply)
+    write(services, |reply| RegistryMsg::Create {
+        record: Box::new(record),
+        idempotency_key,
+        reply,
     })
     .await
 }

@@ -2,7 +2,10 @@
 //! retry once `failed_source_retention_hours` have passed
 //! ([`crate::store::kept`]). The file goes first, then its row, through the
 //! registry: a crash between the two only means the file is removed again.
-//! The record stays, failed; a retry of it is then refused. A task of the
+//! The record stays, failed; a retry of it is then refused. It also forgets
+//! the `Idempotency-Key`s older than `idempotency_key_retention_hours`
+//! ([`crate::store::idempotency`]), a write of their own rows only, like
+//! the cleaner's; a lookup ignores an expired key before it goes. A task of the
 //! server's own (on `Services::tasks`), asleep until the next source is due;
 //! it looks again at least every [`LOOK_EVERY`], or every retention period
 //! if that is shorter, so a source kept after it fell asleep is not freed
@@ -15,6 +18,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{registry, Services};
+use crate::store::idempotency;
 use crate::store::record::TransitionPatch;
 
 /// Longest sleep between two looks.
@@ -56,8 +60,10 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Frees every source that is due; returns when the next one is.
+/// Frees every source that is due and forgets the expired keys; returns
+/// when the next source is due.
 async fn sweep(services: &Arc<Services>) -> Result<Option<i64>, String> {
+    forget_expired_keys(services).await?;
     loop {
         let store = services.store.clone();
         let at = now();
@@ -74,6 +80,22 @@ async fn sweep(services: &Arc<Services>) -> Result<Option<i64>, String> {
                 return Ok(None);
             }
             free(services, id).await?;
+        }
+    }
+}
+
+/// Forgets the `Idempotency-Key`s past their retention, a batch per write.
+async fn forget_expired_keys(services: &Arc<Services>) -> Result<(), String> {
+    let before = idempotency::kept_since(services.config.idempotency_key_retention);
+    loop {
+        let store = services.store.clone();
+        let forgotten = services
+            .blocking(move || store.forget_idempotency_keys(before, BATCH))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if forgotten < BATCH || services.stop.is_cancelled() {
+            return Ok(());
         }
     }
 }

@@ -8,23 +8,24 @@ use std::sync::Arc;
 use bytes::Buf;
 use futures_util::Stream;
 use multer::{Constraints, Multipart, SizeLimit};
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::HeaderMap;
 use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
+use warp::{Filter, Rejection};
 
 use super::auth::{self, Tenant};
 use super::body::{guarded, BodyError, HeaderWatch, Tracked};
 use super::error::ApiError;
 use super::folder::checked_folder;
+use super::idempotency;
 use super::parts::{form_field, FormField, SentFilename};
 use super::{with_state, AppState};
 use crate::actors::intake::{IntakeMsg, StagedUpload};
 use crate::config::Config;
 use crate::layout::fsync_dir;
+use crate::store::record::UploadRecord;
 
 /// Largest value accepted for a text field such as `folder`.
 const MAX_TEXT_FIELD: u64 = 4096;
@@ -70,6 +71,7 @@ pub fn create(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::header::optional::<String>("expect"))
+        .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .and(with_state(state.clone()))
         .and_then(create_upload)
@@ -83,12 +85,21 @@ async fn create_upload(
     content_type: Option<String>,
     content_length: Option<u64>,
     expect: Option<String>,
+    headers: HeaderMap,
     body: impl Stream<Item = Result<impl Buf + Send, warp::Error>> + Send + Unpin + 'static,
     state: Arc<AppState>,
 ) -> Result<Response, Rejection> {
     let mut body = Tracked::new(body);
     let result = match tenant {
-        Ok(tenant) => accept(tenant, content_type, content_length, &mut body, &state).await,
+        Ok(tenant) => {
+            let request = Request {
+                tenant,
+                content_type,
+                content_length,
+                idempotency_key: idempotency::key_of(&headers),
+            };
+            accept(request, &mut body, &state).await
+        }
         // 401, after the body like any other refusal.
         Err(refused) => Err(refused),
     };
@@ -102,10 +113,17 @@ async fn create_upload(
     result
 }
 
-async fn accept<S, B>(
+/// What `POST /uploads` reads from its request before the body.
+struct Request {
     tenant: Tenant,
     content_type: Option<String>,
     content_length: Option<u64>,
+    /// The `Idempotency-Key`, if one was sent, or why it is refused.
+    idempotency_key: Result<Option<String>, ApiError>,
+}
+
+async fn accept<S, B>(
+    request: Request,
     body: &mut Tracked<S>,
     state: &Arc<AppState>,
 ) -> Result<Response, Rejection>
@@ -114,6 +132,29 @@ where
     B: Buf + Send,
 {
     let config = &state.services.config;
+    let Request {
+        tenant,
+        content_type,
+        content_length,
+        idempotency_key,
+    } = request;
+    // A key is held by one request at a time; a repeat of a create that
+    // was answered reads its body, keeps none of it and is answered again.
+    let idempotency_key = idempotency_key?;
+    let _claim = match &idempotency_key {
+        None => None,
+        Some(key) => {
+            let claim = state.idempotency_claims.claim(&tenant.0, key).ok_or(
+                ApiError::IdempotencyKeyInUse {
+                    retry_after: config.retry_after,
+                },
+            )?;
+            if let Some(first) = idempotency::answered(state, &tenant, key)? {
+                return repeat(&first, content_type, body, state).await;
+            }
+            Some(claim)
+        }
+    };
     // Admission control answers before a byte of the body is read.
     if state.services.queued.load(Ordering::Relaxed) >= config.max_queued_jobs {
         return Err(ApiError::QueueFull {
@@ -154,7 +195,7 @@ where
         path: part_path.clone(),
         armed: true,
     };
-    let form = parse_form(body, boundary, config, &part_path)
+    let form = parse_form(body, boundary, config, Some(&part_path))
         .await
         .inspect_err(|e| count_storage_error(state, e))?;
 
@@ -200,6 +241,7 @@ where
         folder: form.folder,
         size_bytes: form.size_bytes,
         callback_url: form.callback_url,
+        idempotency_key,
     };
     let intake = state
         .services
@@ -220,11 +262,33 @@ where
     guard.armed = false;
     // Inside the request span: ties the request id to the upload id.
     tracing::info!(upload = %record.id, size_bytes = record.size_bytes, "upload accepted");
-    let body = json!({
-        "message": "Upload accepted and is now being processed.",
-        "data": state.view(&record),
-    });
-    Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response())
+    Ok(idempotency::accepted(state, &record))
+}
+
+/// A repeat of the create that wrote `first`: its body is read and checked
+/// like any other, none of it kept; the same request is answered as the
+/// first was, another one is a 422.
+async fn repeat<S, B>(
+    first: &UploadRecord,
+    content_type: Option<String>,
+    body: &mut Tracked<S>,
+    state: &Arc<AppState>,
+) -> Result<Response, Rejection>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+    B: Buf + Send,
+{
+    let config = &state.services.config;
+    let boundary = content_type
+        .as_deref()
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or(ApiError::UnsupportedMediaType)?;
+    let form = validate(parse_form(body, boundary, config, None).await?, config)?;
+    if idempotency::same_request(first, &form.filename, &form.folder, form.size_bytes) {
+        Ok(idempotency::replayed(state, first))
+    } else {
+        Err(ApiError::IdempotencyKeyReused.into())
+    }
 }
 
 /// Staging writes fail only as these two (a full disk, or another I/O error).
@@ -329,12 +393,12 @@ fn check_callback_url(url: &str, config: &Config) -> Result<(), String> {
 }
 
 /// Parses a multipart body under the configured limits: the video to
-/// `part_path` (fsynced), text fields into memory.
+/// `part_path` (fsynced; without one, only counted), text fields into memory.
 async fn parse_form<S, B>(
     body: S,
     boundary: String,
     config: &Config,
-    part_path: &Path,
+    part_path: Option<&Path>,
 ) -> Result<ParsedForm, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -367,15 +431,16 @@ pub async fn parse_and_validate(
     part_path: &Path,
 ) -> Result<(), ApiError> {
     let chunks = futures_util::stream::iter([Ok::<_, warp::Error>(body)]);
-    let form = parse_form(chunks, boundary.to_string(), config, part_path).await?;
+    let form = parse_form(chunks, boundary.to_string(), config, Some(part_path)).await?;
     validate(form, config).map(drop)
 }
 
-/// Reads every part: the video to `part_path` (fsynced), text fields into memory.
+/// Reads every part: the video to `part_path` (fsynced; without one, only
+/// counted), text fields into memory.
 async fn read_form(
     mut multipart: Multipart<'_>,
     watch: &HeaderWatch,
-    part_path: &Path,
+    part_path: Option<&Path>,
     limits: FormLimits,
 ) -> Result<ParsedForm, ApiError> {
     let limit = limits.body_bytes;
@@ -406,18 +471,27 @@ async fn read_form(
                     return Err(ApiError::invalid("video", "Send exactly one video file."));
                 }
                 form.filename = SentFilename::of(&field);
-                let mut file = tokio::fs::File::create(part_path)
-                    .await
-                    .map_err(ApiError::from)?;
+                let mut file = match part_path {
+                    Some(path) => Some(
+                        tokio::fs::File::create(path)
+                            .await
+                            .map_err(ApiError::from)?,
+                    ),
+                    None => None,
+                };
                 let mut written = 0u64;
                 while let Some(chunk) =
                     field.chunk().await.map_err(|e| multipart_error(e, limit))?
                 {
                     written += chunk.len() as u64;
-                    file.write_all(&chunk).await.map_err(ApiError::from)?;
+                    if let Some(file) = &mut file {
+                        file.write_all(&chunk).await.map_err(ApiError::from)?;
+                    }
                 }
-                file.flush().await.map_err(ApiError::from)?;
-                file.sync_all().await.map_err(ApiError::from)?;
+                if let Some(file) = &mut file {
+                    file.flush().await.map_err(ApiError::from)?;
+                    file.sync_all().await.map_err(ApiError::from)?;
+                }
                 form.video_bytes = Some(written);
             }
             FormField::Folder => {

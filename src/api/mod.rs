@@ -11,6 +11,7 @@ pub mod body;
 pub mod bounds;
 pub mod error;
 pub mod folder;
+pub mod idempotency;
 pub mod intake;
 pub mod lifecycle;
 pub mod media;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub in_flight: Arc<bounds::InFlight>,
     /// The final storage's last check, shared by the start-up check and `/readyz`.
     pub storage_check: crate::storage::check::StorageCheck,
+    /// `Idempotency-Key`s whose first request is being received.
+    pub idempotency_claims: idempotency::Claims,
 }
 
 impl AppState {

@@ -19,6 +19,7 @@
 //! freed again costs the writes made while it was full and nothing else.
 
 pub mod cleanup;
+pub mod idempotency;
 pub mod kept;
 pub mod keys;
 pub mod listing;
@@ -153,6 +154,7 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(META)?;
     txn.open_table(cleanup::CLEANUPS)?;
     kept::open(&txn)?;
+    idempotency::open(&txn)?;
     listing::open(&txn)?;
     outbox::OutboxTables::open(&txn)?.reindex()?;
     txn.commit()?;
@@ -173,8 +175,9 @@ fn stored_record(
 /// One write for [`Store::apply_batch`].
 #[derive(Debug)]
 pub enum WriteOp {
-    /// A new record; its `seq` is assigned here.
-    Insert(Box<UploadRecord>),
+    /// A new record; its `seq` is assigned here. With an `Idempotency-Key`,
+    /// the create is remembered under it ([`idempotency`]).
+    Insert(Box<UploadRecord>, Option<String>),
     /// A status change.
     Transition {
         /// The upload.
@@ -348,7 +351,7 @@ impl Store {
 
     /// Inserts a new record, assigning its `seq`, and logs its creation. Durable on return.
     pub fn insert(&self, record: &mut UploadRecord) -> Result<(), StoreError> {
-        let op = WriteOp::Insert(Box::new(record.clone()));
+        let op = WriteOp::Insert(Box::new(record.clone()), None);
         *record = self.apply_batch(vec![op])?.remove(0)?;
         Ok(())
     }
@@ -402,7 +405,7 @@ impl Store {
                 let reported = !matches!(op, WriteOp::Patch { .. });
                 let deleted = matches!(op, WriteOp::Delete { .. });
                 let result = match op {
-                    WriteOp::Insert(mut record) => {
+                    WriteOp::Insert(mut record, idempotency_key) => {
                         let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
                         meta.insert("next_seq", seq + 1)?;
                         record.seq = seq;
@@ -417,6 +420,9 @@ impl Store {
                             error_code: None,
                         };
                         history.insert((id, 0), serde_json::to_vec(&created)?.as_slice())?;
+                        if let Some(key) = idempotency_key {
+                            idempotency::remember(txn, &key, &record)?;
+                        }
                         Ok(*record)
                     }
                     WriteOp::Patch { id, patch } => {
@@ -649,8 +655,8 @@ pub(crate) mod tests {
         {
             let store = Store::open(&path).unwrap();
             let ops = vec![
-                WriteOp::Insert(Box::new(a.clone())),
-                WriteOp::Insert(Box::new(b.clone())),
+                WriteOp::Insert(Box::new(a.clone()), None),
+                WriteOp::Insert(Box::new(b.clone()), None),
                 WriteOp::Transition {
                     id: Uuid::new_v4(),
                     to: Status::Processing,

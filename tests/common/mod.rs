@@ -363,3 +363,10 @@ pub fn playlist_uris(playlist: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// A stream of what `rx` receives, for a request body sent piece by piece.
+pub fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
