@@ -41,12 +41,7 @@ async fn post_with_key(
 async fn listed(t: &TestServer, api_key: &str) -> Vec<String> {
     let (code, page) = get_json(&t.client, &t.url("/uploads"), api_key).await;
     assert_eq!(code, 200, "{page}");
-    page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["id"].as_str().unwrap().to_string())
-        .collect()
+    page_ids(&page)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

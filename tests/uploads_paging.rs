@@ -5,16 +5,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-
-fn ids(page: &Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["id"].as_str().unwrap().to_string())
-        .collect()
-}
 
 /// Every page of `query`, following `next_cursor`.
 async fn follow(t: &TestServer, key: &str, query: &str) -> Vec<Vec<String>> {
@@ -23,7 +13,7 @@ async fn follow(t: &TestServer, key: &str, query: &str) -> Vec<Vec<String>> {
     loop {
         let (code, page) = get_json(&t.client, &url, key).await;
         assert_eq!(code, 200, "{page}");
-        pages.push(ids(&page));
+        pages.push(page_ids(&page));
         match page["next_cursor"].as_str() {
             Some(cursor) => url = t.url(&format!("/uploads?{query}&cursor={cursor}")),
             None => return pages,
@@ -52,7 +42,7 @@ async fn uploads_are_paged_and_filtered_newest_first() {
     // No parameters: all of them (fewer than 50), and no cursor.
     let (code, all) = get_json(&t.client, &t.url("/uploads"), &key).await;
     assert_eq!(code, 200);
-    assert_eq!(ids(&all), newest_first);
+    assert_eq!(page_ids(&all), newest_first);
     assert!(all.get("next_cursor").is_none(), "{all}");
 
     let pages = follow(&t, &key, "limit=3").await;
@@ -77,7 +67,7 @@ async fn uploads_are_paged_and_filtered_newest_first() {
     // Another tenant sees none of them, and parameters it does not know are ignored.
     let other = create_key(dir.path(), "other");
     let (_, theirs) = get_json(&t.client, &t.url("/uploads?limit=5&_=1"), &other).await;
-    assert!(ids(&theirs).is_empty(), "{theirs}");
+    assert!(page_ids(&theirs).is_empty(), "{theirs}");
 
     // Bad parameters: 422, naming each.
     for (query, field) in [

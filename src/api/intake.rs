@@ -168,10 +168,7 @@ where
         }
         .into());
     }
-    let boundary = content_type
-        .as_deref()
-        .and_then(|ct| multer::parse_boundary(ct).ok())
-        .ok_or(ApiError::UnsupportedMediaType)?;
+    let boundary = boundary_of(content_type.as_deref())?;
     // A disk the upload will touch that is already below its reserve (the
     // staging folder's, the work folder's) takes no new body; the registry
     // checks again before the record is written, as the body may be what filled it.
@@ -279,16 +276,20 @@ where
     B: Buf + Send,
 {
     let config = &state.services.config;
-    let boundary = content_type
-        .as_deref()
-        .and_then(|ct| multer::parse_boundary(ct).ok())
-        .ok_or(ApiError::UnsupportedMediaType)?;
+    let boundary = boundary_of(content_type.as_deref())?;
     let form = validate(parse_form(body, boundary, config, None).await?, config)?;
     if idempotency::same_request(first, &form.filename, &form.folder, form.size_bytes) {
         Ok(idempotency::replayed(state, first))
     } else {
         Err(ApiError::IdempotencyKeyReused.into())
     }
+}
+
+/// The multipart boundary of the body; any other body is a 415.
+fn boundary_of(content_type: Option<&str>) -> Result<String, ApiError> {
+    content_type
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or(ApiError::UnsupportedMediaType)
 }
 
 /// Staging writes fail only as these two (a full disk, or another I/O error).
