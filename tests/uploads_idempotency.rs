@@ -168,7 +168,13 @@ async fn the_key_is_in_use_while_its_first_body_arrives() {
         .send();
     let first = tokio::spawn(first);
     let staging = dir.path().join("staging");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !files_in(&staging).iter().any(|f| f.ends_with(".part")) {
+        assert!(!first.is_finished(), "the first request was answered early");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "its body never reached staging"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 

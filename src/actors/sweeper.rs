@@ -49,6 +49,10 @@ async fn run(services: Arc<Services>) {
                 Duration::from_secs(60)
             }
         };
+        // After the sources, which free disk: a failure here stops nothing else.
+        if let Err(e) = forget_expired_keys(&services).await {
+            warn!(error = %e, "cannot forget the expired Idempotency-Keys now; trying again later");
+        }
         tokio::select! {
             () = tokio::time::sleep(wait.clamp(MIN_WAIT, look_every)) => {}
             () = services.stop.cancelled() => return,
@@ -60,10 +64,8 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Frees every source that is due and forgets the expired keys; returns
-/// when the next source is due.
+/// Frees every source that is due; returns when the next one is.
 async fn sweep(services: &Arc<Services>) -> Result<Option<i64>, String> {
-    forget_expired_keys(services).await?;
     loop {
         let store = services.store.clone();
         let at = now();

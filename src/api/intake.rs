@@ -150,6 +150,8 @@ where
                 },
             )?;
             if let Some(first) = idempotency::answered(state, &tenant, key)? {
+                // Repeats of an answered create do not hold the key from each other.
+                drop(claim);
                 return repeat(&first, content_type, body, state).await;
             }
             Some(claim)
