@@ -2,6 +2,10 @@
 //! `VIDPIPE_CRASH_AT` names a point, the process aborts there, as abruptly as
 //! `kill -9`: no destructor runs and nothing is flushed. Unset, each check is
 //! one load of a cached flag.
+//!
+//! One pause point widens a race window for tests: with `VIDPIPE_PAUSE_AT`
+//! set to `create_commit`, each commit that creates an upload waits
+//! [`PAUSE`] first.
 
 use std::sync::OnceLock;
 
@@ -58,5 +62,19 @@ pub fn crash_if(point: CrashPoint) {
     if armed() == Some(point) {
         eprintln!("crash point {} reached: aborting", point.name());
         std::process::abort();
+    }
+}
+
+/// How long a pause point waits.
+pub const PAUSE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Waits [`PAUSE`] (blocking the thread) before a commit that creates an
+/// upload, if `VIDPIPE_PAUSE_AT` is `create_commit`.
+pub fn pause_before_create_commit() {
+    static ARMED: OnceLock<bool> = OnceLock::new();
+    let armed = *ARMED
+        .get_or_init(|| std::env::var("VIDPIPE_PAUSE_AT").is_ok_and(|p| p == "create_commit"));
+    if armed {
+        std::thread::sleep(PAUSE);
     }
 }

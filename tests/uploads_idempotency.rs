@@ -21,12 +21,23 @@ async fn post_with_key(
     filename: &str,
     folder: &str,
 ) -> (u16, Option<String>, Value) {
-    let response = t
-        .client
-        .post(t.url("/uploads"))
+    let form = video_form(bytes.to_vec(), filename, folder);
+    post_form_with_key(&t.client, &t.url("/uploads"), api_key, key, form).await
+}
+
+/// As [`post_with_key`], to the `POST /uploads` at `url`.
+async fn post_form_with_key(
+    client: &reqwest::Client,
+    url: &str,
+    api_key: &str,
+    key: &str,
+    form: reqwest::multipart::Form,
+) -> (u16, Option<String>, Value) {
+    let response = client
+        .post(url)
         .bearer_auth(api_key)
         .header("idempotency-key", key)
-        .multipart(video_form(bytes.to_vec(), filename, folder))
+        .multipart(form)
         .send()
         .await
         .unwrap();
@@ -268,4 +279,67 @@ async fn keys_survive_a_restart_and_expire_after_their_retention() {
     assert_eq!((code, replayed), (202, None), "{new}");
     assert_ne!(new["data"]["id"], first["data"]["id"]);
     assert_eq!(listed(&t, &api_key).await.len(), 2);
+}
+
+/// A client that goes away while its create is being committed: the create
+/// still finishes whole (its source is transcoded) and holds its key until
+/// then, so the client's retry gets its answer instead of a second upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_commit_leaves_one_whole_upload() {
+    use tokio::io::AsyncWriteExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let api_key = create_key(dir.path(), "idem");
+    let mut server = start(dir.path(), &[("VIDPIPE_PAUSE_AT", "create_commit")]);
+    let bytes = std::fs::read(fixture("sample.mp4")).unwrap();
+    let uploads = format!("{}/uploads", server.base);
+
+    let mut body = b"--B\r\nContent-Disposition: form-data; name=\"folder\"\r\n\r\nroot\r\n--B\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n\r\n".to_vec();
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(b"\r\n--B--\r\n");
+    let authority = uploads.split('/').nth(2).unwrap().to_string();
+    let head = format!(
+        "POST /api/client/v1/uploads HTTP/1.1\r\nHost: {authority}\r\n\
+         Authorization: Bearer {api_key}\r\nIdempotency-Key: gone\r\n\
+         Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    // The body is staged under its final name: the commit is under way (and paused).
+    let staging = dir.path().join("staging");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !files_in(&staging).iter().any(|f| f.ends_with(".upload")) {
+        assert!(std::time::Instant::now() < deadline, "never staged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(socket);
+
+    // The retry is told to wait while the first create commits, then gets its answer.
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (replayed, answer) = loop {
+        let form = video_form(bytes.clone(), "a.mp4", "root");
+        let (code, replayed, answer) =
+            post_form_with_key(&client, &uploads, &api_key, "gone", form).await;
+        match code {
+            409 => assert_eq!(answer["code"], "idempotency_key_in_use", "{answer}"),
+            202 => break (replayed, answer),
+            other => panic!("{other}: {answer}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key stayed in use"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(replayed.as_deref(), Some("true"), "{answer}");
+    let id = answer["data"]["id"].as_str().unwrap();
+    let (code, page) = get_json(&client, &uploads, &api_key).await;
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(page_ids(&page), [id.to_string()]);
+    let done = wait_terminal(&client, &server.base, &api_key, id).await;
+    assert_eq!(done["status"], 6, "the source was kept: {done}");
+    server.kill9();
 }

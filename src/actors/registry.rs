@@ -215,6 +215,9 @@ fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingW
                 WriteOp::Delete { id } => Written::Deleted(*id),
             })
             .collect();
+        if kinds.iter().any(|k| matches!(k, Written::Created(_))) {
+            crate::faults::pause_before_create_commit();
+        }
         let events_before = services.store.events_written();
         match services.store.apply_batch(ops) {
             Ok(results) => {

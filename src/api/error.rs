@@ -67,7 +67,7 @@ pub enum ApiError {
     NotRetryable(&'static str),
     /// 422: the `Idempotency-Key` was used for another request.
     IdempotencyKeyReused,
-    /// 409: the first request with this `Idempotency-Key` is still being received.
+    /// 409: the first request with this `Idempotency-Key` is still being received or recorded.
     IdempotencyKeyInUse {
         /// Value of the Retry-After header.
         retry_after: Duration,
@@ -206,7 +206,7 @@ impl ApiError {
                  (another folder, filename or size); use a new key for a new upload."
                 .into(),
             ApiError::IdempotencyKeyInUse { .. } => {
-                "The first request with this Idempotency-Key is still being received. Retry later."
+                "The first request with this Idempotency-Key is still being received or recorded. Retry later."
                     .into()
             }
             ApiError::TooManyEventStreams { limit, .. } => {

@@ -43,13 +43,13 @@ pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-/// The keys whose first request is being received now, per tenant.
+/// The keys whose first request is being received or recorded now, per tenant.
 #[derive(Default)]
 pub struct Claims(Mutex<HashSet<(Arc<str>, String)>>);
 
 impl Claims {
     /// Claims `key` of `tenant` for one request; `None` while another holds it.
-    pub fn claim(&self, tenant: &Arc<str>, key: &str) -> Option<Claim<'_>> {
+    pub fn claim(self: &Arc<Self>, tenant: &Arc<str>, key: &str) -> Option<Claim> {
         let entry = (tenant.clone(), key.to_string());
         let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if !held.insert(entry.clone()) {
@@ -57,7 +57,7 @@ impl Claims {
         }
         drop(held);
         Some(Claim {
-            claims: self,
+            claims: self.clone(),
             entry,
         })
     }
@@ -65,12 +65,12 @@ impl Claims {
 
 /// A request's hold on its key, let go when dropped (after its create is
 /// durable, or refused).
-pub struct Claim<'a> {
-    claims: &'a Claims,
+pub struct Claim {
+    claims: Arc<Claims>,
     entry: (Arc<str>, String),
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
         let mut held = self.claims.0.lock().unwrap_or_else(|e| e.into_inner());
         held.remove(&self.entry);
@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_claim_is_held_until_dropped_and_per_tenant() {
-        let claims = Claims::default();
+        let claims = Arc::new(Claims::default());
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let first = claims.claim(&a, "k").unwrap();
         assert!(claims.claim(&a, "k").is_none());

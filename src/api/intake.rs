@@ -138,10 +138,15 @@ where
         content_length,
         idempotency_key,
     } = request;
+    let idempotency_key = idempotency_key?;
+    // A body larger than any upload is refused before it is read, repeat or not.
+    let limit = config.max_upload_bytes;
+    if content_length.is_some_and(|len| len > limit + ENVELOPE) {
+        return Err(ApiError::PayloadTooLarge { limit }.into());
+    }
     // A key is held by one request at a time; a repeat of a create that
     // was answered reads its body, keeps none of it and is answered again.
-    let idempotency_key = idempotency_key?;
-    let _claim = match &idempotency_key {
+    let claim = match &idempotency_key {
         None => None,
         Some(key) => {
             let claim = state.idempotency_claims.claim(&tenant.0, key).ok_or(
@@ -183,14 +188,10 @@ where
     if below_reserve {
         return Err(ApiError::InsufficientStorage.into());
     }
-    let limit = config.max_upload_bytes;
-    if content_length.is_some_and(|len| len > limit + ENVELOPE) {
-        return Err(ApiError::PayloadTooLarge { limit }.into());
-    }
 
     let id = Uuid::new_v4();
     let part_path = layout.part_path(id);
-    let mut guard = StagingGuard {
+    let guard = StagingGuard {
         path: part_path.clone(),
         armed: true,
     };
@@ -215,9 +216,44 @@ where
         }
     }
 
-    let staged_path = layout.staged_path(id);
+    let staged = StagedUpload {
+        id,
+        tenant: tenant.0.to_string(),
+        filename: form.filename,
+        folder: form.folder,
+        size_bytes: form.size_bytes,
+        callback_url: form.callback_url,
+        idempotency_key,
+    };
+    // From here on the create is finished even if the client goes away: a
+    // request dropped mid-commit would otherwise free its key before its
+    // record is written and delete the source of an upload that was.
+    let handover = state
+        .services
+        .tasks
+        .spawn(hand_over(staged, guard, claim, state.clone()));
+    let record = handover
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    // Inside the request span: ties the request id to the upload id.
+    tracing::info!(upload = %record.id, size_bytes = record.size_bytes, "upload accepted");
+    Ok(idempotency::accepted(state, &record))
+}
+
+/// Makes the staged body durable under its final name and has the intake
+/// actor record it; the staging file goes unless it was recorded. The claim
+/// on the request's key is let go once the record is committed or refused.
+async fn hand_over(
+    staged: StagedUpload,
+    mut guard: StagingGuard,
+    claim: Option<idempotency::Claim>,
+    state: Arc<AppState>,
+) -> Result<UploadRecord, ApiError> {
+    let config = &state.services.config;
+    let layout = &state.services.layout;
+    let staged_path = layout.staged_path(staged.id);
     let staging_dir = layout.staging_dir();
-    let from = part_path.clone();
+    let from = guard.path.clone();
     let to = staged_path.clone();
     // rename + directory fsync: the body is durable under its final name.
     state
@@ -229,19 +265,10 @@ where
         .await
         .map_err(ApiError::from)?
         .map_err(ApiError::from)
-        .inspect_err(|e| count_storage_error(state, e))?;
+        .inspect_err(|e| count_storage_error(&state, e))?;
     guard.path = staged_path;
     crate::faults::crash_if(crate::faults::CrashPoint::AfterStaging);
 
-    let staged = StagedUpload {
-        id,
-        tenant: tenant.0.to_string(),
-        filename: form.filename,
-        folder: form.folder,
-        size_bytes: form.size_bytes,
-        callback_url: form.callback_url,
-        idempotency_key,
-    };
     let intake = state
         .services
         .peers
@@ -256,12 +283,11 @@ where
         ractor::rpc::CallResult::Success(accepted) => {
             accepted.map_err(|e| ApiError::from_intake(e, config.retry_after))?
         }
-        _ => return Err(ApiError::Internal("intake actor did not answer".into()).into()),
+        _ => return Err(ApiError::Internal("intake actor did not answer".into())),
     };
     guard.armed = false;
-    // Inside the request span: ties the request id to the upload id.
-    tracing::info!(upload = %record.id, size_bytes = record.size_bytes, "upload accepted");
-    Ok(idempotency::accepted(state, &record))
+    drop(claim);
+    Ok(record)
 }
 
 /// A repeat of the create that wrote `first`: its body is read and checked

@@ -41,8 +41,8 @@ pub struct AppState {
     pub in_flight: Arc<bounds::InFlight>,
     /// The final storage's last check, shared by the start-up check and `/readyz`.
     pub storage_check: crate::storage::check::StorageCheck,
-    /// `Idempotency-Key`s whose first request is being received.
-    pub idempotency_claims: idempotency::Claims,
+    /// `Idempotency-Key`s whose first request is being received or recorded.
+    pub idempotency_claims: Arc<idempotency::Claims>,
 }
 
 impl AppState {
