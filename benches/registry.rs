@@ -31,6 +31,7 @@ fn record() -> UploadRecord {
         error: None,
         attempts: 0,
         callback_url: None,
+        version: 0,
     }
 }
 

@@ -44,6 +44,7 @@ fn seed(dir: &std::path::Path, tenant: &str) {
                         error: None,
                         attempts: 0,
                         callback_url: None,
+                        version: 0,
                     }),
                     None,
                 )

@@ -198,6 +198,7 @@ impl Server {
             jobs: Default::default(),
             removals: Default::default(),
             storing: Default::default(),
+            events: Default::default(),
         });
         for token in &removals {
             services.removals.add(token);
@@ -278,6 +279,8 @@ impl Server {
             key_refresher,
             ..
         } = self;
+        // Event streams never end by themselves: they end first.
+        services.events.close();
         let _ = stop.send(true);
         let _ = http_done.await;
         // Running transcodes are cancelled and go back to `pending`, queued

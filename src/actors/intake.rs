@@ -121,6 +121,7 @@ fn admit(services: &Services, staged: StagedUpload) -> Result<UploadRecord, Inta
         error: None,
         attempts: 0,
         callback_url: staged.callback_url,
+        version: 0,
     };
     limits_hold.reserve(services);
     Ok(record)

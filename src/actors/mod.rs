@@ -3,6 +3,7 @@
 //! [`Peers`] so a restarted child is found by everyone that talks to it.
 
 pub mod cleaner;
+pub mod events;
 pub mod intake;
 pub mod lifecycle;
 pub mod recovery;
@@ -314,6 +315,8 @@ pub struct Services {
     pub removals: TokenSet,
     /// Tokens the uploader is storing now: the cleaner leaves them until it is done.
     pub storing: TokenSet,
+    /// Committed changes and progress, for the event streams open now.
+    pub events: events::EventFeed,
 }
 
 impl Services {

@@ -177,7 +177,12 @@ impl Actor for Registry {
             RegistryMsg::Patch { id, patch, reply } => (WriteOp::Patch { id, patch }, reply),
             RegistryMsg::Delete { id, reply } => (WriteOp::Delete { id }, reply),
             RegistryMsg::Progress { id, percent } => {
-                state.services.progress.update(id, percent.min(100));
+                let percent = percent.min(100);
+                state.services.progress.update(id, percent);
+                state
+                    .services
+                    .events
+                    .progressed(&state.services, id, percent);
                 return Ok(());
             }
         };
@@ -294,7 +299,12 @@ enum Written {
 /// In-memory bookkeeping and the log line of one durable write.
 fn after_commit(services: &Services, result: &Result<UploadRecord, StoreError>, written: Written) {
     let (id, to) = match written {
-        Written::Patched => return,
+        Written::Patched => {
+            if let Ok(record) = result {
+                services.events.changed(services, record);
+            }
+            return;
+        }
         Written::Created(to) => (None, to),
         Written::Moved(id, to) => (Some(id), to),
         Written::Deleted(id) => {
@@ -330,6 +340,7 @@ fn after_commit(services: &Services, result: &Result<UploadRecord, StoreError>, 
         services.tenant_load.finish(&record.tenant);
     }
     services.metrics.transition(to);
+    services.events.changed(services, record);
     let code = record.error.as_ref().map(|e| e.code.as_str());
     info!(upload = %record.id, tenant = %record.tenant, to = to.text(), error = code, "transition");
 }
@@ -342,6 +353,7 @@ fn after_deletion(services: &Services, record: &UploadRecord) {
         services.tenant_load.finish(&record.tenant);
     }
     services.removals.add(&record.media_token);
+    services.events.deleted(record);
     info!(upload = %record.id, tenant = %record.tenant, status = record.status.text(), "deleted");
 }
 

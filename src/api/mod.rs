@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 pub mod bounds;
 pub mod error;
+pub mod events;
 pub mod folder;
 pub mod idempotency;
 pub mod intake;

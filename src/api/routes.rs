@@ -22,7 +22,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::error::{self, ApiError};
-use super::{intake, lifecycle, media, ops, uploads, AppState};
+use super::{events, intake, lifecycle, media, ops, uploads, AppState};
 
 /// A method a route takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +112,20 @@ pub const ROUTES: &[Route] = &[
         holds: Holds::Nothing,
         rest: false,
         methods: &[(Verb::Post, Handler::Filter(lifecycle::retry))],
+    },
+    // Streams, bounded by `max_event_streams_per_tenant` rather than by the
+    // places of requests in flight, which they would hold for hours.
+    Route {
+        path: "/api/client/v1/uploads/{id}/events",
+        holds: Holds::Nothing,
+        rest: false,
+        methods: &[(Verb::Get, Handler::Filter(events::upload))],
+    },
+    Route {
+        path: "/api/client/v1/events",
+        holds: Holds::Nothing,
+        rest: false,
+        methods: &[(Verb::Get, Handler::Filter(events::tenant))],
     },
     Route {
         path: "/api/client/v1/uploads",

@@ -409,6 +409,7 @@ impl Store {
                         let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
                         meta.insert("next_seq", seq + 1)?;
                         record.seq = seq;
+                        record.version = 1;
                         let id = record.id.as_u128();
                         uploads.insert(id, serde_json::to_vec(&record)?.as_slice())?;
                         index.insert((record.tenant.as_str(), seq), id)?;
@@ -595,6 +596,7 @@ pub(crate) mod tests {
             error: None,
             attempts: 0,
             callback_url: None,
+            version: 0,
         }
     }
 

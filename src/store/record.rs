@@ -105,6 +105,10 @@ pub struct UploadRecord {
     /// records made before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Writes of the record, its create being the first; orders the
+    /// upload's events. 0 in records made before it existed, until their next write.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// The files an upload produced in final storage.
@@ -218,6 +222,7 @@ impl UploadRecord {
 
     /// Applies the fields of a patch without a status change (the source, once probed).
     pub fn patch(&mut self, patch: TransitionPatch) {
+        self.version += 1;
         if patch.source.is_some() {
             self.source = patch.source;
         }
