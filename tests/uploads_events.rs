@@ -292,6 +292,7 @@ async fn the_tenant_stream_carries_every_change_of_the_keys_uploads() {
     let _ = upload_to_end(&t, &other, "sample.mp4", "root").await;
     let started = Instant::now();
     let id = send(&t, &key, &long_clip(dir.path()), "long.mp4").await;
+    let mut own = Events::open(&t, &events_url(&t, &id), &key, None).await;
     let mut seen = Vec::new();
     loop {
         let event = events.next_event(Duration::from_secs(120)).await.unwrap();
@@ -334,6 +335,15 @@ async fn the_tenant_stream_carries_every_change_of_the_keys_uploads() {
     assert_eq!(deleted.data.unwrap(), serde_json::json!({ "id": id }));
     let last = deleted.id.unwrap();
     drop(events);
+    // The upload's own stream had every change of it (ids growing), then ends.
+    let own = own.rest(Duration::from_secs(10)).await;
+    assert!(own.iter().all(|e| e.event == "upload"), "{own:?}");
+    assert_eq!(own.last().unwrap().data.as_ref().unwrap()["status"], 6);
+    let own_ids: Vec<u64> = own
+        .iter()
+        .map(|e| e.id.as_ref().unwrap().parse().unwrap())
+        .collect();
+    assert!(own_ids.windows(2).all(|w| w[0] < w[1]), "{own_ids:?}");
 
     // Nothing happened since the last event seen: no resync.
     let mut events = Events::open(&t, &t.url("/events"), &key, Some(&last)).await;
@@ -348,10 +358,26 @@ async fn the_tenant_stream_carries_every_change_of_the_keys_uploads() {
     assert_eq!(event.event, "upload");
     assert_eq!(event.data.unwrap()["id"], next.as_str());
     drop(events);
-    // Changes since: the client is told to reload.
+    let _ = wait_terminal(&t.client, &t.base, &key, &next).await;
+    // Changes since: the client is told to reload, and from where to go on.
     let mut events = Events::open(&t, &t.url("/events"), &key, Some(&last)).await;
     let event = events.next_event(Duration::from_secs(10)).await.unwrap();
     assert_eq!(event.event, "resync");
+    let resume = event.id.unwrap();
+    assert!(resume.parse::<u64>().unwrap() > last.parse::<u64>().unwrap());
+    drop(events);
+    // Resumed from there, nothing was missed.
+    let mut events = Events::open(&t, &t.url("/events"), &key, Some(&resume)).await;
+    let gone = t
+        .client
+        .delete(t.url(&format!("/uploads/{next}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    let event = events.next_event(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(event.event, "deleted", "{event:?}");
 }
 
 /// At most `max_event_streams_per_tenant` streams of a key at once, of
@@ -394,19 +420,35 @@ async fn open_streams_are_capped_per_key() {
     }
 }
 
-/// A stream with nothing to say sends a comment line after 15 s; a server
-/// that stops ends its streams and does not wait for them.
+/// A stream with nothing to say sends a comment line after 15 s; the
+/// stream of a key revoked meanwhile ends instead; a server that stops ends
+/// its streams and does not wait for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_stream_is_kept_alive_and_ends_with_the_server() {
+async fn an_idle_stream_is_kept_alive_and_ends_with_its_key_or_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let key = create_key(dir.path(), "sse");
+    let doomed = create_key(dir.path(), "doomed");
     let t = TestServer::start(test_config(dir.path())).await;
     let mut events = Events::open(&t, &t.url("/events"), &key, None).await;
+    let mut revoked = Events::open(&t, &t.url("/events"), &doomed, None).await;
+    let keys = vidpipe::store::keys::KeyFile::new(dir.path());
+    let doomed_id = keys
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == "doomed")
+        .unwrap()
+        .id;
+    assert!(keys.revoke(&doomed_id).unwrap());
     let opened = Instant::now();
     let first = events.next(Duration::from_secs(20)).await.unwrap();
     assert_eq!(first.comment.as_deref(), Some("keep-alive"), "{first:?}");
     let after = opened.elapsed();
     assert!(after >= Duration::from_secs(14), "{after:?}");
+    assert!(
+        revoked.next(Duration::from_secs(5)).await.is_none(),
+        "the revoked key's stream ended"
+    );
 
     let stopping = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), t.server.shutdown())

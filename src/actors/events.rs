@@ -1,14 +1,15 @@
 //! The live feed behind the event streams (`GET /events`,
-//! `GET /uploads/{id}/events`): every committed change of an upload, and
-//! the progress of a running transcode at most once a second, published to
-//! the streams of its tenant.
+//! `GET /uploads/{id}/events`): every committed change of an upload that
+//! clients can see, and the progress of a running transcode at most once a
+//! second, published to the streams of its tenant.
 //!
 //! Each tenant with a stream open has one bounded broadcast channel of
-//! [`Change`]s; a tenant with none costs nothing (no channel, nothing
-//! rendered). A change is rendered once, when it is published, into the
-//! frames its streams send, which they share. A stream that falls more than
-//! the channel's capacity behind misses changes and learns it
-//! ([`Missed::Lagged`]): the tenant stream tells its client to reload, an
+//! [`Change`]s; for a tenant with none, nothing is rendered or sent, only
+//! the id of its last change kept (so that a stream that comes back knows
+//! whether it missed any). A change is rendered once, when it is published,
+//! into the frames its streams share. A stream that falls more than the
+//! channel's capacity behind is told ([`Missed::Lagged`]) and goes on from
+//! the newest change: the tenant stream tells its client to reload, an
 //! upload's stream reads the record again. Nothing here is durable: the
 //! record is, and a stream that starts reads it.
 
@@ -45,8 +46,8 @@ pub struct Change {
     pub last: bool,
     /// The frame the tenant's streams send (its id is the feed's sequence).
     pub tenant_frame: Bytes,
-    /// The frame the upload's own streams send.
-    pub upload_frame: Bytes,
+    /// The frame the upload's own streams send; none for a deletion.
+    pub upload_frame: Option<Bytes>,
 }
 
 /// The id of an upload's event: its record's version, then the progress
@@ -83,11 +84,6 @@ pub fn upload_frame(services: &Services, record: &UploadRecord, progress: Option
     frame("upload", Some(upload_event_id(record, progress)), &data)
 }
 
-/// The frame of a deleted upload on its own stream.
-pub fn deleted_frame(id: Uuid) -> Bytes {
-    frame("deleted", None, json!({ "id": id }).to_string().as_bytes())
-}
-
 fn rendered(services: &Services, record: &UploadRecord, progress: Option<u8>) -> Vec<u8> {
     let view = UploadView::render(
         record,
@@ -108,9 +104,13 @@ pub struct EventFeed {
 
 struct Inner {
     tenants: HashMap<Arc<str>, Channel>,
+    /// The id of each tenant's last change since start, streams open or not.
+    last_change: HashMap<Arc<str>, u64>,
     /// Uploads in `processing`, as last written, and when their progress
     /// was last published.
     running: HashMap<Uuid, Running>,
+    /// The first id of this run: an id below it is from an earlier one.
+    first_seq: u64,
     /// The id of the next change on the tenant streams.
     next_seq: u64,
 }
@@ -134,8 +134,9 @@ pub struct TooManyStreams;
 /// What a stream missed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Missed {
-    /// It fell behind by more than the channel holds: changes were dropped.
-    Lagged,
+    /// It fell behind by more than the channel holds: the changes up to the
+    /// one with this id were dropped, and it goes on from the next.
+    Lagged(u64),
     /// The server is stopping.
     Closed,
 }
@@ -150,7 +151,9 @@ impl Default for EventFeed {
         EventFeed {
             inner: Arc::new(Mutex::new(Inner {
                 tenants: HashMap::new(),
+                last_change: HashMap::new(),
                 running: HashMap::new(),
+                first_seq: start,
                 next_seq: start,
             })),
             closed: CancellationToken::new(),
@@ -158,18 +161,19 @@ impl Default for EventFeed {
     }
 }
 
-impl EventFeed {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn locked(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|e| e.into_inner())
+}
 
+impl EventFeed {
     /// Opens a stream on `tenant`'s changes, unless it has `limit` open.
     pub fn subscribe(
         &self,
         tenant: &Arc<str>,
         limit: usize,
     ) -> Result<Subscription, TooManyStreams> {
-        let mut inner = self.lock();
+        let mut inner = locked(&self.inner);
+        let opened = inner.last_seen(tenant);
         let channel = inner
             .tenants
             .entry(tenant.clone())
@@ -185,13 +189,12 @@ impl EventFeed {
         }
         channel.streams += 1;
         let receiver = channel.sender.subscribe();
-        let last_seq = inner.next_seq - 1;
         Ok(Subscription {
             receiver,
             tenant: tenant.clone(),
             inner: self.inner.clone(),
             closed: self.closed.clone(),
-            last_seq,
+            opened,
         })
     }
 
@@ -200,14 +203,9 @@ impl EventFeed {
         self.closed.cancel();
     }
 
-    /// How many streams are open, over every tenant.
-    pub fn open_streams(&self) -> usize {
-        self.lock().tenants.values().map(|c| c.streams).sum()
-    }
-
     /// A committed write left `record` so: its tenant's streams hear of it.
     pub fn changed(&self, services: &Services, record: &UploadRecord) {
-        let mut inner = self.lock();
+        let mut inner = locked(&self.inner);
         let progress = shown_progress(services, record);
         if record.status == Status::Processing {
             let running = Running {
@@ -219,44 +217,53 @@ impl EventFeed {
         } else {
             inner.running.remove(&record.id);
         }
-        inner.publish(&record.tenant, record.id, || Rendered {
-            event: "upload",
-            upload_event_id: Some(upload_event_id(record, progress)),
-            last: record.status.is_terminal(),
-            data: rendered(services, record, progress),
+        inner.publish(&record.tenant, record.id, || {
+            let data = rendered(services, record, progress);
+            let id = upload_event_id(record, progress);
+            Rendered {
+                event: "upload",
+                upload_frame: Some(frame("upload", Some(id), &data)),
+                upload_event_id: Some(id),
+                last: record.status.is_terminal(),
+                data,
+            }
         });
     }
 
     /// A running transcode of `id` reached `percent`: published if it
     /// changed and the last was at least [`PROGRESS_EVERY`] ago.
     pub fn progressed(&self, services: &Services, id: Uuid, percent: u8) {
-        let mut inner = self.lock();
-        let Some(running) = inner.running.get(&id) else {
+        let mut inner = locked(&self.inner);
+        let Some(running) = inner.running.get_mut(&id) else {
             return;
         };
-        let due = running.published_at.elapsed() >= PROGRESS_EVERY;
-        if !due || running.progress == Some(percent) || !inner.watched(&running.record.tenant) {
+        if running.published_at.elapsed() < PROGRESS_EVERY || running.progress == Some(percent) {
             return;
         }
+        running.progress = Some(percent);
+        running.published_at = Instant::now();
         let record = running.record.clone();
-        if let Some(running) = inner.running.get_mut(&id) {
-            running.progress = Some(percent);
-            running.published_at = Instant::now();
-        }
-        inner.publish(&record.tenant, id, || Rendered {
-            event: "upload",
-            upload_event_id: Some(upload_event_id(&record, Some(percent))),
-            last: false,
-            data: rendered(services, &record, Some(percent)),
+        inner.publish(&record.tenant, id, || {
+            let data = rendered(services, &record, Some(percent));
+            let event_id = upload_event_id(&record, Some(percent));
+            Rendered {
+                event: "upload",
+                upload_frame: Some(frame("upload", Some(event_id), &data)),
+                upload_event_id: Some(event_id),
+                last: false,
+                data,
+            }
         });
     }
 
-    /// `record`'s upload was deleted.
+    /// `record`'s upload was deleted: `event: deleted` on the tenant's
+    /// streams; the upload's own streams end.
     pub fn deleted(&self, record: &UploadRecord) {
-        let mut inner = self.lock();
+        let mut inner = locked(&self.inner);
         inner.running.remove(&record.id);
         inner.publish(&record.tenant, record.id, || Rendered {
             event: "deleted",
+            upload_frame: None,
             upload_event_id: None,
             last: true,
             data: json!({ "id": record.id }).to_string().into_bytes(),
@@ -264,24 +271,36 @@ impl EventFeed {
     }
 }
 
-/// A change as [`Inner::publish`] sends it, before its frames are made.
+/// A change as [`Inner::publish`] sends it, before its tenant frame is made.
 struct Rendered {
     event: &'static str,
     upload_event_id: Option<u64>,
+    upload_frame: Option<Bytes>,
     last: bool,
     data: Vec<u8>,
 }
 
 impl Inner {
-    fn watched(&self, tenant: &str) -> bool {
-        self.tenants
+    /// The id of `tenant`'s last change, or the id just before this run's
+    /// first if it had none since start.
+    fn last_seen(&self, tenant: &str) -> u64 {
+        self.last_change
             .get(tenant)
-            .is_some_and(|c| c.sender.receiver_count() > 0)
+            .copied()
+            .unwrap_or(self.first_seq - 1)
     }
 
-    /// Sends the change of `upload` that `render` makes to `tenant`'s
-    /// streams, rendering it only if there are any.
+    /// Gives the change of `upload` that `render` makes the next id and
+    /// sends it to `tenant`'s streams, rendering it only if there are any.
     fn publish(&mut self, tenant: &str, upload: Uuid, render: impl FnOnce() -> Rendered) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match self.last_change.get_mut(tenant) {
+            Some(last) => *last = seq,
+            None => {
+                self.last_change.insert(tenant.into(), seq);
+            }
+        }
         let Some(channel) = self.tenants.get(tenant) else {
             return;
         };
@@ -291,6 +310,7 @@ impl Inner {
         let Rendered {
             event,
             upload_event_id,
+            upload_frame,
             last,
             data,
         } = render();
@@ -298,10 +318,9 @@ impl Inner {
             upload,
             upload_event_id,
             last,
-            tenant_frame: frame(event, Some(self.next_seq), &data),
-            upload_frame: frame(event, upload_event_id, &data),
+            tenant_frame: frame(event, Some(seq), &data),
+            upload_frame,
         };
-        self.next_seq += 1;
         let _ = channel.sender.send(Arc::new(change));
     }
 }
@@ -312,33 +331,53 @@ pub struct Subscription {
     tenant: Arc<str>,
     inner: Arc<Mutex<Inner>>,
     closed: CancellationToken,
-    /// The id of the last change published before the stream opened.
-    last_seq: u64,
+    /// The id of the tenant's last change when the stream opened.
+    opened: u64,
 }
 
 impl Subscription {
     /// The next change of the tenant's uploads, or what was missed.
     pub async fn next(&mut self) -> Result<Arc<Change>, Missed> {
-        tokio::select! {
+        let received = tokio::select! {
             biased;
-            _ = self.closed.cancelled() => Err(Missed::Closed),
-            received = self.receiver.recv() => match received {
-                Ok(change) => Ok(change),
-                Err(broadcast::error::RecvError::Lagged(_)) => Err(Missed::Lagged),
-                Err(broadcast::error::RecvError::Closed) => Err(Missed::Closed),
-            },
+            _ = self.closed.cancelled() => return Err(Missed::Closed),
+            received = self.receiver.recv() => received,
+        };
+        match received {
+            Ok(change) => Ok(change),
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // What is left in the channel is stale too: go on from now.
+                let inner = locked(&self.inner);
+                self.receiver = self.receiver.resubscribe();
+                Err(Missed::Lagged(inner.last_seen(&self.tenant)))
+            }
+            Err(broadcast::error::RecvError::Closed) => Err(Missed::Closed),
         }
     }
 
-    /// The id of the last change on the tenant streams before this one opened.
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
+    /// The tenant whose changes these are.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The id of the tenant's last change when the stream opened.
+    pub fn opened_after(&self) -> u64 {
+        self.opened
+    }
+
+    /// Whether a client that saw the change with id `seen` (on an earlier
+    /// stream) missed one before this stream opened: one came after it,
+    /// or it is from an earlier run (changes were not kept over the
+    /// restart), or from no run at all.
+    pub fn missed_since(&self, seen: u64) -> bool {
+        let inner = locked(&self.inner);
+        seen < self.opened || seen < inner.first_seq || seen >= inner.next_seq
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = locked(&self.inner);
         if let Some(channel) = inner.tenants.get_mut(&self.tenant) {
             channel.streams -= 1;
             if channel.streams == 0 {
@@ -352,14 +391,22 @@ impl Drop for Subscription {
 mod tests {
     use super::*;
 
-    fn change(inner: &Arc<Mutex<Inner>>, tenant: &str, upload: Uuid, n: u64) {
-        let mut inner = inner.lock().unwrap();
+    fn change(feed: &EventFeed, tenant: &str, upload: Uuid, n: u64) {
+        let mut inner = locked(&feed.inner);
         inner.publish(tenant, upload, || Rendered {
             event: "upload",
             upload_event_id: Some(n),
+            upload_frame: None,
             last: false,
             data: b"{}".to_vec(),
         });
+    }
+
+    fn tenant_id(change: &Change) -> u64 {
+        let frame = std::str::from_utf8(&change.tenant_frame).unwrap();
+        assert!(frame.ends_with("\ndata: {}\n\n"), "{frame}");
+        let id = frame.strip_prefix("event: upload\nid: ").unwrap();
+        id.split('\n').next().unwrap().parse().unwrap()
     }
 
     #[tokio::test]
@@ -369,30 +416,48 @@ mod tests {
         let mut slow = feed.subscribe(&tenant, 4).unwrap();
         let mut quick = feed.subscribe(&tenant, 4).unwrap();
         let upload = Uuid::new_v4();
-        let total = CHANNEL_CAPACITY as u64 + 10;
-        let mut received = Vec::new();
-        for n in 1..=total {
-            change(&feed.inner, "t", upload, n);
-            received.push(quick.next().await.unwrap());
-            assert_eq!(received.last().unwrap().upload_event_id, Some(n));
+        let mut ids = Vec::new();
+        for n in 1..=CHANNEL_CAPACITY as u64 + 10 {
+            change(&feed, "t", upload, n);
+            let received = quick.next().await.unwrap();
+            assert_eq!(received.upload_event_id, Some(n));
+            ids.push(tenant_id(&received));
         }
-        // The slow one missed the oldest changes; then it has the newest ones.
-        assert_eq!(slow.next().await.unwrap_err(), Missed::Lagged);
-        let next = slow.next().await.unwrap().upload_event_id.unwrap();
-        assert_eq!(next, total - CHANNEL_CAPACITY as u64 + 1);
-        // The tenant frames' ids are the feed's sequence; the upload's, its own.
-        let ids: Vec<u64> = received
-            .iter()
-            .map(|c| {
-                let frame = std::str::from_utf8(&c.tenant_frame).unwrap();
-                assert!(frame.ends_with("\ndata: {}\n\n"), "{frame}");
-                let id = frame.strip_prefix("event: upload\nid: ").unwrap();
-                id.split('\n').next().unwrap().parse().unwrap()
-            })
-            .collect();
         assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
-        let first = std::str::from_utf8(&received[0].upload_frame).unwrap();
-        assert_eq!(first, "event: upload\nid: 1\ndata: {}\n\n");
+        // The slow one is told up to where it missed, then gets only what is new.
+        assert_eq!(
+            slow.next().await.unwrap_err(),
+            Missed::Lagged(*ids.last().unwrap())
+        );
+        change(&feed, "t", upload, 1000);
+        assert_eq!(slow.next().await.unwrap().upload_event_id, Some(1000));
+    }
+
+    #[test]
+    fn a_returning_client_knows_whether_it_missed_a_change() {
+        let feed = EventFeed::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let first_seq = locked(&feed.inner).first_seq;
+        // Nothing happened to `a` since start; an id of an earlier run missed the restart.
+        let stream = feed.subscribe(&a, 4).unwrap();
+        assert!(stream.missed_since(first_seq - 1));
+        assert!(stream.missed_since(first_seq - 1000));
+        drop(stream);
+        // Changes while no stream is open are counted all the same.
+        change(&feed, "a", Uuid::new_v4(), 1);
+        let seen = locked(&feed.inner).last_seen("a");
+        change(&feed, "b", Uuid::new_v4(), 1);
+        let stream = feed.subscribe(&a, 4).unwrap();
+        assert!(
+            !stream.missed_since(seen),
+            "another tenant's change is not a's"
+        );
+        assert!(stream.missed_since(seen - 1));
+        assert!(stream.missed_since(u64::MAX), "an id this run never gave");
+        drop(stream);
+        change(&feed, "a", Uuid::new_v4(), 2);
+        assert!(feed.subscribe(&a, 4).unwrap().missed_since(seen));
+        assert!(feed.subscribe(&b, 4).is_ok());
     }
 
     #[test]
@@ -400,18 +465,19 @@ mod tests {
         let feed = EventFeed::default();
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let first = feed.subscribe(&a, 2).unwrap();
-        let _second = feed.subscribe(&a, 2).unwrap();
+        let second = feed.subscribe(&a, 2).unwrap();
         assert_eq!(feed.subscribe(&a, 2).err(), Some(TooManyStreams));
         assert!(feed.subscribe(&b, 2).is_ok());
         drop(first);
         assert!(feed.subscribe(&a, 2).is_ok());
-        assert_eq!(feed.open_streams(), 1);
+        drop(second);
+        assert!(locked(&feed.inner).tenants.is_empty(), "no channel is left");
     }
 
     #[test]
     fn nothing_is_rendered_for_a_tenant_without_streams() {
         let feed = EventFeed::default();
-        let mut inner = feed.inner.lock().unwrap();
+        let mut inner = locked(&feed.inner);
         inner.publish("nobody", Uuid::new_v4(), || panic!("rendered for no one"));
         assert!(inner.tenants.is_empty());
     }

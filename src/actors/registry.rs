@@ -216,7 +216,9 @@ fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingW
             .map(|op| match op {
                 WriteOp::Insert(record, _) => Written::Created(record.status),
                 WriteOp::Transition { id, to, .. } => Written::Moved(*id, *to),
-                WriteOp::Patch { .. } => Written::Patched,
+                WriteOp::Patch { patch, .. } => Written::Patched {
+                    shown: patch.changes_view(),
+                },
                 WriteOp::Delete { id } => Written::Deleted(*id),
             })
             .collect();
@@ -226,9 +228,17 @@ fn commit_loop(services: &Services, queue: &crossbeam_channel::Receiver<PendingW
         let events_before = services.store.events_written();
         match services.store.apply_batch(ops) {
             Ok(results) => {
+                let mut heard = Vec::new();
                 for ((result, reply), kind) in results.into_iter().zip(replies).zip(kinds) {
-                    after_commit(services, &result, kind);
+                    heard.extend(after_commit(services, &result, kind));
                     let _ = reply.send(result);
+                }
+                // Every caller is answered before a change is rendered for the streams.
+                for change in heard {
+                    match change {
+                        Heard::Changed(record) => services.events.changed(services, &record),
+                        Heard::Deleted(record) => services.events.deleted(&record),
+                    }
                 }
                 if services.store.events_written() != events_before {
                     if let Some(webhooks) = services.peers.webhooks.get() {
@@ -290,30 +300,44 @@ enum Written {
     Created(Status),
     /// A transition of an upload to a status.
     Moved(Uuid, Status),
-    /// Fields of a record changed: not a transition, no bookkeeping.
-    Patched,
+    /// Fields of a record changed: not a transition, no bookkeeping;
+    /// `shown` if clients see the change.
+    Patched { shown: bool },
     /// An upload was deleted.
     Deleted(Uuid),
 }
 
-/// In-memory bookkeeping and the log line of one durable write.
-fn after_commit(services: &Services, result: &Result<UploadRecord, StoreError>, written: Written) {
+/// What the event streams hear of a durable write.
+enum Heard {
+    Changed(UploadRecord),
+    Deleted(UploadRecord),
+}
+
+/// In-memory bookkeeping and the log line of one durable write; what the
+/// event streams are to hear of it.
+fn after_commit(
+    services: &Services,
+    result: &Result<UploadRecord, StoreError>,
+    written: Written,
+) -> Option<Heard> {
     let (id, to) = match written {
-        Written::Patched => {
-            if let Ok(record) = result {
-                services.events.changed(services, record);
-            }
-            return;
+        Written::Patched { shown } => {
+            let record = result.as_ref().ok().filter(|_| shown)?;
+            return Some(Heard::Changed(record.clone()));
         }
         Written::Created(to) => (None, to),
         Written::Moved(id, to) => (Some(id), to),
         Written::Deleted(id) => {
-            if let Ok(record) = result {
-                after_deletion(services, record);
-            } else if let Err(e) = result {
-                info!(upload = %id, error = %e, "deletion not done");
-            }
-            return;
+            return match result {
+                Ok(record) => {
+                    after_deletion(services, record);
+                    Some(Heard::Deleted(record.clone()))
+                }
+                Err(e) => {
+                    info!(upload = %id, error = %e, "deletion not done");
+                    None
+                }
+            };
         }
     };
     let record = match result {
@@ -321,11 +345,11 @@ fn after_commit(services: &Services, result: &Result<UploadRecord, StoreError>, 
         Err(e @ StoreError::Conflict(_)) => {
             // A worker meeting an upload cancelled under it: not a fault.
             info!(upload = ?id, to = to.text(), error = %e, "transition not applied");
-            return;
+            return None;
         }
         Err(e) => {
             error!(upload = ?id, to = to.text(), error = %e, "transition failed");
-            return;
+            return None;
         }
     };
     if id.is_none() {
@@ -340,9 +364,9 @@ fn after_commit(services: &Services, result: &Result<UploadRecord, StoreError>, 
         services.tenant_load.finish(&record.tenant);
     }
     services.metrics.transition(to);
-    services.events.changed(services, record);
     let code = record.error.as_ref().map(|e| e.code.as_str());
     info!(upload = %record.id, tenant = %record.tenant, to = to.text(), error = code, "transition");
+    Some(Heard::Changed(record.clone()))
 }
 
 /// The bookkeeping of a deletion: the upload no longer counts against its
@@ -353,7 +377,6 @@ fn after_deletion(services: &Services, record: &UploadRecord) {
         services.tenant_load.finish(&record.tenant);
     }
     services.removals.add(&record.media_token);
-    services.events.deleted(record);
     info!(upload = %record.id, tenant = %record.tenant, status = record.status.text(), "deleted");
 }
 
@@ -444,12 +467,7 @@ pub async fn fail(
 /// source is kept (not at all with a retention of 0).
 pub fn failure(services: &Services, code: &str, message: impl Into<String>) -> TransitionPatch {
     let retention = services.config.failed_source_retention;
-    let until = (!retention.is_zero()).then(|| {
-        let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-        time::OffsetDateTime::now_utc()
-            .unix_timestamp()
-            .saturating_add(retention)
-    });
+    let until = (!retention.is_zero()).then(|| crate::store::record::unix_in(retention));
     TransitionPatch {
         error: Some(crate::store::record::UploadError {
             code: code.to_string(),

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{registry, Services};
 use crate::store::idempotency;
-use crate::store::record::TransitionPatch;
+use crate::store::record::{unix_now, TransitionPatch};
 
 /// Longest sleep between two looks.
 const LOOK_EVERY: Duration = Duration::from_secs(600);
@@ -42,7 +42,7 @@ async fn run(services: Arc<Services>) {
         .max(MIN_WAIT);
     loop {
         let wait = match sweep(&services).await {
-            Ok(Some(next)) => Duration::from_secs(u64::try_from(next - now()).unwrap_or(0)),
+            Ok(Some(next)) => Duration::from_secs(u64::try_from(next - unix_now()).unwrap_or(0)),
             Ok(None) => look_every,
             Err(e) => {
                 warn!(error = %e, "cannot free the sources of failed uploads now; trying again later");
@@ -60,15 +60,11 @@ async fn run(services: Arc<Services>) {
     }
 }
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 /// Frees every source that is due; returns when the next one is.
 async fn sweep(services: &Arc<Services>) -> Result<Option<i64>, String> {
     loop {
         let store = services.store.clone();
-        let at = now();
+        let at = unix_now();
         let (due, next) = services
             .blocking(move || store.sources_due(at, BATCH))
             .await

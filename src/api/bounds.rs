@@ -125,6 +125,17 @@ thread_local! {
 /// in slices of at most [`SLICE`] bytes, and reporting to the task polling
 /// now (if it is [`Watched`]).
 pub fn hold(response: Response, place: Place) -> Response {
+    handed_on(response, Some(place))
+}
+
+/// `response` with its body handed on and reporting as [`hold`] does, but
+/// holding no place: for a stream that is bounded otherwise (the event
+/// streams), and is still dropped if its client stops reading.
+pub fn watch(response: Response) -> Response {
+    handed_on(response, None)
+}
+
+fn handed_on(response: Response, place: Option<Place>) -> Response {
     let (mut parts, body) = response.into_parts();
     let activity = CURRENT.with(|current| current.borrow().clone());
     if let Some(activity) = &activity {
@@ -184,7 +195,7 @@ struct Held {
     body: WarpBody,
     /// What is left of the body's last chunk.
     rest: Bytes,
-    _place: Place,
+    _place: Option<Place>,
     activity: Option<Arc<Activity>>,
 }
 

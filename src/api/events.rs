@@ -2,20 +2,25 @@
 //! the live feed ([`crate::actors::events`]).
 //!
 //! An upload's stream starts with its current state read from the record,
-//! then sends each change of it, and ends after its last (completed,
-//! failed, or `event: deleted`). Its ids are the record's version and the
-//! progress shown, so `Last-Event-ID` skips what was seen, across restarts.
-//! The tenant's stream sends every change of the key's uploads until the
-//! client leaves; its ids are the feed's, which start from the clock. A
-//! tenant stream resumed with `Last-Event-ID` after changes it did not see,
-//! or one that fell behind, gets `event: resync`: reload the list. Both
-//! send a comment after [`KEEP_ALIVE`] without an event, and both count
-//! against `max_event_streams_per_tenant`.
+//! then sends each change of it, and ends after its terminal state (or,
+//! with no event, when it is deleted: a reconnect is then a 404). Its ids
+//! are the record's version and the progress shown, so `Last-Event-ID`
+//! skips what was seen, across restarts. The tenant's stream sends every
+//! change of the key's uploads until the client leaves; its ids are the
+//! feed's, which start from the clock. A tenant stream resumed with a
+//! `Last-Event-ID` before the tenant's last change, or one that fell
+//! behind, gets `event: resync` (with the id to resume from): reload the
+//! list. Both send a comment after [`KEEP_ALIVE`] without an event, end
+//! when the server stops or, instead of their next frame, when their key
+//! is revoked (so within [`KEEP_ALIVE`]), are dropped like any
+//! response when their client stops reading ([`super::bounds::watch`]),
+//! and count against `max_event_streams_per_tenant`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, StatusCode};
@@ -27,16 +32,15 @@ use super::error::ApiError;
 use super::routes::path_param;
 use super::uploads::upload_id;
 use super::{with_state, AppState};
-use crate::actors::events::{self, Missed, Subscription};
+use crate::actors::events::{self, Change, Missed, Subscription};
 
 /// Longest a stream stays silent: then it sends a comment line, which
-/// keeps proxies from closing it.
+/// keeps proxies from closing it (and shows the server it is read).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 const KEEP_ALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 
-const RESYNC_FRAME: &[u8] =
-    b"event: resync\ndata: {\"message\":\"Events were missed; reload the list.\"}\n\n";
+const RESYNC_DATA: &[u8] = b"{\"message\":\"Events were missed; reload the list.\"}";
 
 /// `GET /uploads/{id}/events`: the route's filter.
 pub fn upload(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
@@ -85,15 +89,13 @@ async fn upload_stream(
         // Seen to its end: 204 tells an EventSource not to reconnect.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let stream = UploadStream {
-        subscription,
+    let follow = Follow {
         upload: id,
         last: current,
         ended,
-        first,
-        state: state.clone(),
+        read_owed: false,
     };
-    Ok(event_stream(Frames::Upload(stream)))
+    Ok(EventStream::new(subscription, state.clone(), Kind::Upload(follow), first).response())
 }
 
 async fn tenant_stream(
@@ -106,13 +108,10 @@ async fn tenant_stream(
     let missed = last_event_id.is_some_and(|v| {
         v.trim()
             .parse::<u64>()
-            .map_or(true, |seen| seen < subscription.last_seq())
+            .map_or(true, |seen| subscription.missed_since(seen))
     });
-    let stream = TenantStream {
-        subscription,
-        first: missed.then(|| Bytes::from_static(RESYNC_FRAME)),
-    };
-    Ok(event_stream(Frames::Tenant(stream)))
+    let first = missed.then(|| resync(subscription.opened_after()));
+    Ok(EventStream::new(subscription, state.clone(), Kind::Tenant, first).response())
 }
 
 /// A place among the tenant's streams, or a 429.
@@ -129,101 +128,156 @@ fn subscribe(state: &AppState, tenant: &Tenant) -> Result<Subscription, ApiError
         })
 }
 
-/// The frames of one stream, of either kind.
-enum Frames {
-    Upload(UploadStream),
-    Tenant(TenantStream),
+/// `event: resync`, with the id of the last change it stands for.
+fn resync(last: u64) -> Bytes {
+    events::frame("resync", Some(last), RESYNC_DATA)
 }
 
-impl Frames {
-    async fn next(&mut self) -> Option<Bytes> {
-        match self {
-            Frames::Upload(stream) => stream.next().await,
-            Frames::Tenant(stream) => stream.next().await,
-        }
-    }
-}
-
-/// A `text/event-stream` response of `frames`, never cached or buffered by proxies.
-fn event_stream(frames: Frames) -> Response {
-    let body = futures_util::stream::unfold(frames, |mut frames| async move {
-        let frame = frames.next().await?;
-        Some((Ok::<_, std::convert::Infallible>(frame), frames))
-    });
-    let mut response = warp::reply::stream(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-}
-
-/// The next change of the feed within [`KEEP_ALIVE`], or `None` if there was none.
-async fn within_keep_alive(
-    subscription: &mut Subscription,
-) -> Option<Result<Arc<events::Change>, Missed>> {
-    tokio::time::timeout(KEEP_ALIVE, subscription.next())
-        .await
-        .ok()
-}
-
-/// One upload's stream.
-struct UploadStream {
+/// One open stream, of either kind.
+struct EventStream {
     subscription: Subscription,
+    state: Arc<AppState>,
+    kind: Kind,
+    /// The frame to send before any change (the current state, a resync).
+    first: Option<Bytes>,
+    /// When a keep-alive is due, if nothing is sent before.
+    quiet_until: Instant,
+    /// Longest silence: [`KEEP_ALIVE`], or less if the stall timeout is short.
+    keep_alive: Duration,
+}
+
+enum Kind {
+    /// The key's stream: every change.
+    Tenant,
+    /// One upload's stream.
+    Upload(Follow),
+}
+
+/// Where an upload's stream is.
+struct Follow {
     upload: Uuid,
     /// The id of the last event sent, or of the state the client had seen.
     last: u64,
     /// Its last event is sent: the stream ends.
     ended: bool,
-    /// The current state, unless the client had seen it.
-    first: Option<Bytes>,
-    state: Arc<AppState>,
+    /// Changes were missed and the record could not be read: read it again.
+    read_owed: bool,
 }
 
-impl UploadStream {
+impl EventStream {
+    fn new(
+        subscription: Subscription,
+        state: Arc<AppState>,
+        kind: Kind,
+        first: Option<Bytes>,
+    ) -> EventStream {
+        // A stream that sends nothing for the stall timeout is dropped.
+        let stall = state.services.config.response_stall_timeout;
+        let keep_alive = KEEP_ALIVE.min(stall / 2);
+        EventStream {
+            subscription,
+            state,
+            kind,
+            first,
+            quiet_until: Instant::now() + keep_alive,
+            keep_alive,
+        }
+    }
+
+    /// A `text/event-stream` response of the stream's frames, never cached
+    /// or buffered by proxies.
+    fn response(self) -> Response {
+        let body = futures_util::stream::unfold(self, |mut stream| async move {
+            let frame = stream.next().await?;
+            stream.quiet_until = Instant::now() + stream.keep_alive;
+            Some((Ok::<_, std::convert::Infallible>(frame), stream))
+        });
+        let mut response = warp::reply::stream(body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        super::bounds::watch(response)
+    }
+
+    /// The next frame to send; `None` ends the stream.
     async fn next(&mut self) -> Option<Bytes> {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
-        while !self.ended {
-            let change = match within_keep_alive(&mut self.subscription).await {
-                None => return Some(Bytes::from_static(KEEP_ALIVE_FRAME)),
-                Some(Ok(change)) => change,
-                Some(Err(Missed::Closed)) => return None,
-                Some(Err(Missed::Lagged)) => match self.read_again() {
-                    Some(frame) => return Some(frame),
-                    None => continue,
-                },
-            };
-            if change.upload != self.upload {
-                continue;
-            }
-            if let Some(id) = change.upload_event_id {
-                if id <= self.last {
-                    continue;
+        loop {
+            if let Kind::Upload(follow) = &self.kind {
+                if follow.ended {
+                    return None;
                 }
-                self.last = id;
             }
-            self.ended = change.last;
-            return Some(change.upload_frame.clone());
+            let next = tokio::time::timeout_at(self.quiet_until, self.subscription.next()).await;
+            // A revoked key's streams end instead of their next frame.
+            if !self
+                .state
+                .services
+                .keys
+                .is_active(self.subscription.tenant())
+            {
+                return None;
+            }
+            let frame = match (&mut self.kind, next) {
+                (_, Ok(Err(Missed::Closed))) => return None,
+                (Kind::Tenant, Err(_)) => Some(Bytes::from_static(KEEP_ALIVE_FRAME)),
+                (Kind::Tenant, Ok(Ok(change))) => Some(change.tenant_frame.clone()),
+                (Kind::Tenant, Ok(Err(Missed::Lagged(last)))) => Some(resync(last)),
+                (Kind::Upload(follow), Err(_)) => {
+                    let read = follow.read_owed.then(|| follow.read_again(&self.state));
+                    read.flatten()
+                        .or(Some(Bytes::from_static(KEEP_ALIVE_FRAME)))
+                }
+                (Kind::Upload(follow), Ok(Ok(change))) => follow.take(&change),
+                (Kind::Upload(follow), Ok(Err(Missed::Lagged(_)))) => {
+                    follow.read_again(&self.state)
+                }
+            };
+            if frame.is_some() {
+                return frame;
+            }
         }
-        None
+    }
+}
+
+impl Follow {
+    /// The frame of `change`, if it is a change of this upload it has not sent.
+    fn take(&mut self, change: &Change) -> Option<Bytes> {
+        if change.upload != self.upload {
+            return None;
+        }
+        let Some(id) = change.upload_event_id else {
+            // Deleted.
+            self.ended = true;
+            return None;
+        };
+        if id <= self.last {
+            return None;
+        }
+        self.last = id;
+        self.ended = change.last;
+        change.upload_frame.clone()
     }
 
     /// After changes were missed: the record as it is now, if it is newer
-    /// than what was sent (gone: its deletion).
-    fn read_again(&mut self) -> Option<Bytes> {
-        let services = &self.state.services;
+    /// than what was sent (gone: the stream ends).
+    fn read_again(&mut self, state: &AppState) -> Option<Bytes> {
+        let services = &state.services;
         let Ok(record) = services.store.get(self.upload) else {
-            // The database could not be read: the next change will tell.
+            // Tried again at the next keep-alive.
+            self.read_owed = true;
             return None;
         };
+        self.read_owed = false;
         let Some(record) = record else {
             self.ended = true;
-            return Some(events::deleted_frame(self.upload));
+            return None;
         };
         let progress = events::shown_progress(services, &record);
         let id = events::upload_event_id(&record, progress);
@@ -233,26 +287,5 @@ impl UploadStream {
         self.last = id;
         self.ended = record.status.is_terminal();
         Some(events::upload_frame(services, &record, progress))
-    }
-}
-
-/// A tenant's stream.
-struct TenantStream {
-    subscription: Subscription,
-    /// `event: resync`, when a resumed stream missed changes.
-    first: Option<Bytes>,
-}
-
-impl TenantStream {
-    async fn next(&mut self) -> Option<Bytes> {
-        if let Some(first) = self.first.take() {
-            return Some(first);
-        }
-        match within_keep_alive(&mut self.subscription).await {
-            None => Some(Bytes::from_static(KEEP_ALIVE_FRAME)),
-            Some(Ok(change)) => Some(change.tenant_frame.clone()),
-            Some(Err(Missed::Lagged)) => Some(Bytes::from_static(RESYNC_FRAME)),
-            Some(Err(Missed::Closed)) => None,
-        }
     }
 }

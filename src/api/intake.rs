@@ -9,6 +9,7 @@ use bytes::Buf;
 use futures_util::Stream;
 use multer::{Constraints, Multipart, SizeLimit};
 use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
@@ -139,11 +140,6 @@ where
         idempotency_key,
     } = request;
     let idempotency_key = idempotency_key?;
-    // A body larger than any upload is refused before it is read, repeat or not.
-    let limit = config.max_upload_bytes;
-    if content_length.is_some_and(|len| len > limit + ENVELOPE) {
-        return Err(ApiError::PayloadTooLarge { limit }.into());
-    }
     // A key is held by one request at a time; a repeat of a create that
     // was answered reads its body, keeps none of it and is answered again.
     let claim = match &idempotency_key {
@@ -157,7 +153,7 @@ where
             if let Some(first) = idempotency::answered(state, &tenant, key)? {
                 // Repeats of an answered create do not hold the key from each other.
                 drop(claim);
-                return repeat(&first, content_type, body, state).await;
+                return repeat(&first, content_type, content_length, body, state).await;
             }
             Some(claim)
         }
@@ -188,6 +184,7 @@ where
     if below_reserve {
         return Err(ApiError::InsufficientStorage.into());
     }
+    refuse_too_large(content_length, config)?;
 
     let id = Uuid::new_v4();
     let part_path = layout.part_path(id);
@@ -228,15 +225,15 @@ where
     // From here on the create is finished even if the client goes away: a
     // request dropped mid-commit would otherwise free its key before its
     // record is written and delete the source of an upload that was.
-    let handover = state
+    // In the request's span: its log lines tie the request id to the upload id.
+    let handover =
+        hand_over(staged, guard, claim, state.clone()).instrument(tracing::Span::current());
+    let record = state
         .services
         .tasks
-        .spawn(hand_over(staged, guard, claim, state.clone()));
-    let record = handover
+        .spawn(handover)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    // Inside the request span: ties the request id to the upload id.
-    tracing::info!(upload = %record.id, size_bytes = record.size_bytes, "upload accepted");
     Ok(idempotency::accepted(state, &record))
 }
 
@@ -251,22 +248,24 @@ async fn hand_over(
 ) -> Result<UploadRecord, ApiError> {
     let config = &state.services.config;
     let layout = &state.services.layout;
-    let staged_path = layout.staged_path(staged.id);
     let staging_dir = layout.staging_dir();
     let from = guard.path.clone();
-    let to = staged_path.clone();
+    let to = layout.staged_path(staged.id);
+    guard.path = to.clone();
     // rename + directory fsync: the body is durable under its final name.
+    // The guard names it from here; a rename that fails removes the part.
     state
         .services
         .blocking(move || -> std::io::Result<()> {
-            std::fs::rename(&from, &to)?;
+            std::fs::rename(&from, &to).inspect_err(|_| {
+                let _ = std::fs::remove_file(&from);
+            })?;
             fsync_dir(&staging_dir)
         })
         .await
         .map_err(ApiError::from)?
         .map_err(ApiError::from)
         .inspect_err(|e| count_storage_error(&state, e))?;
-    guard.path = staged_path;
     crate::faults::crash_if(crate::faults::CrashPoint::AfterStaging);
 
     let intake = state
@@ -275,6 +274,7 @@ async fn hand_over(
         .intake
         .get()
         .ok_or_else(|| ApiError::Internal("intake actor is not running".into()))?;
+    let staged_id = staged.id;
     let reply = intake
         .call(|reply| IntakeMsg::Accept(staged, reply), None)
         .await
@@ -283,10 +283,18 @@ async fn hand_over(
         ractor::rpc::CallResult::Success(accepted) => {
             accepted.map_err(|e| ApiError::from_intake(e, config.retry_after))?
         }
-        _ => return Err(ApiError::Internal("intake actor did not answer".into())),
+        _ => {
+            // The answer was lost, not necessarily the commit: a record
+            // that was written keeps its source.
+            match state.services.store.get(staged_id) {
+                Ok(Some(record)) => record,
+                _ => return Err(ApiError::Internal("intake actor did not answer".into())),
+            }
+        }
     };
     guard.armed = false;
     drop(claim);
+    tracing::info!(upload = %record.id, size_bytes = record.size_bytes, "upload accepted");
     Ok(record)
 }
 
@@ -296,6 +304,7 @@ async fn hand_over(
 async fn repeat<S, B>(
     first: &UploadRecord,
     content_type: Option<String>,
+    content_length: Option<u64>,
     body: &mut Tracked<S>,
     state: &Arc<AppState>,
 ) -> Result<Response, Rejection>
@@ -305,11 +314,21 @@ where
 {
     let config = &state.services.config;
     let boundary = boundary_of(content_type.as_deref())?;
+    refuse_too_large(content_length, config)?;
     let form = validate(parse_form(body, boundary, config, None).await?, config)?;
     if idempotency::same_request(first, &form.filename, &form.folder, form.size_bytes) {
         Ok(idempotency::replayed(state, first))
     } else {
         Err(ApiError::IdempotencyKeyReused.into())
+    }
+}
+
+/// A body that says it is larger than any upload is a 413 before it is read.
+fn refuse_too_large(content_length: Option<u64>, config: &Config) -> Result<(), ApiError> {
+    let limit = config.max_upload_bytes;
+    match content_length {
+        Some(len) if len > limit + ENVELOPE => Err(ApiError::PayloadTooLarge { limit }),
+        _ => Ok(()),
     }
 }
 

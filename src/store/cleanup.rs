@@ -17,7 +17,7 @@ pub(super) const CLEANUPS: TableDefinition<&str, u64> = TableDefinition::new("cl
 /// Records that what is stored under `token` must be removed.
 pub(super) fn record(txn: &WriteTransaction, token: &str) -> Result<(), StoreError> {
     let mut table = txn.open_table(CLEANUPS)?;
-    let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+    let now = u64::try_from(super::record::unix_now()).unwrap_or(0);
     table.insert(token, now)?;
     Ok(())
 }

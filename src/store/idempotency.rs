@@ -29,10 +29,7 @@ struct Remembered {
 /// The Unix time from which creates are remembered now, for keys kept for
 /// `retention`: an older create's key is forgotten.
 pub fn kept_since(retention: std::time::Duration) -> i64 {
-    let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-    time::OffsetDateTime::now_utc()
-        .unix_timestamp()
-        .saturating_sub(retention)
+    super::record::unix_ago(retention)
 }
 
 /// Makes sure both tables exist.

@@ -130,7 +130,7 @@ mod tests {
         store.insert(&mut a).unwrap();
         store.insert(&mut b).unwrap();
         // Kept for 100 and 200 s from now (a retry needs a source still kept).
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = crate::store::record::unix_now();
         let (until_a, until_b) = (now + 100, now + 200);
         store
             .transition(a.id, Status::Failed, failed(until_a))

@@ -476,6 +476,11 @@ impl KeyCache {
         self.read_state().active.get(&hash).map(f)
     }
 
+    /// Whether `tenant` is the id of an active key.
+    pub fn is_active(&self, tenant: &str) -> bool {
+        self.read_state().webhooks.contains_key(tenant)
+    }
+
     /// The webhook endpoint and secret of an active tenant.
     pub fn tenant_webhook(&self, tenant: &str) -> Option<TenantWebhook> {
         self.read_state().webhooks.get(tenant).cloned()

@@ -435,6 +435,9 @@ impl Store {
                                 if patch.source_freed {
                                     kept::release(txn, id)?;
                                 }
+                                if patch.changes_view() {
+                                    record.version += 1;
+                                }
                                 record.patch(*patch);
                                 uploads.insert(key, serde_json::to_vec(&record)?.as_slice())?;
                                 Ok(record)
@@ -469,12 +472,7 @@ impl Store {
                                 Err(StoreError::Conflict(record.status))
                             }
                             Some(_)
-                                if patch.retry
-                                    && !kept::kept_at(
-                                        txn,
-                                        id,
-                                        time::OffsetDateTime::now_utc().unix_timestamp(),
-                                    )? =>
+                                if patch.retry && !kept::kept_at(txn, id, record::unix_now())? =>
                             {
                                 Err(StoreError::SourceGone(id))
                             }

@@ -105,8 +105,9 @@ pub struct UploadRecord {
     /// records made before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
-    /// Writes of the record, its create being the first; orders the
-    /// upload's events. 0 in records made before it existed, until their next write.
+    /// Writes of the record that clients can see, its create being the
+    /// first; orders the upload's events. 0 in records made before it
+    /// existed, until their next such write.
     #[serde(default)]
     pub version: u64,
 }
@@ -191,6 +192,13 @@ pub struct TransitionPatch {
 }
 
 impl TransitionPatch {
+    /// Whether applied without a transition it changes what clients see of
+    /// the upload (its source, outputs or error), unlike the bookkeeping of
+    /// attempts and kept sources.
+    pub fn changes_view(&self) -> bool {
+        self.source.is_some() || self.outputs.is_some() || self.error.is_some() || self.retry
+    }
+
     /// Whether a transition with this patch applies to an upload in `status`.
     pub fn allows_from(&self, status: Status) -> bool {
         if self.only_from.is_empty() {
@@ -207,6 +215,7 @@ impl UploadRecord {
         let from = self.status;
         self.status = to;
         self.updated_at = at;
+        self.version += 1;
         self.patch(patch);
         Transition {
             from: Some(from),
@@ -222,7 +231,6 @@ impl UploadRecord {
 
     /// Applies the fields of a patch without a status change (the source, once probed).
     pub fn patch(&mut self, patch: TransitionPatch) {
-        self.version += 1;
         if patch.source.is_some() {
             self.source = patch.source;
         }
@@ -243,6 +251,22 @@ impl UploadRecord {
             self.attempts = 0;
         }
     }
+}
+
+/// The current Unix time in seconds: the clock of the store's timed rows
+/// (kept sources, removals owed, idempotency keys).
+pub fn unix_now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The Unix time `span` from now.
+pub fn unix_in(span: std::time::Duration) -> i64 {
+    unix_now().saturating_add(i64::try_from(span.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The Unix time `span` ago.
+pub fn unix_ago(span: std::time::Duration) -> i64 {
+    unix_now().saturating_sub(i64::try_from(span.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The current time in UTC, in whole seconds, the precision the API shows.
