@@ -5,34 +5,21 @@ Starts `target/release/vidpipe serve` on a temp data dir and keeps it busy
 with changes: a small upload (a text file, which fails at probing) every
 250 ms, so every open stream has events to send. Then, side by side in one
 run, polls `GET /uploads/{id}` of one upload on 8 keep-alive
-connections for a while with no stream open, and again with N streams of
-`GET /events` open (all of one key, so each change goes to all N). Prints
-the p50 and p99 of the poll in both, their ratio, the server's memory before
-and with the streams open, and what the streams received.
+connections for a while with no stream open, then with N streams of
+`GET /events` open (all of one key, so each change goes to all N), then
+with none again. Prints the p50 and p99 of the poll in each, their ratio,
+the server's memory before and with the streams open, and what the streams
+received.
 
     cargo build --release && python3 benches/event_streams.py [N] [SECONDS]
 """
-import asyncio, os, resource, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import asyncio, resource, statistics, sys, time
+
+from release_server import rss_mib, start
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 15
 POLLERS = 8
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "vidpipe")
-
-
-def rss_mib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def form(body):
@@ -148,17 +135,22 @@ async def bench(port, key, pid):
     start_counts = list(counts)
     p50_n, p99_n, n_n = await measure(port, key, upload)
     received = [c - s for c, s in zip(counts, start_counts)]
-    stop.set()
-    made = await changing
     for task in streams:
         task.cancel()
     await asyncio.gather(*streams, return_exceptions=True)
+    await asyncio.sleep(2)
+    # No stream again: the first figures are not just a cold start.
+    p50_1, p99_1, n1 = await measure(port, key, upload)
+    stop.set()
+    made = await changing
 
     print(f"{made} uploads created in the background, one every 250 ms")
     print(f"GET /uploads/{{id}} on {POLLERS} connections, {SECONDS:.0f} s each:")
     print(f"  no stream open     p50 {p50_0:6.2f} ms  p99 {p99_0:6.2f} ms  ({n0} polls)")
     print(f"  {N} streams open  p50 {p50_n:6.2f} ms  p99 {p99_n:6.2f} ms  ({n_n} polls)")
-    print(f"  p99 ratio (streams / none): {p99_n / p99_0:.2f}")
+    print(f"  no stream, again   p50 {p50_1:6.2f} ms  p99 {p99_1:6.2f} ms  ({n1} polls)")
+    print(f"  p99 ratio (streams / the worse of the two without): {p99_n / max(p99_0, p99_1):.2f}"
+          f", (streams / the better): {p99_n / min(p99_0, p99_1):.2f}")
     print(f"server RSS: {before:.1f} MiB without streams, {with_streams:.1f} MiB with {N} "
           f"({(with_streams - before) * 1024 / N:.1f} KiB per stream)")
     print(f"events per stream while measured: min {min(received)}, median "
@@ -168,24 +160,13 @@ async def bench(port, key, pid):
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * N + 256)), hard))
-    data = tempfile.mkdtemp()
-    key = subprocess.run([BIN, "keys", "create", "--data-dir", data, "--name", "bench"],
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    port = free_port()
-    env = dict(os.environ, VIDPIPE_LOG="warn",
-               VIDPIPE_MAX_EVENT_STREAMS_PER_TENANT=str(N),
-               VIDPIPE_MAX_CONNECTIONS=str(N + 256),
-               VIDPIPE_MAX_IN_FLIGHT_PER_TENANT="100000",
-               VIDPIPE_MAX_QUEUED_JOBS="100000")
-    server = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
-                              stderr=subprocess.DEVNULL, env=env)
+    server, port, key, _ = start("bench", {
+        "VIDPIPE_MAX_EVENT_STREAMS_PER_TENANT": str(N),
+        "VIDPIPE_MAX_CONNECTIONS": str(N + 256),
+        "VIDPIPE_MAX_IN_FLIGHT_PER_TENANT": "100000",
+        "VIDPIPE_MAX_QUEUED_JOBS": "100000",
+    })
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         asyncio.run(bench(port, key, server.pid))
     finally:
         server.terminate()

@@ -8,25 +8,11 @@ disconnect. Prints the server's peak RSS growth and checks it still serves.
 
     cargo build --release && python3 benches/hostile_memory.py [N]
 """
-import json, os, socket, subprocess, sys, tempfile, threading, time, urllib.request
+import json, os, socket, sys, threading, time, urllib.request
+
+from release_server import rss_mib as rss, start
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "vidpipe")
-
-
-def rss(pid, field):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def head(key, length=None):
@@ -71,20 +57,8 @@ def run(kind, port, key, results):
 
 
 def main():
-    data = tempfile.mkdtemp()
-    key = subprocess.run([BIN, "keys", "create", "--data-dir", data, "--name", "hostile"],
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    port = free_port()
-    env = dict(os.environ, VIDPIPE_LOG="warn")
-    server = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
-                              stderr=subprocess.DEVNULL, env=env)
+    server, port, key, data = start("hostile")
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         before = rss(server.pid, "VmRSS")
         results, threads = [], []
         for kind in ["slowloris", "flood", "stalled", "cut"]:

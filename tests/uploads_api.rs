@@ -131,15 +131,7 @@ async fn authentication_and_tenant_isolation() {
     assert_eq!(list["data"][0]["id"], id);
 
     // Revocation takes effect on the next request.
-    let keys = vidpipe::store::keys::KeyFile::new(dir.path());
-    let alice_id = keys
-        .list()
-        .unwrap()
-        .into_iter()
-        .find(|k| k.name == "alice")
-        .unwrap()
-        .id;
-    assert!(keys.revoke(&alice_id).unwrap());
+    revoke_key(dir.path(), "alice");
     let (code, _) = get_json(&t.client, &t.url("/uploads"), &alice).await;
     assert_eq!(code, 401);
     let (code, _) = get_json(&t.client, &t.url("/uploads"), &bob).await;

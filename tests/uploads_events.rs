@@ -431,15 +431,7 @@ async fn an_idle_stream_is_kept_alive_and_ends_with_its_key_or_the_server() {
     let t = TestServer::start(test_config(dir.path())).await;
     let mut events = Events::open(&t, &t.url("/events"), &key, None).await;
     let mut revoked = Events::open(&t, &t.url("/events"), &doomed, None).await;
-    let keys = vidpipe::store::keys::KeyFile::new(dir.path());
-    let doomed_id = keys
-        .list()
-        .unwrap()
-        .into_iter()
-        .find(|k| k.name == "doomed")
-        .unwrap()
-        .id;
-    assert!(keys.revoke(&doomed_id).unwrap());
+    revoke_key(dir.path(), "doomed");
     let opened = Instant::now();
     let first = events.next(Duration::from_secs(20)).await.unwrap();
     assert_eq!(first.comment.as_deref(), Some("keep-alive"), "{first:?}");

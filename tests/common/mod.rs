@@ -79,6 +79,19 @@ pub fn create_key(data_dir: &Path, name: &str) -> String {
     KeyFile::new(data_dir).create(name).unwrap().1
 }
 
+/// Revokes the key named `name` in `data_dir`'s key file.
+pub fn revoke_key(data_dir: &Path, name: &str) {
+    let keys = KeyFile::new(data_dir);
+    let id = keys
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == name)
+        .unwrap()
+        .id;
+    assert!(keys.revoke(&id).unwrap());
+}
+
 /// A multipart form with a video file part and a folder field.
 pub fn video_form(bytes: Vec<u8>, filename: &str, folder: &str) -> reqwest::multipart::Form {
     let part = reqwest::multipart::Part::bytes(bytes)
