@@ -403,6 +403,18 @@ async fn open_streams_are_capped_per_key() {
     }
     // Another key has places of its own.
     let _theirs = Events::open(&t, &t.url("/events"), &other, None).await;
+    // HEAD takes no place: the headers of a stream, or the 404 of one.
+    for (url, status) in [
+        (t.url("/events"), 200),
+        (events_url(&t, &id), 200),
+        (events_url(&t, "00000000-0000-0000-0000-000000000000"), 404),
+    ] {
+        let response = t.client.head(&url).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(response.status(), status, "{url}");
+        if status == 200 {
+            assert_eq!(response.headers()["content-type"], "text/event-stream");
+        }
+    }
 
     drop(tenant_stream);
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -72,16 +72,24 @@ pub async fn cancel(
             "The upload was cancelled by its owner.",
         )
     };
-    let record = match registry::transition(services, id, Status::Failed, patch).await {
-        Ok(record) => record,
-        Err(RegistryError::Store(StoreError::Conflict(status))) => {
-            return Err(LifecycleError::NotCancellable(status))
-        }
-        Err(RegistryError::Store(StoreError::NotFound(_))) => return Err(LifecycleError::NotFound),
-        Err(e) => return Err(e.into()),
-    };
+    let record = registry::transition(services, id, Status::Failed, patch)
+        .await
+        .map_err(|e| refused(e, LifecycleError::NotCancellable))?;
     stop_transcode(services, id).await;
     Ok(record)
+}
+
+/// What a write the registry refused means to a lifecycle action: the
+/// upload gone, its source gone, or (a status it may not leave) `conflict`.
+fn refused(e: RegistryError, conflict: fn(Status) -> LifecycleError) -> LifecycleError {
+    match e {
+        RegistryError::Store(StoreError::NotFound(_)) => LifecycleError::NotFound,
+        RegistryError::Store(StoreError::Conflict(status)) => conflict(status),
+        RegistryError::Store(StoreError::SourceGone(_)) => {
+            LifecycleError::NotRetryable("its source is no longer kept")
+        }
+        e => e.into(),
+    }
 }
 
 /// Runs a failed upload again from its kept source: back to `pending`, its
@@ -134,16 +142,9 @@ pub async fn retry(
         }
         Err(e) => {
             intake::release(services, tenant);
-            Err(match e {
-                RegistryError::Store(StoreError::Conflict(_)) => {
-                    LifecycleError::NotRetryable("it is no longer failed")
-                }
-                RegistryError::Store(StoreError::SourceGone(_)) => {
-                    LifecycleError::NotRetryable("its source is no longer kept")
-                }
-                RegistryError::Store(StoreError::NotFound(_)) => LifecycleError::NotFound,
-                e => e.into(),
-            })
+            Err(refused(e, |_| {
+                LifecycleError::NotRetryable("it is no longer failed")
+            }))
         }
     }
 }
@@ -159,11 +160,11 @@ pub async fn delete(
     tenant: &str,
 ) -> Result<UploadRecord, LifecycleError> {
     owned(services, id, tenant)?;
-    let record = match registry::delete(services, id).await {
-        Ok(record) => record,
-        Err(RegistryError::Store(StoreError::NotFound(_))) => return Err(LifecycleError::NotFound),
-        Err(e) => return Err(e.into()),
-    };
+    let record = registry::delete(services, id).await.map_err(|e| {
+        refused(e, |status| {
+            RegistryError::from(StoreError::Conflict(status)).into()
+        })
+    })?;
     stop_transcode(services, id).await;
     // Whatever is left here is removed at the next start: the record is gone.
     if let Err(e) = recovery::discard_local(services, id).await {

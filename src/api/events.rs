@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
@@ -45,6 +45,7 @@ const RESYNC_DATA: &[u8] = b"{\"message\":\"Events were missed; reload the list.
 /// `GET /uploads/{id}/events`: the route's filter.
 pub fn upload(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     auth::tenant(state.clone())
+        .and(warp::method())
         .and(path_param(0))
         .and(warp::header::optional::<String>("last-event-id"))
         .and(with_state(state.clone()))
@@ -55,6 +56,7 @@ pub fn upload(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
 /// `GET /events`: the route's filter.
 pub fn tenant(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     auth::tenant(state.clone())
+        .and(warp::method())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(with_state(state.clone()))
         .and_then(tenant_stream)
@@ -63,20 +65,28 @@ pub fn tenant(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
 
 async fn upload_stream(
     tenant: Tenant,
+    method: Method,
     id: String,
     last_event_id: Option<String>,
     state: Arc<AppState>,
 ) -> Result<Response, Rejection> {
     let id = upload_id(&id).ok_or(ApiError::NotFound)?;
+    let services = &state.services;
+    let read = || {
+        services
+            .store
+            .get(id)
+            .map_err(ApiError::from)?
+            .filter(|r| *r.tenant == *tenant.0)
+            .ok_or(ApiError::NotFound)
+    };
+    if method == Method::HEAD {
+        read()?;
+        return Ok(headers_only());
+    }
     // Open before the record is read: no change after the read is missed.
     let subscription = subscribe(&state, &tenant)?;
-    let services = &state.services;
-    let record = services
-        .store
-        .get(id)
-        .map_err(ApiError::from)?
-        .filter(|r| *r.tenant == *tenant.0)
-        .ok_or(ApiError::NotFound)?;
+    let record = read()?;
     let progress = events::shown_progress(services, &record);
     let current = events::upload_event_id(&record, progress);
     let seen = last_event_id.and_then(|v| v.trim().parse::<u64>().ok());
@@ -100,9 +110,13 @@ async fn upload_stream(
 
 async fn tenant_stream(
     tenant: Tenant,
+    method: Method,
     last_event_id: Option<String>,
     state: Arc<AppState>,
 ) -> Result<Response, Rejection> {
+    if method == Method::HEAD {
+        return Ok(headers_only());
+    }
     let subscription = subscribe(&state, &tenant)?;
     // Changes are not kept: a client that saw less than the last one missed some.
     let missed = last_event_id.is_some_and(|v| {
@@ -126,6 +140,23 @@ fn subscribe(state: &AppState, tenant: &Tenant) -> Result<Subscription, ApiError
             limit,
             retry_after: config.retry_after,
         })
+}
+
+/// The answer to `HEAD`: a stream's headers, and no place taken among the
+/// tenant's streams.
+fn headers_only() -> Response {
+    let mut response = Response::new(Default::default());
+    stream_headers(response.headers_mut());
+    response
+}
+
+fn stream_headers(headers: &mut warp::http::HeaderMap) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }
 
 /// `event: resync`, with the id of the last change it stands for.
@@ -193,13 +224,7 @@ impl EventStream {
             Some((Ok::<_, std::convert::Infallible>(frame), stream))
         });
         let mut response = warp::reply::stream(body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        stream_headers(response.headers_mut());
         super::bounds::watch(response)
     }
 
