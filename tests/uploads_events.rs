@@ -63,11 +63,11 @@ impl Events {
         }
     }
 
-    /// The next event that is not a comment.
+    /// The next event that is not a comment nor an id alone.
     async fn next_event(&mut self, within: Duration) -> Option<Event> {
         loop {
             let event = self.next(within).await?;
-            if event.comment.is_none() {
+            if event.comment.is_none() && !event.event.is_empty() {
                 return Some(event);
             }
         }
@@ -445,10 +445,18 @@ async fn an_idle_stream_is_kept_alive_and_ends_with_its_key_or_the_server() {
     let mut revoked = Events::open(&t, &t.url("/events"), &doomed, None).await;
     revoke_key(dir.path(), "doomed");
     let opened = Instant::now();
+    // A stream opens with its id alone, so that a client has one to come back with.
+    let opening = events.next(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        opening.event.is_empty() && opening.data.is_none(),
+        "{opening:?}"
+    );
+    assert!(opening.id.unwrap().parse::<u64>().is_ok());
     let first = events.next(Duration::from_secs(20)).await.unwrap();
     assert_eq!(first.comment.as_deref(), Some("keep-alive"), "{first:?}");
     let after = opened.elapsed();
     assert!(after >= Duration::from_secs(14), "{after:?}");
+    let _opening = revoked.next(Duration::from_secs(5)).await.unwrap();
     assert!(
         revoked.next(Duration::from_secs(5)).await.is_none(),
         "the revoked key's stream ended"

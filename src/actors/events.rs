@@ -147,7 +147,8 @@ impl Default for EventFeed {
         let start = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
-            .unwrap_or(1);
+            .unwrap_or(1)
+            .max(1);
         EventFeed {
             inner: Arc::new(Mutex::new(Inner {
                 tenants: HashMap::new(),
@@ -371,7 +372,8 @@ impl Subscription {
     /// restart), or from no run at all.
     pub fn missed_since(&self, seen: u64) -> bool {
         let inner = locked(&self.inner);
-        seen < self.opened || seen < inner.first_seq || seen >= inner.next_seq
+        // `first_seq - 1` is this run's id of "no change yet".
+        seen < self.opened || seen.saturating_add(1) < inner.first_seq || seen >= inner.next_seq
     }
 }
 
@@ -438,9 +440,12 @@ mod tests {
         let feed = EventFeed::default();
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let first_seq = locked(&feed.inner).first_seq;
-        // Nothing happened to `a` since start; an id of an earlier run missed the restart.
+        // Nothing happened to `a` since start: the id it was given for that
+        // is up to date; an id of an earlier run missed the restart.
         let stream = feed.subscribe(&a, 4).unwrap();
-        assert!(stream.missed_since(first_seq - 1));
+        assert_eq!(stream.opened_after(), first_seq - 1);
+        assert!(!stream.missed_since(first_seq - 1));
+        assert!(stream.missed_since(first_seq - 2));
         assert!(stream.missed_since(first_seq - 1000));
         drop(stream);
         // Changes while no stream is open are counted all the same.

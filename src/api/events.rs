@@ -7,10 +7,12 @@
 //! are the record's version and the progress shown, so `Last-Event-ID`
 //! skips what was seen, across restarts. The tenant's stream sends every
 //! change of the key's uploads until the client leaves; its ids are the
-//! feed's, which start from the clock. A tenant stream resumed with a
-//! `Last-Event-ID` before the tenant's last change, or one that fell
-//! behind, gets `event: resync` (with the id to resume from): reload the
-//! list. Both send a comment after [`KEEP_ALIVE`] without an event, end
+//! feed's, which start from the clock; the stream opens with an id (alone,
+//! which sets a client's last event id and dispatches nothing), so that a
+//! client that drops before any change comes back with it. A tenant stream
+//! resumed with a `Last-Event-ID` before the tenant's last change, or one
+//! that fell behind, gets `event: resync` (with the id to resume from):
+//! reload the list. Both send a comment after [`KEEP_ALIVE`] without an event, end
 //! when the server stops or, instead of their next frame, when their key
 //! is revoked (so within [`KEEP_ALIVE`]), are dropped like any
 //! response when their client stops reading ([`super::bounds::watch`]),
@@ -124,8 +126,14 @@ async fn tenant_stream(
             .parse::<u64>()
             .map_or(true, |seen| subscription.missed_since(seen))
     });
-    let first = missed.then(|| resync(subscription.opened_after()));
-    Ok(EventStream::new(subscription, state.clone(), Kind::Tenant, first).response())
+    // Either way the client has an id to come back with from the start.
+    let opened = subscription.opened_after();
+    let first = if missed {
+        resync(opened)
+    } else {
+        Bytes::from(format!("id: {opened}\n\n"))
+    };
+    Ok(EventStream::new(subscription, state.clone(), Kind::Tenant, Some(first)).response())
 }
 
 /// A place among the tenant's streams, or a 429.

@@ -284,8 +284,10 @@ async fn hand_over(
             accepted.map_err(|e| ApiError::from_intake(e, config.retry_after))?
         }
         _ => {
-            // The answer was lost, not necessarily the commit: a record
-            // that was written keeps its source.
+            // The answer was lost, not necessarily the commit, which may
+            // still come: the source stays (the next start removes it if no
+            // record was written).
+            guard.armed = false;
             match state.services.store.get(staged_id) {
                 Ok(Some(record)) => record,
                 _ => return Err(ApiError::Internal("intake actor did not answer".into())),
