@@ -113,10 +113,23 @@ pub struct Metrics {
     stalled_responses: IntCounter,
     /// Requests holding a file, a body or a buffer; set at each scrape.
     requests_in_flight: IntGauge,
+    /// Event streams open; set at each scrape.
+    event_streams: IntGauge,
     /// Removals from final storage recorded and not yet done.
     cleanups_pending: IntGauge,
     /// Tries of such removals that failed.
     cleanup_failures: IntCounter,
+}
+
+/// The gauges read from the server at each scrape.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sampled {
+    /// Accepted uploads waiting for a transcoder.
+    pub queue_depth: usize,
+    /// Requests holding a file, a body or a buffer.
+    pub requests_in_flight: usize,
+    /// Event streams open.
+    pub event_streams: usize,
 }
 
 /// Counts a transcode as running until dropped.
@@ -197,6 +210,10 @@ impl Metrics {
             "vidpipe_http_requests_in_flight",
             "Requests holding a file, a body or a buffer now (capped by max_requests_in_flight).",
         )?;
+        let event_streams = IntGauge::new(
+            "vidpipe_event_streams_open",
+            "Event streams (GET /events and GET /uploads/{id}/events) open now, over every key.",
+        )?;
         let cleanups_pending = IntGauge::new(
             "vidpipe_storage_cleanups_pending",
             "Failed uploads whose outputs are still to be removed from final storage.",
@@ -222,6 +239,7 @@ impl Metrics {
         registry.register(Box::new(storage_errors.clone()))?;
         registry.register(Box::new(stalled_responses.clone()))?;
         registry.register(Box::new(requests_in_flight.clone()))?;
+        registry.register(Box::new(event_streams.clone()))?;
         registry.register(Box::new(cleanups_pending.clone()))?;
         registry.register(Box::new(cleanup_failures.clone()))?;
         registry.register(Box::new(build_info))?;
@@ -251,6 +269,7 @@ impl Metrics {
             storage_errors,
             stalled_responses,
             requests_in_flight,
+            event_streams,
             cleanups_pending,
             cleanup_failures,
         })
@@ -342,16 +361,12 @@ impl Metrics {
         }
     }
 
-    /// Every metric in the Prometheus text format, with gauges sampled now.
-    pub fn render(
-        &self,
-        queue_depth: usize,
-        requests_in_flight: usize,
-    ) -> Result<String, prometheus::Error> {
-        self.queue_depth
-            .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
-        self.requests_in_flight
-            .set(i64::try_from(requests_in_flight).unwrap_or(i64::MAX));
+    /// Every metric in the Prometheus text format, with the gauges of `now`.
+    pub fn render(&self, now: Sampled) -> Result<String, prometheus::Error> {
+        let gauge = |g: &IntGauge, n: usize| g.set(i64::try_from(n).unwrap_or(i64::MAX));
+        gauge(&self.queue_depth, now.queue_depth);
+        gauge(&self.requests_in_flight, now.requests_in_flight);
+        gauge(&self.event_streams, now.event_streams);
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
@@ -372,12 +387,22 @@ mod tests {
         metrics.storage_error(StorageStage::Final);
         {
             let _job = metrics.job_running();
+            let sampled = Sampled {
+                queue_depth: 7,
+                ..Default::default()
+            };
             assert!(metrics
-                .render(7, 0)
+                .render(sampled)
                 .unwrap()
                 .contains("vidpipe_transcode_jobs_running 1"));
         }
-        let text = metrics.render(3, 0).unwrap();
+        let sampled = Sampled {
+            queue_depth: 3,
+            event_streams: 2,
+            ..Default::default()
+        };
+        let text = metrics.render(sampled).unwrap();
+        assert!(text.contains("vidpipe_event_streams_open 2"), "{text}");
         for line in [
             "vidpipe_upload_transitions_total{status=\"pending\"} 1",
             "vidpipe_upload_transitions_total{status=\"failed\"} 0",
@@ -399,7 +424,7 @@ mod tests {
         let (a, b) = (Metrics::new(&[]).unwrap(), Metrics::new(&[]).unwrap());
         a.ingested(5);
         assert!(b
-            .render(0, 0)
+            .render(Sampled::default())
             .unwrap()
             .contains("vidpipe_ingested_bytes_total 0"));
     }

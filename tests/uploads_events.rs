@@ -403,6 +403,11 @@ async fn open_streams_are_capped_per_key() {
     }
     // Another key has places of its own.
     let _theirs = Events::open(&t, &t.url("/events"), &other, None).await;
+    let metrics = t.get_ops("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("vidpipe_event_streams_open 3"),
+        "{metrics}"
+    );
     // HEAD takes no place: the headers of a stream, or the 404 of one.
     for (url, status) in [
         (t.url("/events"), 200),

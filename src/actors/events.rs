@@ -199,6 +199,15 @@ impl EventFeed {
         })
     }
 
+    /// How many streams are open, over every tenant.
+    pub fn open_streams(&self) -> usize {
+        locked(&self.inner)
+            .tenants
+            .values()
+            .map(|c| c.streams)
+            .sum()
+    }
+
     /// Ends every stream, now and from now on (the server is stopping).
     pub fn close(&self) {
         self.closed.cancel();

@@ -195,10 +195,11 @@ async fn render_metrics(
     }
     let text = services
         .metrics
-        .render(
-            services.queued.load(Ordering::Relaxed),
-            state.in_flight.held(),
-        )
+        .render(crate::metrics::Sampled {
+            queue_depth: services.queued.load(Ordering::Relaxed),
+            requests_in_flight: state.in_flight.held(),
+            event_streams: services.events.open_streams(),
+        })
         .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
     let mut response = Response::new(text.into());
     response.headers_mut().insert(
