@@ -401,6 +401,9 @@ async fn open_streams_are_capped_per_key() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "too_many_event_streams", "{body}");
     }
+    // An unknown upload is still a 404, not a 429.
+    let unknown = events_url(&t, "00000000-0000-0000-0000-000000000000");
+    assert_eq!(request(&t, &unknown, &key, None).await.status(), 404);
     // Another key has places of its own.
     let _theirs = Events::open(&t, &t.url("/events"), &other, None).await;
     let metrics = t.get_ops("/metrics").await.text().await.unwrap();

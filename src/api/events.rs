@@ -82,11 +82,13 @@ async fn upload_stream(
             .filter(|r| *r.tenant == *tenant.0)
             .ok_or(ApiError::NotFound)
     };
+    // An unknown upload is a 404 before a place is asked for.
+    read()?;
     if method == Method::HEAD {
-        read()?;
         return Ok(headers_only());
     }
-    // Open before the record is read: no change after the read is missed.
+    // Open before the record is read for the stream: no change after that
+    // read is missed.
     let subscription = subscribe(&state, &tenant)?;
     let record = read()?;
     let progress = events::shown_progress(services, &record);
