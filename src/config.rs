@@ -285,6 +285,12 @@ server_settings! {
     flag "HOURS", "VIDPIPE_IDEMPOTENCY_KEY_RETENTION_HOURS";
     check not_zero;
 
+    /// Hours an unfinished tus upload is kept after its last write; then its bytes are freed and it is 404.
+    tus_expiry: Duration = Duration::from_secs(24 * 3600);
+    file tus_expiry_hours: u64 as Hours;
+    flag "HOURS", "VIDPIPE_TUS_EXPIRY_HOURS";
+    check not_zero;
+
     /// Event streams (GET /events and GET /uploads/{id}/events) one API key may have open at once; past it, 429.
     max_event_streams_per_tenant: usize = 16;
     file max_event_streams_per_tenant: usize as Plain;

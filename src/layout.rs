@@ -22,7 +22,12 @@ impl DataLayout {
 
     /// Creates every folder that does not exist yet.
     pub fn ensure(&self) -> io::Result<()> {
-        for dir in [self.staging_dir(), self.work_root(), self.media_root()] {
+        for dir in [
+            self.staging_dir(),
+            self.tus_dir(),
+            self.work_root(),
+            self.media_root(),
+        ] {
             std::fs::create_dir_all(dir)?;
         }
         Ok(())
@@ -31,6 +36,16 @@ impl DataLayout {
     /// The data dir itself.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The bytes of tus uploads still arriving.
+    pub fn tus_dir(&self) -> PathBuf {
+        self.root.join("tus")
+    }
+
+    /// The bytes of tus upload `id` received so far.
+    pub fn tus_path(&self, id: Uuid) -> PathBuf {
+        self.tus_dir().join(format!("{id}.bin"))
     }
 
     /// Accepted request bodies, until their upload is terminal.

@@ -127,6 +127,8 @@ impl Server {
                 let unfinished = store.unfinished()?;
                 let kept = store.kept_sources()?;
                 let removals = store.pending_cleanups()?;
+                // Before the tidy: a tus upload mid-hand-over keeps its file.
+                api::tus::recover_files(&layout, &store)?;
                 let removed =
                     recovery::clean_orphans(&layout, &unfinished, &kept, storage.as_ref())?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>((unfinished, removals, removed))
@@ -219,7 +221,11 @@ impl Server {
             in_flight: api::bounds::InFlight::new(config.max_requests_in_flight),
             storage_check,
             idempotency_claims: Default::default(),
+            tus_writers: Default::default(),
         });
+        services
+            .tasks
+            .spawn(api::tus::hand_over_complete(state.clone()));
         let (stop, stopped) = watch::channel(false);
         let http_done = tokio::spawn(serve(
             listener,

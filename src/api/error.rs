@@ -79,6 +79,17 @@ pub enum ApiError {
         /// Value of the Retry-After header.
         retry_after: Duration,
     },
+    /// 412: a tus request of another version than 1.0.0 (or of none).
+    TusVersion,
+    /// 415: a tus `PATCH` whose body is not `application/offset+octet-stream`.
+    TusContentType,
+    /// 400: a header the request needs is missing or not valid.
+    BadHeader(&'static str),
+    /// 409: a tus `PATCH` at another offset than the upload's.
+    OffsetMismatch {
+        /// The upload's offset.
+        offset: u64,
+    },
     /// 507: the data disk is full.
     InsufficientStorage,
     /// 502: the object store holding the media did not answer as it should.
@@ -123,6 +134,10 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyKeyInUse { .. } => StatusCode::CONFLICT,
             ApiError::TooManyEventStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TusVersion => StatusCode::PRECONDITION_FAILED,
+            ApiError::TusContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BadHeader(_) => StatusCode::BAD_REQUEST,
+            ApiError::OffsetMismatch { .. } => StatusCode::CONFLICT,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::StorageUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -150,6 +165,10 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyInUse { .. } => "idempotency_key_in_use",
             ApiError::TooManyEventStreams { .. } => "too_many_event_streams",
+            ApiError::TusVersion => "tus_version_unsupported",
+            ApiError::TusContentType => "unsupported_media_type",
+            ApiError::BadHeader(_) => "invalid_header",
+            ApiError::OffsetMismatch { .. } => "offset_mismatch",
             ApiError::InsufficientStorage => "insufficient_storage",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -212,6 +231,16 @@ impl ApiError {
             ApiError::TooManyEventStreams { limit, .. } => {
                 format!("This key already has {limit} event streams open; close one first.")
             }
+            ApiError::TusVersion => "This server speaks tus 1.0.0: send Tus-Resumable: 1.0.0.".into(),
+            ApiError::TusContentType => {
+                "A PATCH body must be Content-Type: application/offset+octet-stream.".into()
+            }
+            ApiError::BadHeader(name) => {
+                format!("The {name} header is missing or not valid.")
+            }
+            ApiError::OffsetMismatch { offset } => format!(
+                "The upload is at offset {offset}: send the PATCH from there (HEAD tells where)."
+            ),
             ApiError::InsufficientStorage => {
                 "The server has no space left to store the upload.".into()
             }

@@ -114,6 +114,41 @@ async fn create_upload(
     result
 }
 
+/// Whether the server takes a new upload of `tenant` now: not with its
+/// queue full (503) nor with the tenant's uploads in flight at their cap (429).
+pub(super) fn admission(state: &AppState, tenant: &Tenant) -> Result<(), ApiError> {
+    let config = &state.services.config;
+    if state.services.queued.load(Ordering::Relaxed) >= config.max_queued_jobs {
+        return Err(ApiError::QueueFull {
+            retry_after: config.retry_after,
+        });
+    }
+    if state.services.tenant_load.get(&tenant.0) >= config.max_in_flight_per_tenant {
+        return Err(ApiError::TooManyUploads {
+            retry_after: config.retry_after,
+        });
+    }
+    Ok(())
+}
+
+/// A disk a new upload will touch that is already below its reserve (the
+/// staging folder's, the work folder's) takes no new body (507); the
+/// registry checks again before the record is written, as the body may be
+/// what filled it.
+pub(super) fn below_reserve(state: &AppState) -> Result<(), ApiError> {
+    let reserve = state.services.config.reserved_disk_bytes;
+    let layout = &state.services.layout;
+    let below = reserve > 0
+        && [layout.staging_dir(), layout.work_root()]
+            .iter()
+            .any(|dir| crate::layout::free_bytes(dir).is_ok_and(|free| free < reserve));
+    if below {
+        Err(ApiError::InsufficientStorage)
+    } else {
+        Ok(())
+    }
+}
+
 /// What `POST /uploads` reads from its request before the body.
 struct Request {
     tenant: Tenant,
@@ -159,32 +194,11 @@ where
         }
     };
     // Admission control answers before a byte of the body is read.
-    if state.services.queued.load(Ordering::Relaxed) >= config.max_queued_jobs {
-        return Err(ApiError::QueueFull {
-            retry_after: config.retry_after,
-        }
-        .into());
-    }
-    if state.services.tenant_load.get(&tenant.0) >= config.max_in_flight_per_tenant {
-        return Err(ApiError::TooManyUploads {
-            retry_after: config.retry_after,
-        }
-        .into());
-    }
+    admission(state, &tenant)?;
     let boundary = boundary_of(content_type.as_deref())?;
-    // A disk the upload will touch that is already below its reserve (the
-    // staging folder's, the work folder's) takes no new body; the registry
-    // checks again before the record is written, as the body may be what filled it.
-    let reserve = config.reserved_disk_bytes;
-    let layout = &state.services.layout;
-    let below_reserve = reserve > 0
-        && [layout.staging_dir(), layout.work_root()]
-            .iter()
-            .any(|dir| crate::layout::free_bytes(dir).is_ok_and(|free| free < reserve));
-    if below_reserve {
-        return Err(ApiError::InsufficientStorage.into());
-    }
+    below_reserve(state)?;
     refuse_too_large(content_length, config)?;
+    let layout = &state.services.layout;
 
     let id = Uuid::new_v4();
     let part_path = layout.part_path(id);
@@ -198,19 +212,7 @@ where
 
     let form = validate(form, config)?;
     if form.callback_url.is_some() {
-        // Callbacks are signed with the tenant's secret: without one they cannot be.
-        let signed = state
-            .services
-            .keys
-            .tenant_webhook(&tenant.0)
-            .is_some_and(|w| w.secret.is_some());
-        if !signed {
-            return Err(ApiError::invalid(
-                "callback_url",
-                "This API key has no webhook signing secret; set one with `vidpipe keys set-webhook`.",
-            )
-            .into());
-        }
+        signs_callbacks(state, &tenant)?;
     }
 
     let staged = StagedUpload {
@@ -246,7 +248,6 @@ async fn hand_over(
     claim: Option<idempotency::Claim>,
     state: Arc<AppState>,
 ) -> Result<UploadRecord, ApiError> {
-    let config = &state.services.config;
     let layout = &state.services.layout;
     let staging_dir = layout.staging_dir();
     let from = guard.path.clone();
@@ -268,36 +269,74 @@ async fn hand_over(
         .inspect_err(|e| count_storage_error(&state, e))?;
     crate::faults::crash_if(crate::faults::CrashPoint::AfterStaging);
 
-    let intake = state
-        .services
-        .peers
-        .intake
-        .get()
-        .ok_or_else(|| ApiError::Internal("intake actor is not running".into()))?;
-    let staged_id = staged.id;
-    let reply = intake
-        .call(|reply| IntakeMsg::Accept(staged, reply), None)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let record = match reply {
-        ractor::rpc::CallResult::Success(accepted) => {
-            accepted.map_err(|e| ApiError::from_intake(e, config.retry_after))?
-        }
-        _ => {
-            // The answer was lost, not necessarily the commit, which may
-            // still come: the source stays (the next start removes it if no
-            // record was written).
+    let record = match record_staged(&state, staged).await {
+        Recorded::Yes(record) => *record,
+        Recorded::Refused(e) => return Err(e),
+        Recorded::Unknown(e) => {
+            // The commit may still come: the source stays (the next start
+            // removes it if no record was written).
             guard.armed = false;
-            match state.services.store.get(staged_id) {
-                Ok(Some(record)) => record,
-                _ => return Err(ApiError::Internal("intake actor did not answer".into())),
-            }
+            return Err(e);
         }
     };
     guard.armed = false;
     drop(claim);
     tracing::info!(upload = %record.id, size_bytes = record.size_bytes, "upload accepted");
     Ok(record)
+}
+
+/// What intake made of a staged upload.
+pub(super) enum Recorded {
+    /// Its `pending` record is committed.
+    Yes(Box<UploadRecord>),
+    /// Refused, nothing written: the source may go.
+    Refused(ApiError),
+    /// The answer was lost, not necessarily the commit, which may still come.
+    Unknown(ApiError),
+}
+
+/// Has the intake actor admit and record the upload staged as `staged`.
+pub(super) async fn record_staged(state: &AppState, staged: StagedUpload) -> Recorded {
+    let Some(intake) = state.services.peers.intake.get() else {
+        return Recorded::Refused(ApiError::Internal("intake actor is not running".into()));
+    };
+    let id = staged.id;
+    let reply = match intake
+        .call(|reply| IntakeMsg::Accept(staged, reply), None)
+        .await
+    {
+        Ok(reply) => reply,
+        Err(e) => return Recorded::Refused(ApiError::Internal(e.to_string())),
+    };
+    match reply {
+        ractor::rpc::CallResult::Success(Ok(record)) => Recorded::Yes(Box::new(record)),
+        ractor::rpc::CallResult::Success(Err(e)) => {
+            let retry_after = state.services.config.retry_after;
+            Recorded::Refused(ApiError::from_intake(e, retry_after))
+        }
+        _ => match state.services.store.get(id) {
+            Ok(Some(record)) => Recorded::Yes(Box::new(record)),
+            _ => Recorded::Unknown(ApiError::Internal("intake actor did not answer".into())),
+        },
+    }
+}
+
+/// Callbacks are signed with the tenant's secret: a `callback_url` of a key
+/// without one is refused (422).
+pub(super) fn signs_callbacks(state: &AppState, tenant: &Tenant) -> Result<(), ApiError> {
+    let signed = state
+        .services
+        .keys
+        .tenant_webhook(&tenant.0)
+        .is_some_and(|w| w.secret.is_some());
+    if signed {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "callback_url",
+            "This API key has no webhook signing secret; set one with `vidpipe keys set-webhook`.",
+        ))
+    }
 }
 
 /// A repeat of the create that wrote `first`: its body is read and checked
@@ -429,7 +468,7 @@ fn validate(form: ParsedForm, config: &Config) -> Result<ValidForm, ApiError> {
 
 /// A `callback_url`: an endpoint URL of bounded length that (unless allowed)
 /// does not point into the server's own networks.
-fn check_callback_url(url: &str, config: &Config) -> Result<(), String> {
+pub(super) fn check_callback_url(url: &str, config: &Config) -> Result<(), String> {
     let max = config.webhooks.max_callback_url_bytes;
     crate::webhook::check_endpoint_url(url, max)
         .and_then(|()| {

@@ -21,6 +21,7 @@ pub mod ops;
 pub mod parts;
 pub mod remote_media;
 pub mod routes;
+pub mod tus;
 pub mod uploads;
 pub mod view_cache;
 
@@ -44,6 +45,8 @@ pub struct AppState {
     pub storage_check: crate::storage::check::StorageCheck,
     /// `Idempotency-Key`s whose first request is being received or recorded.
     pub idempotency_claims: Arc<idempotency::Claims>,
+    /// The one writer of each tus upload.
+    pub tus_writers: tus::Writers,
 }
 
 impl AppState {

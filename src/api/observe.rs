@@ -100,8 +100,11 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
     type Error = Infallible;
     type Future = Observed<S::Future>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
+        if let Some(method) = method_override(&request) {
+            *request.method_mut() = method;
+        }
         // The client's id is echoed as it came; a new one is made without allocating.
         let mut buffer = uuid::Uuid::encode_buffer();
         let id_header = match request.headers().get(&REQUEST_ID) {
@@ -175,6 +178,17 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
             }),
         }
     }
+}
+
+/// The method a tus request names in `X-HTTP-Method-Override`, which the
+/// tus protocol has servers honour for clients behind proxies that pass only
+/// `GET` and `POST`; other routes ignore it.
+fn method_override(request: &Request<Incoming>) -> Option<Method> {
+    if !request.uri().path().starts_with("/api/client/v1/tus") {
+        return None;
+    }
+    let value = request.headers().get("x-http-method-override")?;
+    Method::from_bytes(value.as_bytes()).ok()
 }
 
 pin_project_lite::pin_project! {

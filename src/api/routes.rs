@@ -22,7 +22,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::error::{self, ApiError};
-use super::{events, intake, lifecycle, media, ops, uploads, AppState};
+use super::{events, intake, lifecycle, media, ops, tus, uploads, AppState};
 
 /// A method a route takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,10 @@ pub enum Verb {
     Post,
     /// `DELETE`
     Delete,
+    /// `PATCH`
+    Patch,
+    /// `OPTIONS`
+    Options,
 }
 
 impl Verb {
@@ -45,6 +49,8 @@ impl Verb {
             Verb::Head => "HEAD",
             Verb::Post => "POST",
             Verb::Delete => "DELETE",
+            Verb::Patch => "PATCH",
+            Verb::Options => "OPTIONS",
         }
     }
 
@@ -134,6 +140,27 @@ pub const ROUTES: &[Route] = &[
         methods: &[
             (Verb::Get, Handler::Filter(uploads::list)),
             (Verb::Post, Handler::Filter(intake::create)),
+        ],
+    },
+    // Resumable uploads (tus 1.0.0): bodies, like POST /uploads.
+    Route {
+        path: "/api/client/v1/tus",
+        holds: Holds::Keyed,
+        rest: false,
+        methods: &[
+            (Verb::Options, Handler::Filter(tus::options)),
+            (Verb::Post, Handler::Filter(tus::create)),
+        ],
+    },
+    Route {
+        path: "/api/client/v1/tus/{id}",
+        holds: Holds::Keyed,
+        rest: false,
+        methods: &[
+            (Verb::Options, Handler::Filter(tus::options)),
+            (Verb::Head, Handler::Filter(tus::head)),
+            (Verb::Patch, Handler::Filter(tus::patch)),
+            (Verb::Delete, Handler::Filter(tus::delete)),
         ],
     },
     Route {

@@ -25,6 +25,7 @@ pub mod keys;
 pub mod listing;
 pub mod outbox;
 pub mod record;
+pub mod tus;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,6 +156,7 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(cleanup::CLEANUPS)?;
     kept::open(&txn)?;
     idempotency::open(&txn)?;
+    tus::open(&txn)?;
     listing::open(&txn)?;
     outbox::OutboxTables::open(&txn)?.reindex()?;
     txn.commit()?;

@@ -1,0 +1,446 @@
+//! Resumable uploads over tus on a real server: tuspy (a third-party tus
+//! client) uploads in chunks and resumes after the server is killed with
+//! `kill -9` mid-`PATCH`; the received bytes are the client's; the upload
+//! then runs through the pipeline like any other. And the protocol's
+//! answers: versions, content types, offsets, lengths, metadata, tenants,
+//! termination, the method override, and a `PATCH` that takes over from a
+//! stalled one.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn tuspy_installed() -> bool {
+    let installed = std::process::Command::new("python3")
+        .args(["-c", "import tusclient"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tuspy is not installed; .ci/setup installs it"
+        );
+        eprintln!("skipped: tuspy is not installed (pip install tuspy)");
+    }
+    installed
+}
+
+/// Runs tests/clients/tus_upload.py; returns the upload's URL and whether it finished.
+fn tuspy(endpoint: &str, key: &str, file: &Path, chunk: usize, args: &[&str]) -> (String, bool) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tus_upload.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args([endpoint, key])
+        .arg(file)
+        .args(["root/tus", &chunk.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tuspy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut lines = stdout.lines();
+    let url = lines.next().unwrap().to_string();
+    (url, lines.next() == Some("done"))
+}
+
+fn tus_file(dir: &Path, url: &str) -> PathBuf {
+    let id = url.rsplit('/').next().unwrap();
+    dir.join("tus").join(format!("{id}.bin"))
+}
+
+async fn head_offset(client: &reqwest::Client, url: &str, key: &str) -> u64 {
+    let response = client
+        .head(url)
+        .bearer_auth(key)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    response.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// tuspy sends half in 16 KiB chunks; a raw PATCH is cut off by `kill -9`
+/// mid-body; after the restart the offset is at least what was
+/// acknowledged and at most what was sent, the file is exactly the source
+/// up to it, and tuspy resumes from there to the end; the upload completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuspy_resumes_after_a_kill_mid_patch_and_the_upload_completes() {
+    if !tuspy_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "tus");
+    let source = fixture("sample.mp4");
+    let bytes = std::fs::read(&source).unwrap();
+    let mut server = start(dir.path(), &[]);
+    let endpoint = format!("{}/tus", server.base);
+
+    let acknowledged = 16 * 1024;
+    let (url, done) = tuspy(&endpoint, &key, &source, 16 * 1024, &["--stop-at", "16384"]);
+    assert!(!done);
+    let client = reqwest::Client::new();
+    assert_eq!(head_offset(&client, &url, &key).await, acknowledged as u64);
+
+    // A PATCH whose body stops half-way; the server dies while it waits.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let sent = 20_000;
+    tx.send(Ok(bytes[acknowledged..acknowledged + sent].to_vec()))
+        .await
+        .unwrap();
+    let patch = client
+        .patch(&url)
+        .bearer_auth(&key)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", acknowledged.to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .header("content-length", (bytes.len() - acknowledged).to_string())
+        .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
+        .send();
+    let patch = tokio::spawn(patch);
+    let file = tus_file(dir.path(), &url);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&file).map_or(0, |m| m.len()) < (acknowledged + sent) as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the bytes never reached the file"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill9();
+    drop(tx);
+    let _ = patch.await;
+
+    let mut server = start(dir.path(), &[]);
+    let url = url.replace(
+        url.split("/api/").next().unwrap(),
+        server.base.split("/api/").next().unwrap(),
+    );
+    let offset = head_offset(&client, &url, &key).await as usize;
+    assert!(
+        (acknowledged..=acknowledged + sent).contains(&offset),
+        "{offset}"
+    );
+    let kept = std::fs::read(&file).unwrap();
+    assert_eq!(kept.len(), offset);
+    assert!(kept == bytes[..offset], "the file is the client's bytes");
+
+    let endpoint = format!("{}/tus", server.base);
+    let (_, done) = tuspy(&endpoint, &key, &source, 16 * 1024, &["--url", &url]);
+    assert!(done);
+    let id = url.rsplit('/').next().unwrap();
+    let record = wait_terminal(&client, &server.base, &key, id).await;
+    assert_eq!(record["status"], 6, "{record}");
+    assert_eq!(record["size_bytes"], bytes.len());
+    assert_eq!(record["filename"], "tus.mp4");
+    assert_eq!(record["folder"], "root/tus");
+    server.kill9();
+}
+
+fn tus_request(
+    t: &TestServer,
+    method: reqwest::Method,
+    url: &str,
+    key: &str,
+) -> reqwest::RequestBuilder {
+    t.client
+        .request(method, url)
+        .bearer_auth(key)
+        .header("tus-resumable", "1.0.0")
+}
+
+fn metadata(pairs: &[(&str, &str)]) -> String {
+    use base64::Engine as _;
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k} {}",
+                base64::engine::general_purpose::STANDARD.encode(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn create(t: &TestServer, key: &str, length: usize) -> String {
+    let response = tus_request(t, reqwest::Method::POST, &t.url("/tus"), key)
+        .header("upload-length", length.to_string())
+        .header(
+            "upload-metadata",
+            metadata(&[("filename", "a.mp4"), ("folder", "root")]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["tus-resumable"], "1.0.0");
+    let location = response.headers()["location"].to_str().unwrap();
+    format!("http://{}{location}", t.server.addr())
+}
+
+async fn code_of(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    assert_eq!(
+        response
+            .headers()
+            .get("tus-resumable")
+            .map(|v| v.to_str().unwrap()),
+        Some("1.0.0"),
+        "every answer but OPTIONS's says the version"
+    );
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, body["code"].as_str().unwrap_or("").to_string())
+}
+
+/// Every refusal of the protocol, with the usual JSON body and `Tus-Resumable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_answers_as_tus_1_0_0_says() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "tus");
+    let other = create_key(dir.path(), "other");
+    let t = TestServer::start(test_config(dir.path())).await;
+    let bytes = std::fs::read(fixture("sample.mp4")).unwrap();
+
+    let options = t
+        .client
+        .request(Method::OPTIONS, t.url("/tus"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), 204);
+    assert_eq!(options.headers()["tus-version"], "1.0.0");
+    assert!(options.headers()["tus-extension"]
+        .to_str()
+        .unwrap()
+        .contains("creation"));
+    assert_eq!(options.headers()["tus-max-size"], "4294967296");
+
+    // Creation: a version, a length and the metadata are required.
+    let no_version = t
+        .client
+        .post(t.url("/tus"))
+        .bearer_auth(&key)
+        .header("upload-length", "10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_version.headers()["tus-version"], "1.0.0");
+    assert_eq!(
+        code_of(no_version).await,
+        (412, "tus_version_unsupported".into())
+    );
+    let post = |length: &str, meta: String| {
+        tus_request(&t, Method::POST, &t.url("/tus"), &key)
+            .header("upload-length", length.to_string())
+            .header("upload-metadata", meta)
+            .send()
+    };
+    let good = metadata(&[("filename", "a.mp4"), ("folder", "root")]);
+    assert_eq!(
+        code_of(post("ten", good.clone()).await.unwrap()).await.0,
+        400
+    );
+    assert_eq!(
+        code_of(post("99999999999", good.clone()).await.unwrap()).await,
+        (413, "payload_too_large".into())
+    );
+    assert_eq!(
+        code_of(
+            post("10", metadata(&[("filename", "a.mp4")]))
+                .await
+                .unwrap()
+        )
+        .await,
+        (422, "validation_failed".into())
+    );
+    assert_eq!(
+        code_of(post("10", "filename !!!".into()).await.unwrap())
+            .await
+            .0,
+        400
+    );
+
+    let url = create(&t, &key, bytes.len()).await;
+    let patch = |at: usize, body: Vec<u8>, content_type: &'static str| {
+        tus_request(&t, Method::PATCH, &url, &key)
+            .header("upload-offset", at.to_string())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let octets = "application/offset+octet-stream";
+    assert_eq!(
+        code_of(patch(0, bytes[..10].to_vec(), "text/plain").await.unwrap()).await,
+        (415, "unsupported_media_type".into())
+    );
+    assert_eq!(
+        code_of(patch(5, bytes[..10].to_vec(), octets).await.unwrap()).await,
+        (409, "offset_mismatch".into())
+    );
+    let first = patch(0, bytes[..1000].to_vec(), octets).await.unwrap();
+    assert_eq!(first.status(), 204);
+    assert_eq!(first.headers()["upload-offset"], "1000");
+    // Past Upload-Length: refused, and nothing past it is kept.
+    let mut too_long = bytes[1000..].to_vec();
+    too_long.push(0);
+    assert_eq!(
+        code_of(patch(1000, too_long, octets).await.unwrap())
+            .await
+            .0,
+        400
+    );
+    assert_eq!(head_offset(&t.client, &url, &key).await, 1000);
+
+    // Another key's upload is not found; no key is a 401.
+    let theirs = tus_request(&t, Method::HEAD, &url, &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 404);
+    let keyless = t
+        .client
+        .head(&url)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyless.status(), 401);
+
+    // The method override: a POST that says PATCH.
+    let overridden = tus_request(&t, Method::POST, &url, &key)
+        .header("x-http-method-override", "PATCH")
+        .header("upload-offset", "1000")
+        .header("content-type", octets)
+        .body(bytes[1000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overridden.status(), 204);
+    let id = url.rsplit('/').next().unwrap();
+    let record = wait_terminal(&t.client, &t.base, &key, id).await;
+    assert_eq!(record["status"], 6, "{record}");
+
+    // Termination: 204, the bytes go, then 404.
+    let doomed = create(&t, &key, 100).await;
+    let gone = tus_request(&t, Method::DELETE, &doomed, &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    assert!(!tus_file(dir.path(), &doomed).exists());
+    let again = tus_request(&t, Method::HEAD, &doomed, &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+}
+
+/// A PATCH whose client stalled mid-body is stopped by the next one (its
+/// bytes so far kept), which is told the offset it reached at once, not
+/// after an idle timeout; the client then goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_patch_takes_over_from_a_stalled_one() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "tus");
+    let t = TestServer::start(test_config(dir.path())).await;
+    let bytes = std::fs::read(fixture("sample.mp4")).unwrap();
+    let url = create(&t, &key, bytes.len()).await;
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tx.send(Ok(bytes[..5000].to_vec())).await.unwrap();
+    let stalled = tus_request(&t, Method::PATCH, &url, &key)
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("content-length", bytes.len().to_string())
+        .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
+        .send();
+    let stalled = tokio::spawn(stalled);
+    let file = tus_file(dir.path(), &url);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&file).map_or(0, |m| m.len()) < 5000 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let asked = Instant::now();
+    let retry = tus_request(&t, Method::PATCH, &url, &key)
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(code_of(retry).await, (409, "offset_mismatch".into()));
+    assert_eq!(head_offset(&t.client, &url, &key).await, 5000);
+    let rest = tus_request(&t, Method::PATCH, &url, &key)
+        .header("upload-offset", "5000")
+        .header("content-type", "application/offset+octet-stream")
+        .body(bytes[5000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 204);
+    drop(tx);
+    let _ = stalled.await;
+    let id = url.rsplit('/').next().unwrap();
+    let record = wait_terminal(&t.client, &t.base, &key, id).await;
+    assert_eq!(record["status"], 6, "{record}");
+}
+
+/// An unfinished upload untouched for `tus_expiry_hours` is freed by the
+/// sweeper: its bytes go, then it is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_upload_expires() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "tus");
+    let mut config = test_config(dir.path());
+    config.tus_expiry = Duration::from_secs(1);
+    let t = TestServer::start(config).await;
+    let url = create(&t, &key, 100).await;
+    let sent = tus_request(&t, Method::PATCH, &url, &key)
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(vec![7u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 204);
+    let file = tus_file(dir.path(), &url);
+    assert!(file.exists());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let head = tus_request(&t, Method::HEAD, &url, &key)
+            .send()
+            .await
+            .unwrap();
+        if head.status() == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!file.exists());
+}
