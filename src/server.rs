@@ -223,9 +223,7 @@ impl Server {
             idempotency_claims: Default::default(),
             tus_writers: Default::default(),
         });
-        services
-            .tasks
-            .spawn(api::tus::hand_over_complete(state.clone()));
+        services.tasks.spawn(api::tus::keep(state.clone()));
         let (stop, stopped) = watch::channel(false);
         let http_done = tokio::spawn(serve(
             listener,

@@ -3,8 +3,8 @@
 //! `kill -9` mid-`PATCH`; the received bytes are the client's; the upload
 //! then runs through the pipeline like any other. And the protocol's
 //! answers: versions, content types, offsets, lengths, metadata, tenants,
-//! termination, the method override, and a `PATCH` that takes over from a
-//! stalled one.
+//! termination, the method override, a `PATCH` that takes over from a
+//! stalled one, and expiry.
 
 mod common;
 
@@ -351,9 +351,10 @@ async fn the_protocol_answers_as_tus_1_0_0_says() {
     assert_eq!(again.status(), 404);
 }
 
-/// A PATCH whose client stalled mid-body is stopped by the next one (its
-/// bytes so far kept), which is told the offset it reached at once, not
-/// after an idle timeout; the client then goes on from there.
+/// A PATCH whose client stalled mid-body is stopped by the next one from
+/// the same offset, at once (not after an idle timeout), and the new one
+/// goes on from there: what the stalled one had not committed is written
+/// again, not kept twice. A PATCH from another offset leaves the writer alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_patch_takes_over_from_a_stalled_one() {
     use reqwest::Method;
@@ -378,6 +379,16 @@ async fn a_new_patch_takes_over_from_a_stalled_one() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Not from the upload's offset: refused, the stalled writer untouched.
+    let stray = tus_request(&t, Method::PATCH, &url, &key)
+        .header("upload-offset", "77")
+        .header("content-type", "application/offset+octet-stream")
+        .body(bytes[77..100].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(stray).await, (409, "offset_mismatch".into()));
+    assert!(!stalled.is_finished());
 
     let asked = Instant::now();
     let retry = tus_request(&t, Method::PATCH, &url, &key)
@@ -392,21 +403,17 @@ async fn a_new_patch_takes_over_from_a_stalled_one() {
         "{:?}",
         asked.elapsed()
     );
-    assert_eq!(code_of(retry).await, (409, "offset_mismatch".into()));
-    assert_eq!(head_offset(&t.client, &url, &key).await, 5000);
-    let rest = tus_request(&t, Method::PATCH, &url, &key)
-        .header("upload-offset", "5000")
-        .header("content-type", "application/offset+octet-stream")
-        .body(bytes[5000..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rest.status(), 204);
+    assert_eq!(retry.status(), 204);
+    assert_eq!(
+        retry.headers()["upload-offset"],
+        bytes.len().to_string().as_str()
+    );
     drop(tx);
     let _ = stalled.await;
     let id = url.rsplit('/').next().unwrap();
     let record = wait_terminal(&t.client, &t.base, &key, id).await;
     assert_eq!(record["status"], 6, "{record}");
+    assert_eq!(record["size_bytes"], bytes.len());
 }
 
 /// An unfinished upload untouched for `tus_expiry_hours` is freed by the
@@ -443,4 +450,52 @@ async fn an_unfinished_upload_expires() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(!file.exists());
+}
+
+/// The last byte arrives while the key is at its cap of uploads in flight:
+/// the PATCH says so (429) and keeps the bytes; once a place is free the
+/// server hands the upload over by itself (its client, which saw the whole
+/// offset, sends nothing more) and it completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_refused_at_the_last_byte_is_done_later_by_the_server() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "tus");
+    let mut config = test_config(dir.path());
+    config.max_in_flight_per_tenant = 1;
+    let t = TestServer::start(config).await;
+    let bytes = std::fs::read(fixture("sample.mp4")).unwrap();
+    let url = create(&t, &key, bytes.len()).await;
+    // The key's one place, taken by an upload that is not a video and fails.
+    let (code, busy) = upload(&t.client, &t.base, &key, "not-a-video.txt", "root").await;
+    assert_eq!(code, 202, "{busy}");
+
+    let last = tus_request(&t, Method::PATCH, &url, &key)
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let refused = last.status().as_u16();
+    assert_eq!(head_offset(&t.client, &url, &key).await, bytes.len() as u64);
+    let id = url.rsplit('/').next().unwrap();
+    if refused == 429 {
+        let (status, _) = get_json(&t.client, &t.url(&format!("/uploads/{id}")), &key).await;
+        assert_eq!(status, 404, "not handed over yet");
+    } else {
+        // The busy upload failed before the last byte came: handed over at once.
+        assert_eq!(refused, 204);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = get_json(&t.client, &t.url(&format!("/uploads/{id}")), &key).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never handed over");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let record = wait_terminal(&t.client, &t.base, &key, id).await;
+    assert_eq!(record["status"], 6, "{record}");
 }

@@ -5,9 +5,7 @@
 //! The record stays, failed; a retry of it is then refused. It also forgets
 //! the `Idempotency-Key`s older than `idempotency_key_retention_hours`
 //! ([`crate::store::idempotency`]), a write of their own rows only, like
-//! the cleaner's; a lookup ignores an expired key before it goes. It frees
-//! the tus uploads untouched for `tus_expiry_hours` ([`crate::store::tus`]).
-//! A task of the
+//! the cleaner's; a lookup ignores an expired key before it goes. A task of the
 //! server's own (on `Services::tasks`), asleep until the next source is due;
 //! it looks again at least every [`LOOK_EVERY`], or every retention period
 //! if that is shorter, so a source kept after it fell asleep is not freed
@@ -21,7 +19,7 @@ use uuid::Uuid;
 
 use super::{registry, Services};
 use crate::store::idempotency;
-use crate::store::record::{unix_ago, unix_now, TransitionPatch};
+use crate::store::record::{unix_now, TransitionPatch};
 
 /// Longest sleep between two looks.
 const LOOK_EVERY: Duration = Duration::from_secs(600);
@@ -41,7 +39,6 @@ pub fn start(services: &Arc<Services>) {
 async fn run(services: Arc<Services>) {
     let look_every = LOOK_EVERY
         .min(services.config.failed_source_retention)
-        .min(services.config.tus_expiry)
         .max(MIN_WAIT);
     loop {
         let wait = match sweep(&services).await {
@@ -52,11 +49,6 @@ async fn run(services: Arc<Services>) {
                 Duration::from_secs(60)
             }
         };
-        match expire_tus_uploads(&services).await {
-            Ok(0) => {}
-            Ok(expired) => info!(expired, "expired tus uploads freed"),
-            Err(e) => warn!(error = %e, "cannot free expired tus uploads now; trying again later"),
-        }
         // After the sources, which free disk: a failure here stops nothing else.
         if let Err(e) = forget_expired_keys(&services).await {
             warn!(error = %e, "cannot forget the expired Idempotency-Keys now; trying again later");
@@ -66,37 +58,6 @@ async fn run(services: Arc<Services>) {
             () = services.stop.cancelled() => return,
         }
     }
-}
-
-/// Forgets the tus uploads untouched for `tus_expiry_hours`: an unfinished
-/// one's bytes first, then its row (a crash between the two only means the
-/// file is removed again). Returns how many went.
-async fn expire_tus_uploads(services: &Arc<Services>) -> Result<usize, String> {
-    let store = services.store.clone();
-    let layout = services.layout.clone();
-    let before = unix_ago(services.config.tus_expiry);
-    services
-        .blocking(move || -> Result<usize, String> {
-            let mut expired = 0;
-            for upload in store.tus_all().map_err(|e| e.to_string())? {
-                if upload.touched_at >= before {
-                    continue;
-                }
-                if !upload.handed_over {
-                    match std::fs::remove_file(layout.tus_path(upload.id)) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(e.to_string())
-                        }
-                        _ => {}
-                    }
-                }
-                store.tus_remove(upload.id).map_err(|e| e.to_string())?;
-                expired += 1;
-            }
-            Ok(expired)
-        })
-        .await
-        .map_err(|e| e.to_string())?
 }
 
 /// Frees every source that is due; returns when the next one is.

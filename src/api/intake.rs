@@ -23,7 +23,8 @@ use super::folder::checked_folder;
 use super::idempotency;
 use super::parts::{form_field, FormField, SentFilename};
 use super::{with_state, AppState};
-use crate::actors::intake::{IntakeMsg, StagedUpload};
+use crate::actors::intake::{IntakeError, IntakeMsg, StagedUpload};
+use crate::actors::registry::RegistryError;
 use crate::config::Config;
 use crate::layout::fsync_dir;
 use crate::store::record::UploadRecord;
@@ -310,6 +311,10 @@ pub(super) async fn record_staged(state: &AppState, staged: StagedUpload) -> Rec
     };
     match reply {
         ractor::rpc::CallResult::Success(Ok(record)) => Recorded::Yes(Box::new(record)),
+        // The registry's answer was lost, not necessarily its commit.
+        ractor::rpc::CallResult::Success(Err(IntakeError::Registry(RegistryError::NoAnswer(
+            e,
+        )))) => Recorded::Unknown(ApiError::Internal(e)),
         ractor::rpc::CallResult::Success(Err(e)) => {
             let retry_after = state.services.config.retry_after;
             Recorded::Refused(ApiError::from_intake(e, retry_after))

@@ -7,11 +7,13 @@
 //! ([`crate::store::tus`]) only once the bytes are fsynced: every
 //! [`COMMIT_EVERY`] bytes and when its body ends, however it ends. Its body
 //! is received by a task of its own, so a client that drops keeps what
-//! arrived. One writer per upload: a new `PATCH` stops the one in flight
-//! (its bytes so far are kept) and takes over, so a client whose old
-//! connection stalled resumes at once. When the last byte is in, the file
-//! becomes the upload's staged source and intake records it under the same
-//! id, as after a multipart `POST /uploads`.
+//! arrived. One writer per upload: a new `PATCH` from the upload's offset
+//! stops the one in flight (whose uncommitted bytes it writes again) and
+//! takes over, so a client whose old connection stalled resumes at once.
+//! When the last byte is in, the file becomes the upload's staged source and
+//! intake records it under the same id, as after a multipart
+//! `POST /uploads`; a hand-over intake refused (queue full) is done later by
+//! [`keep`], which also frees uploads untouched for `tus_expiry_hours`.
 //!
 //! Every answer but `OPTIONS`'s carries `Tus-Resumable: 1.0.0`; errors are
 //! the API's usual JSON.
@@ -330,6 +332,12 @@ where
         return Err(ApiError::BadHeader("Upload-Offset"));
     };
     let upload = owned(&state, &tenant, id)?;
+    // A PATCH from elsewhere than the upload's offset leaves its writer alone.
+    if at != upload.offset {
+        return Err(ApiError::OffsetMismatch {
+            offset: upload.offset,
+        });
+    }
     intake::below_reserve(&state)?;
     let declared = number(headers, "content-length")?;
     // Received in a task of its own: a client that drops keeps what arrived.
@@ -376,15 +384,15 @@ where
     if declared.is_some_and(|n| n > upload.length - upload.offset) {
         return Err(past_the_end());
     }
-    if !upload.handed_over {
-        write(&mut upload, body, &writer.stop, &state).await?;
-        if upload.offset == upload.length {
-            hand_over(&mut upload, &state).await?;
-            // Nothing is written to it again.
-            state.tus_writers.forget(id);
-        }
+    if upload.handed_over {
+        return Ok(upload);
     }
-    Ok(upload)
+    let written = write(&mut upload, body, &writer.stop, &state).await;
+    // However the body ended: with the last byte in, the upload goes on.
+    if upload.offset == upload.length {
+        hand_over(&mut upload, &state).await?;
+    }
+    written.map(|()| upload)
 }
 
 /// Appends `body` to the upload's file, committing its offset after each
@@ -414,7 +422,10 @@ where
     let ended = loop {
         let next = tokio::select! {
             biased;
-            () = stop.cancelled() => break Ok(()),
+            // Taken over: what is not committed is the new writer's to
+            // write again (it cuts the file back), so that it goes on from
+            // the offset its client was told.
+            () = stop.cancelled() => return Ok(()),
             next = tokio::time::timeout(idle, body.next()) => next,
         };
         let mut chunk = match next {
@@ -471,38 +482,57 @@ async fn commit(
 }
 
 /// The last byte is in: the file becomes the upload's staged source and
-/// intake records it. Refused (the queue is full), the file goes back and
-/// a `PATCH` of nothing at the end tries again.
+/// intake records it. Safe to call again: an upload intake has recorded
+/// (its answer lost, or a crash before the flag) only gets its flag, and a
+/// file already moved to staging is not moved again. Refused (the queue is
+/// full), the file goes back, and [`keep`] tries again.
 pub async fn hand_over(upload: &mut TusUpload, state: &AppState) -> Result<(), ApiError> {
-    let layout = &state.services.layout;
-    let (from, to) = (layout.tus_path(upload.id), layout.staged_path(upload.id));
-    let staging = layout.staging_dir();
-    let (back_from, back_to) = (to.clone(), from.clone());
-    state
-        .services
-        .blocking(move || -> std::io::Result<()> {
-            std::fs::rename(&from, &to)?;
-            fsync_dir(&staging)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let staged = StagedUpload {
-        id: upload.id,
-        tenant: upload.tenant.clone(),
-        filename: upload.filename.clone(),
-        folder: upload.folder.clone(),
-        size_bytes: upload.length,
-        callback_url: upload.callback_url.clone(),
-        idempotency_key: None,
-    };
-    match intake::record_staged(state, staged).await {
-        Recorded::Yes(_) => {}
-        Recorded::Refused(e) => {
-            let _ = std::fs::rename(&back_from, &back_to);
-            return Err(e);
+    if state.services.store.get(upload.id)?.is_none() {
+        let layout = &state.services.layout;
+        let (file, staged) = (layout.tus_path(upload.id), layout.staged_path(upload.id));
+        let (tus_dir, staging) = (layout.tus_dir(), layout.staging_dir());
+        let (from, to) = (file.clone(), staged.clone());
+        state
+            .services
+            .blocking(move || -> Result<(), ApiError> {
+                if from.exists() {
+                    std::fs::rename(&from, &to)?;
+                    fsync_dir(&staging)?;
+                } else if !to.exists() {
+                    return Err(ApiError::Internal("the upload's bytes are gone".into()));
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let staged_upload = StagedUpload {
+            id: upload.id,
+            tenant: upload.tenant.clone(),
+            filename: upload.filename.clone(),
+            folder: upload.folder.clone(),
+            size_bytes: upload.length,
+            callback_url: upload.callback_url.clone(),
+            idempotency_key: None,
+        };
+        match intake::record_staged(state, staged_upload).await {
+            Recorded::Yes(_) => {}
+            Recorded::Refused(e) => {
+                let back = state
+                    .services
+                    .blocking(move || -> std::io::Result<()> {
+                        std::fs::rename(&staged, &file)?;
+                        fsync_dir(&tus_dir)
+                    })
+                    .await;
+                if !matches!(back, Ok(Ok(()))) {
+                    tracing::warn!(upload = %upload.id, "a refused tus upload stays staged");
+                }
+                return Err(e);
+            }
+            // The record may still be written: the source stays where it is.
+            Recorded::Unknown(e) => return Err(e),
         }
-        // The record may still be written: the source stays where it is.
-        Recorded::Unknown(e) => return Err(e),
+        tracing::info!(upload = %upload.id, size_bytes = upload.length, "tus upload complete");
     }
     upload.handed_over = true;
     let store = state.services.store.clone();
@@ -512,7 +542,83 @@ pub async fn hand_over(upload: &mut TusUpload, state: &AppState) -> Result<(), A
         .blocking(move || store.tus_put(&row))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    tracing::info!(upload = %upload.id, size_bytes = upload.length, "tus upload complete");
+    state.tus_writers.forget(upload.id);
+    Ok(())
+}
+
+/// How often [`keep`] looks at the tus uploads.
+const KEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs until the server stops: every [`KEEP_EVERY`], hands over the
+/// uploads whose last byte is in and that are not handed over yet (their
+/// clients saw the whole offset and will not send again), and frees those
+/// untouched for `tus_expiry_hours` (an unfinished one's bytes first, then
+/// its row). Each under the upload's writer, and only when no `PATCH` is at
+/// work on it.
+pub async fn keep(state: Arc<AppState>) {
+    loop {
+        if let Err(e) = look(&state).await {
+            tracing::warn!(error = ?e, "cannot look after the tus uploads now; trying again later");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(KEEP_EVERY) => {}
+            () = state.services.stop.cancelled() => return,
+        }
+    }
+}
+
+async fn look(state: &AppState) -> Result<(), ApiError> {
+    let store = state.services.store.clone();
+    let all = state
+        .services
+        .blocking(move || store.tus_all())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let before = crate::store::record::unix_ago(state.services.config.tus_expiry);
+    for upload in all {
+        let owed = !upload.handed_over && upload.offset == upload.length;
+        if !owed && upload.touched_at >= before {
+            continue;
+        }
+        let Some(_writer) = state.tus_writers.try_hold(upload.id) else {
+            continue;
+        };
+        let Some(mut upload) = state.services.store.tus_get(upload.id)? else {
+            continue;
+        };
+        if !upload.handed_over && upload.offset == upload.length {
+            if let Err(e) = hand_over(&mut upload, state).await {
+                tracing::debug!(upload = %upload.id, error = ?e, "tus upload not handed over yet");
+            }
+        } else if upload.touched_at < before {
+            expire(&upload, state).await?;
+            tracing::info!(upload = %upload.id, "tus upload expired");
+        }
+    }
+    Ok(())
+}
+
+/// Frees an expired upload: its bytes (if unfinished), then its row; a
+/// crash between the two only means the file is removed again.
+async fn expire(upload: &TusUpload, state: &AppState) -> Result<(), ApiError> {
+    let path = state.services.layout.tus_path(upload.id);
+    let store = state.services.store.clone();
+    let (id, finished) = (upload.id, upload.handed_over);
+    state
+        .services
+        .blocking(move || -> Result<(), ApiError> {
+            if !finished {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            }
+            store.tus_remove(id)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    state.tus_writers.forget(id);
     Ok(())
 }
 
@@ -527,20 +633,10 @@ async fn terminated(
     let upload = owned(state, &tenant, id)?;
     // Stops a writer in flight and keeps others out while the bytes go.
     let _writer = state.tus_writers.take_over(upload.id).await;
-    let path = state.services.layout.tus_path(upload.id);
-    let store = state.services.store.clone();
-    state
-        .services
-        .blocking(move || -> Result<(), ApiError> {
-            store.tus_remove(upload.id)?;
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
-            }
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    state.tus_writers.forget(upload.id);
+    let Some(upload) = state.services.store.tus_get(upload.id)? else {
+        return Err(ApiError::NotFound);
+    };
+    expire(&upload, state).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -579,6 +675,19 @@ impl Writers {
         }
     }
 
+    /// The writer of `id`, unless one is at work (or waiting) on it.
+    pub fn try_hold(&self, id: Uuid) -> Option<Writer> {
+        let (lock, stop) = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = map.entry(id).or_default();
+            (slot.held.clone(), slot.stop.clone())
+        };
+        Some(Writer {
+            _held: lock.try_lock_owned().ok()?,
+            stop,
+        })
+    }
+
     /// The upload is gone: its entry goes.
     pub fn forget(&self, id: Uuid) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
@@ -586,52 +695,62 @@ impl Writers {
 }
 
 /// At start, before the staging folder is tidied: each unfinished tus
-/// upload's file is cut back to its durable offset, and one whose hand-over
-/// a crash interrupted gets its file back (from staging) unless intake had
-/// recorded it. Blocking.
+/// upload's file is cut back to its durable offset; one whose hand-over a
+/// crash interrupted is marked handed over if intake recorded it, or gets
+/// its file back from staging (for [`keep`] to hand it over again); files
+/// of no upload go. A failure is logged and leaves the rest to do. Blocking.
 pub fn recover_files(
     layout: &crate::layout::DataLayout,
     store: &crate::store::Store,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    for mut upload in store.tus_all()? {
+    let all = store.tus_all()?;
+    let known: std::collections::HashSet<Uuid> = all.iter().map(|u| u.id).collect();
+    for mut upload in all {
         if upload.handed_over {
             continue;
         }
-        let (file, staged) = (layout.tus_path(upload.id), layout.staged_path(upload.id));
-        if !file.exists() && staged.exists() {
-            if store.get(upload.id)?.is_some() {
-                upload.handed_over = true;
-                store.tus_put(&upload)?;
-                continue;
-            }
-            std::fs::rename(&staged, &file)?;
-            fsync_dir(&layout.tus_dir())?;
+        if let Err(e) = recover_one(layout, store, &mut upload) {
+            tracing::error!(upload = %upload.id, error = %e, "cannot recover a tus upload");
         }
-        if let Ok(open) = std::fs::OpenOptions::new().write(true).open(&file) {
-            open.set_len(upload.offset)?;
-            open.sync_all()?;
+    }
+    for entry in std::fs::read_dir(layout.tus_dir())? {
+        let path = entry?.path();
+        let ours = path
+            .file_stem()
+            .and_then(|stem| Uuid::parse_str(&stem.to_string_lossy()).ok())
+            .is_some_and(|id| known.contains(&id));
+        if !ours {
+            let _ = std::fs::remove_file(&path);
         }
     }
     Ok(())
 }
 
-/// After start: uploads whose last byte was in before a crash, and not yet
-/// handed over, are handed over now (their clients saw the whole offset
-/// and will not send again).
-pub async fn hand_over_complete(state: Arc<AppState>) {
-    let store = state.services.store.clone();
-    let all = match state.services.blocking(move || store.tus_all()).await {
-        Ok(Ok(all)) => all,
-        Ok(Err(e)) => return tracing::error!(error = %e, "cannot read tus uploads"),
-        Err(e) => return tracing::error!(error = %e, "cannot read tus uploads"),
-    };
-    for mut upload in all {
-        if upload.handed_over || upload.offset != upload.length {
-            continue;
-        }
-        let _writer = state.tus_writers.take_over(upload.id).await;
-        if let Err(e) = hand_over(&mut upload, &state).await {
-            tracing::warn!(upload = %upload.id, error = ?e, "tus upload not handed over yet");
-        }
+fn recover_one(
+    layout: &crate::layout::DataLayout,
+    store: &crate::store::Store,
+    upload: &mut TusUpload,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (file, staged) = (layout.tus_path(upload.id), layout.staged_path(upload.id));
+    if upload.offset == upload.length && store.get(upload.id)?.is_some() {
+        upload.handed_over = true;
+        store.tus_put(upload)?;
+        return Ok(());
     }
+    if !file.exists() && staged.exists() {
+        std::fs::rename(&staged, &file)?;
+        fsync_dir(&layout.tus_dir())?;
+    }
+    let open = std::fs::OpenOptions::new().write(true).open(&file)?;
+    let len = open.metadata()?.len();
+    if len < upload.offset {
+        // Bytes acknowledged are missing (the disk lost them): the offset
+        // comes back to what is there, rather than zeros nobody sent.
+        tracing::error!(upload = %upload.id, offset = upload.offset, len, "a tus upload's file is short");
+        upload.offset = len;
+        store.tus_put(upload)?;
+    }
+    open.set_len(upload.offset)?;
+    open.sync_all()?;
+    Ok(())
 }
