@@ -340,6 +340,9 @@ where
     }
     intake::below_reserve(&state)?;
     let declared = number(headers, "content-length")?;
+    if declared.is_some_and(|n| n > upload.length - upload.offset) {
+        return Err(past_the_end());
+    }
     // Received in a task of its own: a client that drops keeps what arrived.
     let received =
         receive(upload.id, at, declared, body, state.clone()).instrument(tracing::Span::current());
@@ -387,7 +390,11 @@ where
     if upload.handed_over {
         return Ok(upload);
     }
-    let written = write(&mut upload, body, &writer.stop, &state).await;
+    let written = if upload.offset < upload.length {
+        write(&mut upload, body, &writer.stop, &state).await
+    } else {
+        Ok(())
+    };
     // However the body ended: with the last byte in, the upload goes on.
     if upload.offset == upload.length {
         hand_over(&mut upload, &state).await?;
@@ -425,7 +432,10 @@ where
             // Taken over: what is not committed is the new writer's to
             // write again (it cuts the file back), so that it goes on from
             // the offset its client was told.
-            () = stop.cancelled() => return Ok(()),
+            () = stop.cancelled() => {
+                let _ = file.flush().await;
+                return Ok(());
+            }
             next = tokio::time::timeout(idle, body.next()) => next,
         };
         let mut chunk = match next {
@@ -469,15 +479,17 @@ async fn commit(
 ) -> Result<(), ApiError> {
     file.flush().await?;
     file.sync_data().await?;
-    upload.offset += bytes;
-    upload.touched_at = unix_now();
+    let mut row = upload.clone();
+    row.offset += bytes;
+    row.touched_at = unix_now();
     let store = state.services.store.clone();
-    let row = upload.clone();
+    let put = row.clone();
     state
         .services
-        .blocking(move || store.tus_put(&row))
+        .blocking(move || store.tus_put(&put))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
+    *upload = row;
     Ok(())
 }
 
@@ -535,6 +547,8 @@ pub async fn hand_over(upload: &mut TusUpload, state: &AppState) -> Result<(), A
         tracing::info!(upload = %upload.id, size_bytes = upload.length, "tus upload complete");
     }
     upload.handed_over = true;
+    // Kept for HEAD a whole expiry period from now.
+    upload.touched_at = unix_now();
     let store = state.services.store.clone();
     let row = upload.clone();
     state
@@ -580,20 +594,37 @@ async fn look(state: &AppState) -> Result<(), ApiError> {
         if !owed && upload.touched_at >= before {
             continue;
         }
-        let Some(_writer) = state.tus_writers.try_hold(upload.id) else {
-            continue;
-        };
-        let Some(mut upload) = state.services.store.tus_get(upload.id)? else {
-            continue;
-        };
-        if !upload.handed_over && upload.offset == upload.length {
-            if let Err(e) = hand_over(&mut upload, state).await {
-                tracing::debug!(upload = %upload.id, error = ?e, "tus upload not handed over yet");
-            }
-        } else if upload.touched_at < before {
-            expire(&upload, state).await?;
-            tracing::info!(upload = %upload.id, "tus upload expired");
+        // One upload that cannot be looked after does not hold up the others.
+        if let Err(e) = look_after(upload.id, before, state).await {
+            tracing::warn!(upload = %upload.id, error = ?e, "cannot look after a tus upload now");
         }
+    }
+    Ok(())
+}
+
+/// Hands over or expires the upload `id`, if no `PATCH` is at work on it.
+async fn look_after(id: Uuid, before: i64, state: &AppState) -> Result<(), ApiError> {
+    let Some(_writer) = state.tus_writers.try_hold(id) else {
+        return Ok(());
+    };
+    let Some(mut upload) = state.services.store.tus_get(id)? else {
+        state.tus_writers.forget(id);
+        return Ok(());
+    };
+    if !upload.handed_over && upload.offset == upload.length {
+        let layout = &state.services.layout;
+        let bytes_kept = layout.tus_path(id).exists() || layout.staged_path(id).exists();
+        if !bytes_kept && state.services.store.get(id)?.is_none() {
+            // Nothing left to hand over (its record was deleted, or its file lost).
+            tracing::warn!(upload = %id, "a complete tus upload has no bytes left; forgotten");
+            return expire(&upload, state).await;
+        }
+        if let Err(e) = hand_over(&mut upload, state).await {
+            tracing::debug!(upload = %id, error = ?e, "tus upload not handed over yet");
+        }
+    } else if upload.touched_at < before {
+        expire(&upload, state).await?;
+        tracing::info!(upload = %id, "tus upload expired");
     }
     Ok(())
 }
