@@ -296,6 +296,14 @@ async fn the_protocol_answers_as_tus_1_0_0_says() {
     let first = patch(0, bytes[..1000].to_vec(), octets).await.unwrap();
     assert_eq!(first.status(), 204);
     assert_eq!(first.headers()["upload-offset"], "1000");
+    // Expiration: an unfinished upload says when it is freed (24 h from now).
+    let expires = first.headers()["upload-expires"].to_str().unwrap();
+    let at = httpdate::parse_http_date(expires).unwrap();
+    let left = at.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(
+        left > Duration::from_secs(23 * 3600) && left <= Duration::from_secs(24 * 3600),
+        "{expires}"
+    );
     // Past Upload-Length: refused, and nothing past it is kept.
     let mut too_long = bytes[1000..].to_vec();
     too_long.push(0);

@@ -1,7 +1,7 @@
 //! Resumable uploads over tus 1.0.0: `/api/client/v1/tus` (`OPTIONS`, and
 //! `POST` to create one) and `/api/client/v1/tus/{id}` (`OPTIONS`, `HEAD`
 //! for its offset, `PATCH` to append, `DELETE` to terminate). Extensions:
-//! creation and termination.
+//! creation, termination and expiration (`Upload-Expires`).
 //!
 //! A `PATCH` appends to `tus/{id}.bin` and moves the upload's offset
 //! ([`crate::store::tus`]) only once the bytes are fsynced: every
@@ -50,7 +50,7 @@ use crate::store::tus::TusUpload;
 pub const VERSION: &str = "1.0.0";
 
 /// The extensions offered.
-pub const EXTENSIONS: &str = "creation,termination";
+pub const EXTENSIONS: &str = "creation,termination,expiration";
 
 /// The body type of a `PATCH`.
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
@@ -289,6 +289,7 @@ async fn created(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     headers.insert(header::LOCATION, location);
     headers.insert("upload-offset", HeaderValue::from(0u64));
+    expires(headers, &upload, state);
     Ok(response)
 }
 
@@ -306,7 +307,22 @@ fn offset_of(
     headers.insert("upload-offset", HeaderValue::from(upload.offset));
     headers.insert("upload-length", HeaderValue::from(upload.length));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    expires(headers, &upload, state);
     Ok(response)
+}
+
+/// `Upload-Expires` of an unfinished upload: `tus_expiry_hours` after its
+/// last write, when it is freed.
+fn expires(headers: &mut HeaderMap, upload: &TusUpload, state: &AppState) {
+    if upload.handed_over {
+        return;
+    }
+    let expiry = state.services.config.tus_expiry;
+    let last = u64::try_from(upload.touched_at).unwrap_or(0);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(last) + expiry;
+    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(at)) {
+        headers.insert("upload-expires", value);
+    }
 }
 
 async fn appended<S, B>(
@@ -353,9 +369,9 @@ where
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response
-        .headers_mut()
-        .insert("upload-offset", HeaderValue::from(upload.offset));
+    let headers = response.headers_mut();
+    headers.insert("upload-offset", HeaderValue::from(upload.offset));
+    expires(headers, &upload, &state);
     Ok(response)
 }
 
