@@ -162,6 +162,13 @@ fn tus_request(
         .header("tus-resumable", "1.0.0")
 }
 
+/// A `PATCH` to `url` at `offset`, of the body the caller adds.
+fn patch_at(t: &TestServer, url: &str, key: &str, offset: usize) -> reqwest::RequestBuilder {
+    tus_request(t, reqwest::Method::PATCH, url, key)
+        .header("upload-offset", offset.to_string())
+        .header("content-type", "application/offset+octet-stream")
+}
+
 fn metadata(pairs: &[(&str, &str)]) -> String {
     use base64::Engine as _;
     pairs
@@ -365,7 +372,6 @@ async fn the_protocol_answers_as_tus_1_0_0_says() {
 /// again, not kept twice. A PATCH from another offset leaves the writer alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_patch_takes_over_from_a_stalled_one() {
-    use reqwest::Method;
     let dir = tempfile::tempdir().unwrap();
     let key = create_key(dir.path(), "tus");
     let t = TestServer::start(test_config(dir.path())).await;
@@ -374,9 +380,7 @@ async fn a_new_patch_takes_over_from_a_stalled_one() {
 
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tx.send(Ok(bytes[..5000].to_vec())).await.unwrap();
-    let stalled = tus_request(&t, Method::PATCH, &url, &key)
-        .header("upload-offset", "0")
-        .header("content-type", "application/offset+octet-stream")
+    let stalled = patch_at(&t, &url, &key, 0)
         .header("content-length", bytes.len().to_string())
         .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
         .send();
@@ -388,9 +392,7 @@ async fn a_new_patch_takes_over_from_a_stalled_one() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Not from the upload's offset: refused, the stalled writer untouched.
-    let stray = tus_request(&t, Method::PATCH, &url, &key)
-        .header("upload-offset", "77")
-        .header("content-type", "application/offset+octet-stream")
+    let stray = patch_at(&t, &url, &key, 77)
         .body(bytes[77..100].to_vec())
         .send()
         .await
@@ -399,9 +401,7 @@ async fn a_new_patch_takes_over_from_a_stalled_one() {
     assert!(!stalled.is_finished());
 
     let asked = Instant::now();
-    let retry = tus_request(&t, Method::PATCH, &url, &key)
-        .header("upload-offset", "0")
-        .header("content-type", "application/offset+octet-stream")
+    let retry = patch_at(&t, &url, &key, 0)
         .body(bytes.clone())
         .send()
         .await
@@ -435,9 +435,7 @@ async fn an_unfinished_upload_expires() {
     config.tus_expiry = Duration::from_secs(1);
     let t = TestServer::start(config).await;
     let url = create(&t, &key, 100).await;
-    let sent = tus_request(&t, Method::PATCH, &url, &key)
-        .header("upload-offset", "0")
-        .header("content-type", "application/offset+octet-stream")
+    let sent = patch_at(&t, &url, &key, 0)
         .body(vec![7u8; 10])
         .send()
         .await
@@ -466,7 +464,6 @@ async fn an_unfinished_upload_expires() {
 /// offset, sends nothing more) and it completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_over_refused_at_the_last_byte_is_done_later_by_the_server() {
-    use reqwest::Method;
     let dir = tempfile::tempdir().unwrap();
     let key = create_key(dir.path(), "tus");
     let mut config = test_config(dir.path());
@@ -478,9 +475,7 @@ async fn a_hand_over_refused_at_the_last_byte_is_done_later_by_the_server() {
     let (code, busy) = upload(&t.client, &t.base, &key, "not-a-video.txt", "root").await;
     assert_eq!(code, 202, "{busy}");
 
-    let last = tus_request(&t, Method::PATCH, &url, &key)
-        .header("upload-offset", "0")
-        .header("content-type", "application/offset+octet-stream")
+    let last = patch_at(&t, &url, &key, 0)
         .body(bytes.clone())
         .send()
         .await

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
 
 use ractor::ActorProcessingErr;
 use tracing::{info, warn};
@@ -11,7 +10,7 @@ use uuid::Uuid;
 
 use super::uploader::UploaderMsg;
 use super::{registry, transcoder, Services};
-use crate::layout::DataLayout;
+use crate::layout::{remove_if_exists, DataLayout};
 use crate::storage::FinalStorage;
 use crate::store::record::{Status, UploadRecord};
 
@@ -74,13 +73,6 @@ fn discard_local_sync(layout: &DataLayout, id: Uuid, source_too: bool) -> std::i
         }
     }
     Ok(())
-}
-
-fn remove_if_exists(path: &Path) -> std::io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// Before the actors start, given the records not yet terminal and the

@@ -26,7 +26,7 @@ use super::{with_state, AppState};
 use crate::actors::intake::{IntakeError, IntakeMsg, StagedUpload};
 use crate::actors::registry::RegistryError;
 use crate::config::Config;
-use crate::layout::fsync_dir;
+use crate::layout::rename_durably;
 use crate::store::record::UploadRecord;
 
 /// Largest value accepted for a text field such as `folder`.
@@ -236,7 +236,7 @@ where
         .tasks
         .spawn(handover)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .map_err(ApiError::from)??;
     Ok(idempotency::accepted(state, &record))
 }
 
@@ -250,7 +250,6 @@ async fn hand_over(
     state: Arc<AppState>,
 ) -> Result<UploadRecord, ApiError> {
     let layout = &state.services.layout;
-    let staging_dir = layout.staging_dir();
     let from = guard.path.clone();
     let to = layout.staged_path(staged.id);
     guard.path = to.clone();
@@ -259,10 +258,9 @@ async fn hand_over(
     state
         .services
         .blocking(move || -> std::io::Result<()> {
-            std::fs::rename(&from, &to).inspect_err(|_| {
+            rename_durably(&from, &to).inspect_err(|_| {
                 let _ = std::fs::remove_file(&from);
-            })?;
-            fsync_dir(&staging_dir)
+            })
         })
         .await
         .map_err(ApiError::from)?

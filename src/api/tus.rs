@@ -42,7 +42,7 @@ use super::routes::path_param;
 use super::uploads::upload_id;
 use super::{with_state, AppState};
 use crate::actors::intake::StagedUpload;
-use crate::layout::fsync_dir;
+use crate::layout::{fsync_dir, remove_if_exists, rename_durably};
 use crate::store::record::unix_now;
 use crate::store::tus::TusUpload;
 
@@ -280,8 +280,7 @@ async fn created(
             store.tus_put(&row)?;
             Ok(())
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .await??;
     tracing::info!(upload = %upload.id, length, "tus upload created");
     let mut response = StatusCode::CREATED.into_response();
     let headers = response.headers_mut();
@@ -362,12 +361,7 @@ where
     // Received in a task of its own: a client that drops keeps what arrived.
     let received =
         receive(upload.id, at, declared, body, state.clone()).instrument(tracing::Span::current());
-    let upload = state
-        .services
-        .tasks
-        .spawn(received)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let upload = state.services.tasks.spawn(received).await??;
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     headers.insert("upload-offset", HeaderValue::from(upload.offset));
@@ -503,8 +497,7 @@ async fn commit(
     state
         .services
         .blocking(move || store.tus_put(&put))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .await??;
     *upload = row;
     Ok(())
 }
@@ -518,21 +511,18 @@ pub async fn hand_over(upload: &mut TusUpload, state: &AppState) -> Result<(), A
     if state.services.store.get(upload.id)?.is_none() {
         let layout = &state.services.layout;
         let (file, staged) = (layout.tus_path(upload.id), layout.staged_path(upload.id));
-        let (tus_dir, staging) = (layout.tus_dir(), layout.staging_dir());
         let (from, to) = (file.clone(), staged.clone());
         state
             .services
             .blocking(move || -> Result<(), ApiError> {
                 if from.exists() {
-                    std::fs::rename(&from, &to)?;
-                    fsync_dir(&staging)?;
+                    rename_durably(&from, &to)?;
                 } else if !to.exists() {
                     return Err(ApiError::Internal("the upload's bytes are gone".into()));
                 }
                 Ok(())
             })
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+            .await??;
         let staged_upload = StagedUpload {
             id: upload.id,
             tenant: upload.tenant.clone(),
@@ -547,10 +537,7 @@ pub async fn hand_over(upload: &mut TusUpload, state: &AppState) -> Result<(), A
             Recorded::Refused(e) => {
                 let back = state
                     .services
-                    .blocking(move || -> std::io::Result<()> {
-                        std::fs::rename(&staged, &file)?;
-                        fsync_dir(&tus_dir)
-                    })
+                    .blocking(move || rename_durably(&staged, &file))
                     .await;
                 if !matches!(back, Ok(Ok(()))) {
                     tracing::warn!(upload = %upload.id, "a refused tus upload stays staged");
@@ -570,8 +557,7 @@ pub async fn hand_over(upload: &mut TusUpload, state: &AppState) -> Result<(), A
     state
         .services
         .blocking(move || store.tus_put(&row))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .await??;
     state.tus_writers.forget(upload.id);
     Ok(())
 }
@@ -599,11 +585,7 @@ pub async fn keep(state: Arc<AppState>) {
 
 async fn look(state: &AppState) -> Result<(), ApiError> {
     let store = state.services.store.clone();
-    let all = state
-        .services
-        .blocking(move || store.tus_all())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let all = state.services.blocking(move || store.tus_all()).await??;
     let before = crate::store::record::unix_ago(state.services.config.tus_expiry);
     for upload in all {
         let owed = !upload.handed_over && upload.offset == upload.length;
@@ -655,16 +637,12 @@ async fn expire(upload: &TusUpload, state: &AppState) -> Result<(), ApiError> {
         .services
         .blocking(move || -> Result<(), ApiError> {
             if !finished {
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                    _ => {}
-                }
+                remove_if_exists(&path)?;
             }
             store.tus_remove(id)?;
             Ok(())
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .await??;
     state.tus_writers.forget(id);
     Ok(())
 }
@@ -785,8 +763,7 @@ fn recover_one(
         return Ok(());
     }
     if !file.exists() && staged.exists() {
-        std::fs::rename(&staged, &file)?;
-        fsync_dir(&layout.tus_dir())?;
+        rename_durably(&staged, &file)?;
     }
     let open = std::fs::OpenOptions::new().write(true).open(&file)?;
     let len = open.metadata()?.len();
