@@ -291,6 +291,12 @@ server_settings! {
     flag "HOURS", "VIDPIPE_TUS_EXPIRY_HOURS";
     check not_zero;
 
+    /// tus uploads not yet complete one API key may have at once; past it, 429.
+    max_unfinished_tus_uploads_per_tenant: usize = 100;
+    file max_unfinished_tus_uploads_per_tenant: usize as Plain;
+    flag "N", "VIDPIPE_MAX_UNFINISHED_TUS_UPLOADS_PER_TENANT";
+    check at_least(1);
+
     /// Event streams (GET /events and GET /uploads/{id}/events) one API key may have open at once; past it, 429.
     max_event_streams_per_tenant: usize = 16;
     file max_event_streams_per_tenant: usize as Plain;

@@ -90,6 +90,22 @@ pub enum ApiError {
         /// The upload's offset.
         offset: u64,
     },
+    /// 460: a tus `PATCH` body without the digest its `Upload-Checksum` gave.
+    ChecksumMismatch,
+    /// 400: an `Upload-Checksum` algorithm not offered.
+    ChecksumAlgorithm,
+    /// 403: a `PATCH` to a final upload (made of its partial uploads).
+    TusFinal,
+    /// 400: an `Upload-Concat` that cannot be honoured (why).
+    TusConcat(String),
+    /// 429: the key has `max_unfinished_tus_uploads_per_tenant` tus uploads
+    /// not yet complete.
+    TooManyTusUploads {
+        /// The limit.
+        limit: usize,
+        /// Value of the Retry-After header.
+        retry_after: Duration,
+    },
     /// 507: the data disk is full.
     InsufficientStorage,
     /// 502: the object store holding the media did not answer as it should.
@@ -138,6 +154,13 @@ impl ApiError {
             ApiError::TusContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadHeader(_) => StatusCode::BAD_REQUEST,
             ApiError::OffsetMismatch { .. } => StatusCode::CONFLICT,
+            ApiError::ChecksumMismatch => {
+                StatusCode::from_u16(460).expect("460 is a valid status code")
+            }
+            ApiError::ChecksumAlgorithm => StatusCode::BAD_REQUEST,
+            ApiError::TusFinal => StatusCode::FORBIDDEN,
+            ApiError::TusConcat(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooManyTusUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::StorageUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -169,6 +192,11 @@ impl ApiError {
             ApiError::TusContentType => "unsupported_media_type",
             ApiError::BadHeader(_) => "invalid_header",
             ApiError::OffsetMismatch { .. } => "offset_mismatch",
+            ApiError::ChecksumMismatch => "checksum_mismatch",
+            ApiError::ChecksumAlgorithm => "checksum_algorithm_unsupported",
+            ApiError::TusFinal => "upload_is_final",
+            ApiError::TusConcat(_) => "invalid_concatenation",
+            ApiError::TooManyTusUploads { .. } => "too_many_tus_uploads",
             ApiError::InsufficientStorage => "insufficient_storage",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -241,6 +269,20 @@ impl ApiError {
             ApiError::OffsetMismatch { offset } => format!(
                 "The upload is at offset {offset}: send the PATCH from there (HEAD tells where)."
             ),
+            ApiError::ChecksumMismatch => {
+                "The PATCH body does not have the Upload-Checksum digest: it was discarded; send it again."
+                    .into()
+            }
+            ApiError::ChecksumAlgorithm => {
+                "Upload-Checksum algorithms offered: md5, sha1, sha256.".into()
+            }
+            ApiError::TusFinal => {
+                "A final upload is made of its partial uploads and takes no PATCH.".into()
+            }
+            ApiError::TusConcat(why) => why.clone(),
+            ApiError::TooManyTusUploads { limit, .. } => format!(
+                "This key has {limit} tus uploads not yet complete; finish or delete one first."
+            ),
             ApiError::InsufficientStorage => {
                 "The server has no space left to store the upload.".into()
             }
@@ -288,7 +330,8 @@ impl ApiError {
         | ApiError::TooManyUploads { retry_after }
         | ApiError::Busy { retry_after }
         | ApiError::IdempotencyKeyInUse { retry_after }
-        | ApiError::TooManyEventStreams { retry_after, .. } = self
+        | ApiError::TooManyEventStreams { retry_after, .. }
+        | ApiError::TooManyTusUploads { retry_after, .. } = self
         {
             if let Ok(value) = retry_after.as_secs().max(1).to_string().parse() {
                 response.headers_mut().insert("retry-after", value);

@@ -6,7 +6,12 @@
 //! byte is in, the upload is handed over to intake under the same id (then
 //! `handed_over`); the row stays for `HEAD` until it expires.
 //!
-//! The tus routes write these rows themselves: a writer of their own table
+//! A creation's `Idempotency-Key` is kept beside its row, written and
+//! removed in the same transaction, so a key names an upload as long as the
+//! upload exists. Partial uploads (concatenation) are joined into a final
+//! one by one transaction that writes the final row and removes theirs.
+//!
+//! The tus routes write these rows themselves: a writer of their own tables
 //! only, like webhook delivery and the cleaner.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -18,6 +23,9 @@ use super::{Store, StoreError};
 /// Upload id -> JSON [`TusUpload`].
 const TUS_UPLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("tus_uploads");
 
+/// (tenant, `Idempotency-Key`) -> the id of the upload its creation made.
+const TUS_KEYS: TableDefinition<(&str, &str), u128> = TableDefinition::new("tus_idempotency_keys");
+
 /// One tus upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TusUpload {
@@ -25,8 +33,9 @@ pub struct TusUpload {
     pub id: Uuid,
     /// The API key that created it.
     pub tenant: String,
-    /// `Upload-Length`.
-    pub length: u64,
+    /// `Upload-Length`; `None` while deferred (creation-defer-length) until
+    /// a `PATCH` gives it.
+    pub length: Option<u64>,
     /// Bytes durable in its file.
     pub offset: u64,
     /// From `Upload-Metadata`, checked as the form's fields are.
@@ -39,23 +48,108 @@ pub struct TusUpload {
     pub touched_at: i64,
     /// Its last byte is in and intake has its record.
     pub handed_over: bool,
+    /// Whether it is a part of another (concatenation).
+    #[serde(default, skip_serializing_if = "Concat::is_single")]
+    pub concat: Concat,
+    /// The `Idempotency-Key` of its creation, if one was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The concatenation extension's kinds of upload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concat {
+    /// An upload of its own.
+    #[default]
+    Single,
+    /// `Upload-Concat: partial`: its bytes wait to be joined into a final
+    /// upload; it is never handed over itself.
+    Partial,
+    /// `Upload-Concat: final`: made of these partial uploads, in order.
+    Final(Vec<Uuid>),
+}
+
+impl Concat {
+    fn is_single(&self) -> bool {
+        matches!(self, Concat::Single)
+    }
+}
+
+impl TusUpload {
+    /// All its bytes are in.
+    pub fn is_complete(&self) -> bool {
+        self.length == Some(self.offset)
+    }
+
+    /// Its bytes go on to intake once complete (a partial upload's do not).
+    pub fn is_handed_over_when_complete(&self) -> bool {
+        self.concat != Concat::Partial
+    }
 }
 
 /// Makes sure the table exists.
 pub(super) fn open(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(TUS_UPLOADS)?;
+    txn.open_table(TUS_KEYS)?;
+    Ok(())
+}
+
+fn put(txn: &WriteTransaction, upload: &TusUpload) -> Result<(), StoreError> {
+    let row = serde_json::to_vec(upload)?;
+    txn.open_table(TUS_UPLOADS)?
+        .insert(upload.id.as_u128(), row.as_slice())?;
+    if let Some(key) = &upload.idempotency_key {
+        txn.open_table(TUS_KEYS)?
+            .insert((upload.tenant.as_str(), key.as_str()), upload.id.as_u128())?;
+    }
+    Ok(())
+}
+
+fn remove(txn: &WriteTransaction, id: Uuid) -> Result<(), StoreError> {
+    let mut uploads = txn.open_table(TUS_UPLOADS)?;
+    let Some(row) = uploads.remove(id.as_u128())? else {
+        return Ok(());
+    };
+    let upload: TusUpload = serde_json::from_slice(row.value())?;
+    drop(row);
+    if let Some(key) = &upload.idempotency_key {
+        txn.open_table(TUS_KEYS)?
+            .remove((upload.tenant.as_str(), key.as_str()))?;
+    }
     Ok(())
 }
 
 impl Store {
     /// Writes `upload` (new, or its new state). Durable on return.
     pub fn tus_put(&self, upload: &TusUpload) -> Result<(), StoreError> {
-        let row = serde_json::to_vec(upload)?;
+        self.write(|txn| put(txn, upload))
+    }
+
+    /// Writes the final upload `joined` and removes the partial uploads it
+    /// is made of, in one transaction. Durable on return.
+    pub fn tus_join(&self, joined: &TusUpload, parts: &[Uuid]) -> Result<(), StoreError> {
         self.write(|txn| {
-            txn.open_table(TUS_UPLOADS)?
-                .insert(upload.id.as_u128(), row.as_slice())?;
-            Ok(())
+            for &part in parts {
+                remove(txn, part)?;
+            }
+            put(txn, joined)
         })
+    }
+
+    /// The upload whose creation `tenant` sent with the `Idempotency-Key`
+    /// `key`, while it exists.
+    pub fn tus_by_key(&self, tenant: &str, key: &str) -> Result<Option<TusUpload>, StoreError> {
+        let id = self.read(|txn| {
+            let keys = txn.open_table(TUS_KEYS)?;
+            Ok(keys
+                .get((tenant, key))?
+                .map(|id| Uuid::from_u128(id.value())))
+        })?;
+        match id {
+            Some(id) => self.tus_get(id),
+            None => Ok(None),
+        }
     }
 
     /// The tus upload `id`, if there is one.
@@ -71,10 +165,7 @@ impl Store {
 
     /// Forgets the tus upload `id`. Durable on return.
     pub fn tus_remove(&self, id: Uuid) -> Result<(), StoreError> {
-        self.write(|txn| {
-            txn.open_table(TUS_UPLOADS)?.remove(id.as_u128())?;
-            Ok(())
-        })
+        self.write(|txn| remove(txn, id))
     }
 
     /// Every tus upload (a scan: for the start).
@@ -102,13 +193,15 @@ mod tests {
         let mut upload = TusUpload {
             id: Uuid::new_v4(),
             tenant: "t".into(),
-            length: 10,
+            length: Some(10),
             offset: 0,
             filename: "a.mp4".into(),
             folder: "root".into(),
             callback_url: None,
             touched_at: 1,
             handed_over: false,
+            concat: Concat::Single,
+            idempotency_key: Some("k".into()),
         };
         {
             let store = Store::open(&path).unwrap();
@@ -119,7 +212,54 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.tus_get(upload.id).unwrap(), Some(upload.clone()));
         assert_eq!(store.tus_all().unwrap(), vec![upload.clone()]);
+        assert_eq!(store.tus_by_key("t", "k").unwrap(), Some(upload.clone()));
         store.tus_remove(upload.id).unwrap();
         assert_eq!(store.tus_get(upload.id).unwrap(), None);
+        assert_eq!(store.tus_by_key("t", "k").unwrap(), None);
+    }
+
+    #[test]
+    fn a_row_written_before_deferred_lengths_and_concatenation_reads_as_single() {
+        let id = Uuid::new_v4();
+        let old = format!(
+            r#"{{"id":"{id}","tenant":"t","length":10,"offset":3,"filename":"a.mp4","folder":"root","callback_url":null,"touched_at":1,"handed_over":false}}"#
+        );
+        let upload: TusUpload = serde_json::from_str(&old).unwrap();
+        assert_eq!(upload.length, Some(10));
+        assert_eq!(upload.concat, Concat::Single);
+        assert_eq!(upload.idempotency_key, None);
+    }
+
+    #[test]
+    fn joining_writes_the_final_upload_and_removes_its_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("status.redb")).unwrap();
+        let part = |key: &str| TusUpload {
+            id: Uuid::new_v4(),
+            tenant: "t".into(),
+            length: Some(5),
+            offset: 5,
+            filename: String::new(),
+            folder: String::new(),
+            callback_url: None,
+            touched_at: 1,
+            handed_over: false,
+            concat: Concat::Partial,
+            idempotency_key: Some(key.into()),
+        };
+        let (a, b) = (part("a"), part("b"));
+        store.tus_put(&a).unwrap();
+        store.tus_put(&b).unwrap();
+        let joined = TusUpload {
+            id: Uuid::new_v4(),
+            length: Some(10),
+            offset: 10,
+            concat: Concat::Final(vec![a.id, b.id]),
+            idempotency_key: None,
+            ..a.clone()
+        };
+        store.tus_join(&joined, &[a.id, b.id]).unwrap();
+        assert_eq!(store.tus_all().unwrap(), vec![joined]);
+        assert_eq!(store.tus_by_key("t", "a").unwrap(), None);
     }
 }

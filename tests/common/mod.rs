@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod seaweed;
+pub mod tus;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -227,7 +228,12 @@ pub fn free_port() -> u16 {
 
 /// Starts the real binary on `data_dir` with extra environment variables, without waiting.
 pub fn spawn_server(data_dir: &Path, env: &[(&str, &str)]) -> Running {
-    spawn_server_by(Command::new(BIN), data_dir, env)
+    spawn_server_on(data_dir, free_port(), env)
+}
+
+/// As [`spawn_server`], on `port`: a restart where its clients left it.
+pub fn spawn_server_on(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Running {
+    spawn_server_by(Command::new(BIN), data_dir, port, env)
 }
 
 /// As [`spawn_server`], under a soft and a hard limit on open files.
@@ -239,12 +245,16 @@ pub fn spawn_server_with_file_limit(data_dir: &Path, soft: u64, hard: u64) -> Ru
         &format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""),
         BIN,
     ]);
-    spawn_server_by(shell, data_dir, &[])
+    spawn_server_by(shell, data_dir, free_port(), &[])
 }
 
 /// Runs `command` (the binary, or a shell that execs it) with the server's arguments.
-fn spawn_server_by(mut command: Command, data_dir: &Path, env: &[(&str, &str)]) -> Running {
-    let port = free_port();
+fn spawn_server_by(
+    mut command: Command,
+    data_dir: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> Running {
     let mut child = command
         .args([
             "serve",
@@ -310,7 +320,12 @@ impl Running {
 
 /// Starts the real binary on `data_dir` and waits until it listens.
 pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Running {
-    let mut running = spawn_server(data_dir, env);
+    start_on(data_dir, free_port(), env)
+}
+
+/// As [`start`], on `port`.
+pub fn start_on(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Running {
+    let mut running = spawn_server_on(data_dir, port, env);
     assert!(
         running.wait_listening(),
         "server exited: {:?}",
