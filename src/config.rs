@@ -21,7 +21,9 @@ use std::time::Duration;
 use crate::media::{MediaLimits, OutputProfile};
 use crate::storage::s3::S3Config;
 use crate::webhook::WebhookConfig;
-use setting::{any, at_least, not_zero, Form, Hours, Optional, Plain, Secs, SettingDoc};
+use setting::{
+    any, at_least, not_zero, origins, Form, Hours, List, Optional, Plain, Secs, SettingDoc,
+};
 
 /// Most `max_connections` accepted (far past what one process serves).
 pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
@@ -302,6 +304,13 @@ server_settings! {
     file max_event_streams_per_tenant: usize as Plain;
     flag "N", "VIDPIPE_MAX_EVENT_STREAMS_PER_TENANT";
     check at_least(1);
+
+    /// Origins (`scheme://host[:port]`, comma-separated, or `*` for any) whose pages may call the API and read /media from a browser: CORS preflights are answered and the answers readable there.
+    cors_origins: Vec<String> = Vec::new();
+    file cors_origins: String as List;
+    flag "ORIGINS", "VIDPIPE_CORS_ORIGINS";
+    default "none";
+    check origins;
 
     /// Seconds in-flight requests get to finish on shutdown.
     shutdown_grace: Duration = Duration::from_secs(30);

@@ -145,6 +145,18 @@ async fn a_creation_may_carry_the_first_bytes_or_leave_the_length_for_later() {
     let done = wait_terminal(&t.client, &t.base, &key, id_of(&url)).await;
     assert_eq!(done["status"], 6, "{done}");
 
+    // First bytes past the length are refused before anything is made.
+    let past = tus_request(&t, Method::POST, &t.url("/tus"), &key)
+        .header("upload-length", "10")
+        .header("upload-metadata", &meta)
+        .header("content-type", "application/offset+octet-stream")
+        .body(vec![0u8; 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(past).await, (400, "bad_request".into()));
+    assert_eq!(files_in(&dir.path().join("tus")).len(), 0);
+
     // A body of another type on creation is a 415.
     let other_type = tus_request(&t, Method::POST, &t.url("/tus"), &key)
         .header("upload-length", "10")

@@ -106,6 +106,8 @@ pub enum ApiError {
         /// Value of the Retry-After header.
         retry_after: Duration,
     },
+    /// 403: a browser's preflight from an origin not in `cors_origins`.
+    OriginNotAllowed,
     /// 507: the data disk is full.
     InsufficientStorage,
     /// 502: the object store holding the media did not answer as it should.
@@ -159,6 +161,7 @@ impl ApiError {
             }
             ApiError::ChecksumAlgorithm => StatusCode::BAD_REQUEST,
             ApiError::TusFinal => StatusCode::FORBIDDEN,
+            ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::TusConcat(_) => StatusCode::BAD_REQUEST,
             ApiError::TooManyTusUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
@@ -195,6 +198,7 @@ impl ApiError {
             ApiError::ChecksumMismatch => "checksum_mismatch",
             ApiError::ChecksumAlgorithm => "checksum_algorithm_unsupported",
             ApiError::TusFinal => "upload_is_final",
+            ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::TusConcat(_) => "invalid_concatenation",
             ApiError::TooManyTusUploads { .. } => "too_many_tus_uploads",
             ApiError::InsufficientStorage => "insufficient_storage",
@@ -261,7 +265,7 @@ impl ApiError {
             }
             ApiError::TusVersion => "This server speaks tus 1.0.0: send Tus-Resumable: 1.0.0.".into(),
             ApiError::TusContentType => {
-                "A PATCH body must be Content-Type: application/offset+octet-stream.".into()
+                "A tus body (a PATCH's, or a creation's first bytes) must be Content-Type: application/offset+octet-stream.".into()
             }
             ApiError::BadHeader(name) => {
                 format!("The {name} header is missing or not valid.")
@@ -280,6 +284,9 @@ impl ApiError {
                 "A final upload is made of its partial uploads and takes no PATCH.".into()
             }
             ApiError::TusConcat(why) => why.clone(),
+            ApiError::OriginNotAllowed => {
+                "This origin may not call the API from a browser (see cors_origins).".into()
+            }
             ApiError::TooManyTusUploads { limit, .. } => format!(
                 "This key has {limit} tus uploads not yet complete; finish or delete one first."
             ),

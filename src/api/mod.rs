@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod body;
 pub mod bounds;
+pub mod cors;
 pub mod error;
 pub mod events;
 pub mod folder;

@@ -25,7 +25,7 @@ use warp::reply::Response;
 
 use super::error::{ApiError, Failure};
 use super::routes::{self, Dispatch, Holds, Table};
-use super::{auth, bounds, AppState};
+use super::{auth, bounds, cors, AppState};
 
 /// Header carrying the request id, both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -124,9 +124,14 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
             Level::INFO
         };
         let span = request_span(level, &id_header, &method, route_label);
+        let mut cors = cors::allowed(request.headers(), &self.state.0.services.config);
+        let preflight = cors::is_preflight(&method, request.headers());
         // A request that would hold a file, a body or a buffer takes a place first.
         let mut place = None;
         let refused = framing_error(&request).or_else(|| {
+            if preflight {
+                return None;
+            }
             let holds = route.map_or(Holds::Nothing, |at| routes::ROUTES[at].holds);
             if holds == Holds::Nothing || matches!(dispatch, Dispatch::MethodNotAllowed(_)) {
                 return None;
@@ -143,6 +148,9 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
         });
         let response = if let Some(error) = refused {
             Answer::ready(error.to_response())
+        } else if preflight {
+            // Answered whole here: it is not the route's to answer.
+            Answer::ready(cors::preflight(cors.take()))
         } else {
             match dispatch {
                 Dispatch::NotFound => Answer::ready(ApiError::NotFound.to_response()),
@@ -175,6 +183,7 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
                 method,
                 state: self.state.clone(),
                 place,
+                cors,
             }),
         }
     }
@@ -250,6 +259,8 @@ struct RequestFacts {
     state: Arc<ConnectionState>,
     /// The request's place among those in flight; its body keeps it.
     place: Option<bounds::Place>,
+    /// The page's origin, when it may read the answer.
+    cors: Option<HeaderValue>,
 }
 
 impl<F> Future for Observed<F>
@@ -285,6 +296,9 @@ where
         let failure = response.extensions_mut().remove::<Failure>();
         log_request(span, &facts, status, latency, failure);
         response.headers_mut().insert(REQUEST_ID, facts.id_header);
+        if let Some(origin) = facts.cors {
+            cors::allow(&mut response, origin);
+        }
         // hyper leaves out the body of a HEAD answer over HTTP/1 only.
         if facts.method == Method::HEAD {
             let (mut parts, body) = response.into_parts();

@@ -58,6 +58,24 @@ impl Form<Duration> for Hours {
     }
 }
 
+/// A list written as one string, its items separated by commas (so that a
+/// flag or an environment variable holds it as well as the file).
+pub struct List;
+
+impl Form<Vec<String>> for List {
+    type File = String;
+    fn read(file: String) -> Vec<String> {
+        file.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(String::from)
+            .collect()
+    }
+    fn write(value: &Vec<String>) -> Option<String> {
+        (!value.is_empty()).then(|| value.join(","))
+    }
+}
+
 /// A setting that may be left unset.
 pub struct Optional;
 
@@ -117,6 +135,31 @@ pub fn at_least<T: PartialOrd + Display>(min: T) -> impl Fn(&T) -> Result<(), St
 pub fn not_zero(value: &Duration) -> Result<(), String> {
     if value.is_zero() {
         return Err("must be above 0".into());
+    }
+    Ok(())
+}
+
+/// The check of a list of origins: each `*`, or `http`/`https`, `://`, a
+/// host and an optional port, with no path (a browser's `Origin` header).
+pub fn origins(value: &Vec<String>) -> Result<(), String> {
+    for origin in value {
+        if origin == "*" {
+            continue;
+        }
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let valid = host.is_some_and(|host| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        });
+        if !valid {
+            return Err(format!(
+                "has {origin:?}, which is not an origin (scheme://host[:port], no path, or *)"
+            ));
+        }
     }
     Ok(())
 }

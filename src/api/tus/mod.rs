@@ -372,6 +372,17 @@ where
     }
     let checksum = Expected::of(headers)?;
     let upload = new_upload(&tenant, headers, concat, key.clone(), &state)?;
+    let declared = number(headers, "content-length")?;
+    if with_bytes {
+        let first = Patch {
+            at: 0,
+            declared,
+            length: None,
+            checksum: None,
+        };
+        // First bytes past the length are refused before anything is made.
+        write::check(&upload, &first, state.services.config.max_upload_bytes)?;
+    }
     // A key is held by one creation at a time; a repeat is answered with
     // the upload the first made, and writes nothing.
     let _claim = match &key {
@@ -437,7 +448,7 @@ where
         // whatever became of it; the answer's offset tells the client.
         let patch = Patch {
             at: 0,
-            declared: number(headers, "content-length")?,
+            declared,
             length: None,
             checksum,
         };
