@@ -244,3 +244,70 @@ async fn a_full_disk_at_the_database_commit_gets_507_and_loses_nothing() {
     assert_eq!(settled_in(&data.join("staging"), &sources).await, sources);
     t.server.shutdown().await;
 }
+
+/// A tus upload on a full disk: below the reserve a `PATCH` is a 507 before
+/// a byte is read; with no reserve, one that meets the full disk mid-body is
+/// a 507 too. Either way the offset is where it was and the file up to it is
+/// what was sent; once there is space, the upload resumes from there and
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tus_upload_on_a_full_disk_keeps_its_offset_and_resumes() {
+    use common::tus::*;
+    let dir = tempfile::tempdir().unwrap();
+    let Some((data, _mount, key, mut config)) = small_data_dir(dir.path()) else {
+        return;
+    };
+    config.reserved_disk_bytes = 512 * 1024;
+    let t = TestServer::start(config.clone()).await;
+    let bytes: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let url = create(&t, &key, bytes.len()).await;
+    let first = 300_000;
+    let response = patch_at(&t, &url, &key, 0)
+        .body(bytes[..first].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let id = url.rsplit('/').next().unwrap().to_string();
+    let file = data.join("tus").join(format!("{id}.bin"));
+
+    let filler = Filler::fill(&data, 256 * 1024);
+    let refused = patch_at(&t, &url, &key, first)
+        .body(bytes[first..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(refused).await, (507, "insufficient_storage".into()));
+    assert_eq!(head_offset(&t.client, &url, &key).await, first as u64);
+    drop(filler);
+    t.server.shutdown().await;
+
+    // No reserve: the body itself meets the full disk.
+    config.reserved_disk_bytes = 0;
+    let t = TestServer::start(config).await;
+    let url = format!("http://{}/api/client/v1/tus/{id}", t.server.addr());
+    let filler = Filler::fill(&data, 600 * 1024);
+    let refused = patch_at(&t, &url, &key, first)
+        .body(bytes[first..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(refused).await, (507, "insufficient_storage".into()));
+    let offset = head_offset(&t.client, &url, &key).await as usize;
+    assert_eq!(offset, first);
+    assert_eq!(&std::fs::read(&file).unwrap()[..offset], &bytes[..offset]);
+
+    drop(filler);
+    let response = patch_at(&t, &url, &key, offset)
+        .body(bytes[offset..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let done = wait_terminal(&t.client, &t.base, &key, &id).await;
+    assert_eq!(done["error"]["code"], "unsupported_media", "{done}");
+    assert_eq!(done["size_bytes"], bytes.len() as u64);
+    let kept = std::fs::read(data.join("staging").join(kept_source(&id))).unwrap();
+    assert!(kept == bytes, "the kept source is the bytes sent");
+    t.server.shutdown().await;
+}

@@ -461,3 +461,40 @@ async fn tuspy_with_checksums_sends_bytes_the_server_keeps_exactly() {
     let kept = std::fs::read(dir.path().join("staging").join(kept_source(id_of(&url)))).unwrap();
     assert_eq!(sha2::Sha256::digest(&kept), sha2::Sha256::digest(&noise));
 }
+
+/// A `PATCH` whose client stops sending mid-body gets the multipart path's
+/// idle timeout: a 408 once `body_idle_timeout_secs` pass, with what came
+/// before kept (the offset moved to it), so the client resumes from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_that_stops_sending_times_out_and_keeps_what_came() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "tus");
+    let mut config = test_config(dir.path());
+    config.body_idle_timeout = Duration::from_secs(1);
+    let t = TestServer::start(config).await;
+    let bytes = std::fs::read(fixture("sample.mp4")).unwrap();
+    let url = create(&t, &key, bytes.len()).await;
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tx.send(Ok(bytes[..7000].to_vec())).await.unwrap();
+    let started = Instant::now();
+    let stalled = patch_at(&t, &url, &key, 0)
+        .header("content-length", bytes.len().to_string())
+        .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(stalled).await, (408, "request_timeout".into()));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(tx);
+    assert_eq!(head_offset(&t.client, &url, &key).await, 7000);
+    let rest = patch_at(&t, &url, &key, 7000)
+        .body(bytes[7000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 204);
+    let done = wait_terminal(&t.client, &t.base, &key, id_of(&url)).await;
+    assert_eq!(done["status"], 6, "{done}");
+}
