@@ -247,6 +247,15 @@ async fn the_protocol_answers_as_tus_1_0_0_says() {
         .await
         .unwrap();
     assert_eq!(again.status(), 404);
+    // An answer the router makes itself says the version too.
+    let not_allowed = tus_request(&t, Method::PUT, &doomed, &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(not_allowed).await,
+        (405, "method_not_allowed".into())
+    );
 }
 
 /// A PATCH whose client stalled mid-body is stopped by the next one from

@@ -168,6 +168,16 @@ async fn a_creation_may_carry_the_first_bytes_or_leave_the_length_for_later() {
         .unwrap();
     assert_eq!(code_of(other_type).await.0, 415);
 
+    // Another type on a creation without a body is no body.
+    let typed = tus_request(&t, Method::POST, &t.url("/tus"), &key)
+        .header("upload-length", "10")
+        .header("upload-metadata", &meta)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(typed.status(), 201);
+
     // creation-defer-length: no length at first, given by a later PATCH.
     let post_deferred = |value: &'static str| {
         tus_request(&t, Method::POST, &t.url("/tus"), &key)
@@ -198,6 +208,20 @@ async fn a_creation_may_carry_the_first_bytes_or_leave_the_length_for_later() {
     assert_eq!(status, 200);
     assert_eq!(headers["upload-defer-length"], "1");
     assert!(headers.get("upload-length").is_none());
+    // A length that comes with a refused body is not kept either.
+    let refused = patch_at(&t, &url, &key, 0)
+        .header("upload-length", "5")
+        .header(
+            "upload-checksum",
+            format!("sha1 {}", b64(&sha1::Sha1::digest(b"other"))),
+        )
+        .body(b"12345".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(refused).await.0, 460);
+    let (_, headers) = head(&t, &url, &key).await;
+    assert_eq!(headers["upload-defer-length"], "1");
     let response = patch_at(&t, &url, &key, 0)
         .body(first.to_vec())
         .send()
@@ -328,6 +352,36 @@ async fn partial_uploads_are_joined_by_a_final_one_into_the_pipeline() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
+
+    // A part whose bytes the disk lost: refused, and the final's file goes.
+    let lost = partial(&t, &key, b"0123456789").await;
+    let lost_file = dir.path().join("tus").join(format!("{}.bin", id_of(&lost)));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lost_file)
+        .unwrap()
+        .set_len(4)
+        .unwrap();
+    let files_before = files_in(&dir.path().join("tus"));
+    let short = post_final(&key, &[&a, &lost], &meta).await.unwrap();
+    assert_eq!(code_of(short).await.0, 500);
+    assert_eq!(files_in(&dir.path().join("tus")), files_before);
+
+    // A key sent with each partial upload (as tus-js-client sends its
+    // headers) names none of them; an empty part is a part.
+    let keyed = |length: usize| {
+        tus_request(&t, Method::POST, &t.url("/tus"), &key)
+            .header("upload-length", length.to_string())
+            .header("upload-concat", "partial")
+            .header("idempotency-key", "file-1")
+            .send()
+    };
+    let (one, two) = (keyed(10).await.unwrap(), keyed(10).await.unwrap());
+    assert_eq!((one.status().as_u16(), two.status().as_u16()), (201, 201));
+    assert_ne!(one.headers()["location"], two.headers()["location"]);
+    assert!(two.headers().get("idempotent-replayed").is_none());
+    assert_eq!(keyed(0).await.unwrap().status(), 201);
+
     // Parts named by path as well as by URL.
     let c_path = c.trim_start_matches(&format!("http://{}", t.server.addr()));
     let joined = post_final(&key, &[&a, &b, c_path], &meta).await.unwrap();
@@ -418,10 +472,16 @@ async fn a_creation_repeated_with_its_idempotency_key_gets_the_same_upload() {
     let bad_key = post("a.mp4", Some("")).await.unwrap();
     assert_eq!(code_of(bad_key).await, (422, "validation_failed".into()));
 
-    // The key's cap on unfinished uploads (2 here): the third is a 429, a
-    // replay is not refused, and deleting one makes room.
-    let second = post("b.mp4", None).await.unwrap();
-    assert_eq!(second.status(), 201);
+    // The key's cap on unfinished uploads (2 here): of 20 creations at
+    // once only one gets the place left; a replay is not refused, and
+    // deleting one makes room.
+    let racing: Vec<_> = (0..20).map(|_| post("b.mp4", None)).collect();
+    let answers = futures_util::future::join_all(racing).await;
+    let created = answers
+        .iter()
+        .filter(|a| a.as_ref().unwrap().status() == 201)
+        .count();
+    assert_eq!(created, 1);
     let third = post("c.mp4", None).await.unwrap();
     assert!(third.headers().contains_key("retry-after"));
     assert_eq!(code_of(third).await, (429, "too_many_tus_uploads".into()));

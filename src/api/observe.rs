@@ -25,7 +25,7 @@ use warp::reply::Response;
 
 use super::error::{ApiError, Failure};
 use super::routes::{self, Dispatch, Holds, Table};
-use super::{auth, bounds, cors, AppState};
+use super::{auth, bounds, cors, tus, AppState};
 
 /// Header carrying the request id, both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -193,7 +193,7 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
 /// tus protocol has servers honour for clients behind proxies that pass only
 /// `GET` and `POST`; other routes ignore it.
 fn method_override(request: &Request<Incoming>) -> Option<Method> {
-    if !request.uri().path().starts_with("/api/client/v1/tus") {
+    if !request.uri().path().starts_with(tus::PATH) {
         return None;
     }
     let value = request.headers().get("x-http-method-override")?;
@@ -298,6 +298,12 @@ where
         response.headers_mut().insert(REQUEST_ID, facts.id_header);
         if let Some(origin) = facts.cors {
             cors::allow(&mut response, origin);
+        }
+        // The tus routes' answers say the version, also those made here (a
+        // busy server's 503, a 405, a framing 400).
+        if route.starts_with(tus::PATH) && facts.method != Method::OPTIONS {
+            let version = HeaderValue::from_static(tus::VERSION);
+            response.headers_mut().insert(tus::RESUMABLE, version);
         }
         // hyper leaves out the body of a HEAD answer over HTTP/1 only.
         if facts.method == Method::HEAD {

@@ -241,7 +241,8 @@ mod tests {
     }
 
     /// Keys whose example value is not the default (it depends on the machine, or is unset).
-    const EXAMPLE_ONLY: [&str; 6] = [
+    const EXAMPLE_ONLY: [&str; 7] = [
+        "cors_origins",
         "transcoders",
         "threads",
         "public_url",
@@ -291,6 +292,7 @@ mod tests {
         let mut defaults = Config::new(DEFAULT_LISTEN, PathBuf::from(DEFAULT_DATA_DIR));
         defaults.public_url = Some("https://x".into());
         defaults.metrics_token = Some("x".into());
+        defaults.cors_origins = vec!["https://x".into()];
         defaults.webhooks.url = Some("https://x".into());
         defaults.webhooks.secret = Some("x".into());
         let expected: toml::Table =

@@ -14,7 +14,7 @@
 //! The tus routes write these rows themselves: a writer of their own tables
 //! only, like webhook delivery and the cleaner.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -25,6 +25,10 @@ const TUS_UPLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("tus_uplo
 
 /// (tenant, `Idempotency-Key`) -> the id of the upload its creation made.
 const TUS_KEYS: TableDefinition<(&str, &str), u128> = TableDefinition::new("tus_idempotency_keys");
+
+/// (tenant, upload id) of each upload not handed over yet: what a key's cap
+/// on unfinished uploads counts.
+const TUS_UNFINISHED: TableDefinition<(&str, u128), ()> = TableDefinition::new("tus_unfinished");
 
 /// One tus upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,8 +94,19 @@ impl TusUpload {
 
 /// Makes sure the table exists.
 pub(super) fn open(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(TUS_UPLOADS)?;
+    let uploads = txn.open_table(TUS_UPLOADS)?;
     txn.open_table(TUS_KEYS)?;
+    let mut unfinished = txn.open_table(TUS_UNFINISHED)?;
+    // Rows written before the index existed are indexed once.
+    if unfinished.is_empty()? {
+        for entry in uploads.iter()? {
+            let (_, row) = entry?;
+            let upload: TusUpload = serde_json::from_slice(row.value())?;
+            if !upload.handed_over {
+                unfinished.insert((upload.tenant.as_str(), upload.id.as_u128()), ())?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -102,6 +117,13 @@ fn put(txn: &WriteTransaction, upload: &TusUpload) -> Result<(), StoreError> {
     if let Some(key) = &upload.idempotency_key {
         txn.open_table(TUS_KEYS)?
             .insert((upload.tenant.as_str(), key.as_str()), upload.id.as_u128())?;
+    }
+    let mut unfinished = txn.open_table(TUS_UNFINISHED)?;
+    let entry = (upload.tenant.as_str(), upload.id.as_u128());
+    if upload.handed_over {
+        unfinished.remove(entry)?;
+    } else {
+        unfinished.insert(entry, ())?;
     }
     Ok(())
 }
@@ -117,6 +139,8 @@ fn remove(txn: &WriteTransaction, id: Uuid) -> Result<(), StoreError> {
         txn.open_table(TUS_KEYS)?
             .remove((upload.tenant.as_str(), key.as_str()))?;
     }
+    txn.open_table(TUS_UNFINISHED)?
+        .remove((upload.tenant.as_str(), upload.id.as_u128()))?;
     Ok(())
 }
 
@@ -124,6 +148,25 @@ impl Store {
     /// Writes `upload` (new, or its new state). Durable on return.
     pub fn tus_put(&self, upload: &TusUpload) -> Result<(), StoreError> {
         self.write(|txn| put(txn, upload))
+    }
+
+    /// Writes the new upload `upload` unless its tenant already has `cap`
+    /// uploads not handed over (then `false`, nothing written): the count
+    /// and the write in one transaction, so concurrent creations cannot
+    /// pass the cap together. Durable on return.
+    pub fn tus_insert_within(&self, upload: &TusUpload, cap: usize) -> Result<bool, StoreError> {
+        self.write(|txn| {
+            let tenant = upload.tenant.as_str();
+            let unfinished = txn.open_table(TUS_UNFINISHED)?;
+            let mut held = unfinished.range((tenant, 0u128)..=(tenant, u128::MAX))?;
+            if held.nth(cap.saturating_sub(1)).is_some() {
+                return Ok(false);
+            }
+            drop(held);
+            drop(unfinished);
+            put(txn, upload)?;
+            Ok(true)
+        })
     }
 
     /// Writes the final upload `joined` and removes the partial uploads it

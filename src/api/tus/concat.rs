@@ -5,12 +5,13 @@
 //! sends its parts this way.
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 use warp::http::HeaderMap;
 
 use super::{location, upload_id, ApiError, AppState, PATH};
-use crate::layout::fsync_dir;
+use crate::layout::{fsync_dir, remove_if_exists};
 use crate::store::tus::{Concat, TusUpload};
 
 /// The request's `Upload-Concat`: none (an upload of its own), `partial`, or
@@ -131,17 +132,17 @@ pub async fn join(
     state
         .services
         .blocking(move || -> Result<(), ApiError> {
-            let mut out = std::fs::File::create(layout.tus_path(row.id))?;
-            for (path, len) in &sources {
-                let copied = std::io::copy(&mut std::fs::File::open(path)?.take(*len), &mut out)?;
-                if copied != *len {
-                    return Err(ApiError::Internal(format!("{} is short", path.display())));
-                }
+            let file = layout.tus_path(row.id);
+            let copied = copy_parts(&sources, &file).and_then(|()| {
+                fsync_dir(&layout.tus_dir())?;
+                Ok(store.tus_join(&row, &ids)?)
+            });
+            if let Err(e) = copied {
+                // Not joined: the copy goes at once, not at the next start
+                // (it may be what filled the disk).
+                let _ = remove_if_exists(&file);
+                return Err(e);
             }
-            out.flush()?;
-            out.sync_all()?;
-            fsync_dir(&layout.tus_dir())?;
-            store.tus_join(&row, &ids)?;
             for (path, _) in &sources {
                 if let Err(e) = std::fs::remove_file(path) {
                     tracing::warn!(error = %e, path = %path.display(), "a joined partial upload's file stays");
@@ -156,6 +157,21 @@ pub async fn join(
     }
     tracing::info!(upload = %joined.id, parts = parts.len(), length = total, "tus partial uploads joined");
     Ok(joined)
+}
+
+/// Writes the first `len` bytes of each part's file, in order, into a new
+/// file at `to`, fsynced.
+fn copy_parts(sources: &[(PathBuf, u64)], to: &Path) -> Result<(), ApiError> {
+    let mut out = std::fs::File::create(to)?;
+    for (path, len) in sources {
+        let copied = std::io::copy(&mut std::fs::File::open(path)?.take(*len), &mut out)?;
+        if copied != *len {
+            return Err(ApiError::Internal(format!("{} is short", path.display())));
+        }
+    }
+    out.flush()?;
+    out.sync_all()?;
+    Ok(())
 }
 
 #[cfg(test)]

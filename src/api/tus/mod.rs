@@ -50,7 +50,7 @@ use super::intake;
 use super::routes::path_param;
 use super::uploads::upload_id;
 use super::{with_state, AppState};
-use crate::layout::fsync_dir;
+use crate::layout::{fsync_dir, remove_if_exists};
 use crate::store::record::unix_now;
 use crate::store::tus::{Concat, TusUpload};
 use checksum::Expected;
@@ -70,7 +70,10 @@ termination,expiration,checksum,concatenation";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
 /// The creation route; an upload's resource is below it.
-const PATH: &str = "/api/client/v1/tus";
+pub const PATH: &str = "/api/client/v1/tus";
+
+/// The header naming the version on every answer but `OPTIONS`'s.
+pub const RESUMABLE: &str = "tus-resumable";
 
 /// The path of upload `id`'s resource.
 fn location(id: Uuid) -> String {
@@ -148,25 +151,23 @@ pub fn delete(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// The answer with `Tus-Resumable`, an error as the usual JSON (a 412 with
-/// the versions spoken).
+/// The answer, an error as the usual JSON (a 412 with the versions
+/// spoken). `Tus-Resumable` is added to every tus answer in
+/// [`super::observe`], which makes some of them itself.
 fn tus_answer(result: Result<Response, ApiError>) -> Response {
-    let mut response = result.unwrap_or_else(|e| {
+    result.unwrap_or_else(|e| {
         let mut response = e.to_response();
         if matches!(e, ApiError::TusVersion) {
             let headers = response.headers_mut();
             headers.insert("tus-version", HeaderValue::from_static(VERSION));
         }
         response
-    });
-    let headers = response.headers_mut();
-    headers.insert("tus-resumable", HeaderValue::from_static(VERSION));
-    response
+    })
 }
 
 /// The request's `Tus-Resumable` is the version spoken (else 412).
 fn speaks_tus(headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get("tus-resumable") {
+    match headers.get(RESUMABLE) {
         Some(v) if v.as_bytes() == VERSION.as_bytes() => Ok(()),
         _ => Err(ApiError::TusVersion),
     }
@@ -221,14 +222,24 @@ fn owned(state: &AppState, tenant: &Tenant, id: &str) -> Result<TusUpload, ApiEr
         .ok_or(ApiError::NotFound)
 }
 
-/// Whether the request carries a body of the given type: a `PATCH`'s, or a
-/// creation's first bytes. A body of another type is a 415.
+/// Whether the request's body is of the tus type (a `PATCH`'s, or a
+/// creation's first bytes). A body of another type is a 415; another type
+/// on a request without a body is no body.
 fn is_offset_stream(headers: &HeaderMap) -> Result<bool, ApiError> {
     match headers.get(header::CONTENT_TYPE) {
         Some(v) if v.as_bytes().eq_ignore_ascii_case(OFFSET_STREAM.as_bytes()) => Ok(true),
-        Some(_) => Err(ApiError::TusContentType),
-        None => Ok(false),
+        Some(_) if has_body(headers) => Err(ApiError::TusContentType),
+        _ => Ok(false),
     }
+}
+
+/// A body is coming: a `Content-Length` above 0, or a chunked one.
+fn has_body(headers: &HeaderMap) -> bool {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 /// A creation's `Upload-Length`, or `None` with `Upload-Defer-Length: 1`.
@@ -284,8 +295,9 @@ fn new_upload(
         None => Ok(()),
         Some(url) => intake::check_callback_url(url, config),
     };
+    // A partial upload may be empty (a file smaller than its parts' count).
     let size = match length {
-        Some(0) => Err("The video must not be empty.".to_string()),
+        Some(0) if !partial => Err("The video must not be empty.".to_string()),
         _ => Ok(()),
     };
     let mut errors = std::collections::BTreeMap::new();
@@ -331,27 +343,6 @@ fn same_creation(first: &TusUpload, again: &TusUpload) -> bool {
         && (length(first) == length(again) || first.length.is_some() && again.length.is_none())
 }
 
-/// The key's uploads not yet handed over, against its cap (a scan of the
-/// table, which holds only uploads under way and recent ones).
-fn below_tus_cap(state: &AppState, tenant: &Tenant) -> Result<(), ApiError> {
-    let config = &state.services.config;
-    let limit = config.max_unfinished_tus_uploads_per_tenant;
-    let unfinished = state
-        .services
-        .store
-        .tus_all()?
-        .iter()
-        .filter(|u| *u.tenant == *tenant.0 && !u.handed_over)
-        .count();
-    if unfinished >= limit {
-        return Err(ApiError::TooManyTusUploads {
-            limit,
-            retry_after: config.retry_after,
-        });
-    }
-    Ok(())
-}
-
 async fn created<S, B>(
     tenant: Result<Tenant, Rejection>,
     headers: &HeaderMap,
@@ -364,8 +355,10 @@ where
 {
     let tenant = tenant.map_err(|_| ApiError::Unauthenticated)?;
     speaks_tus(headers)?;
-    let key = idempotency::key_of(headers)?;
     let concat = concat::of(headers)?;
+    // tus-js-client sends its headers, a key among them, with each partial
+    // upload of a file too: a key names the single or final upload only.
+    let key = idempotency::key_of(headers)?.filter(|_| concat != Concat::Partial);
     let with_bytes = is_offset_stream(headers)?;
     if with_bytes && matches!(concat, Concat::Final(_)) {
         return Err(ApiError::TusFinal);
@@ -414,31 +407,48 @@ where
     intake::below_reserve(&state)?;
     let mut upload = match &upload.concat {
         Concat::Final(parts) => {
-            let parts = parts.clone();
-            let mut joined = concat::join(upload, &parts, &state).await?;
-            // Complete from the start: handed over now, or by the keeper.
-            let _writer = state.tus_writers.take_over(joined.id).await;
-            if let Err(e) = hand_over(&mut joined, &state).await {
-                tracing::info!(upload = %joined.id, error = ?e, "a final tus upload is handed over later");
-            }
-            joined
+            // In a task of its own: a client that leaves mid-copy does not
+            // let go of the parts while their bytes are read.
+            let (parts, task_state) = (parts.clone(), state.clone());
+            let joined = async move {
+                let state = task_state;
+                let mut joined = concat::join(upload, &parts, &state).await?;
+                // Complete from the start: handed over now, or by the keeper.
+                let _writer = state.tus_writers.take_over(joined.id).await;
+                if let Err(e) = hand_over(&mut joined, &state).await {
+                    tracing::info!(upload = %joined.id, error = ?e, "a final tus upload is handed over later");
+                }
+                Ok::<_, ApiError>(joined)
+            };
+            let joined = joined.instrument(tracing::Span::current());
+            state.services.tasks.spawn(joined).await??
         }
         _ => {
-            below_tus_cap(&state, &tenant)?;
             let path = state.services.layout.tus_path(upload.id);
             let dir = state.services.layout.tus_dir();
             let store = state.services.store.clone();
             let row = upload.clone();
-            // The empty file, then its row: a row always has its file.
-            state
+            let cap = state.services.config.max_unfinished_tus_uploads_per_tenant;
+            // The empty file, then its row: a row always has its file. The
+            // key's cap is counted in the row's own transaction.
+            let within = state
                 .services
-                .blocking(move || -> Result<(), ApiError> {
+                .blocking(move || -> Result<bool, ApiError> {
                     std::fs::File::create(&path)?.sync_all()?;
                     fsync_dir(&dir)?;
-                    store.tus_put(&row)?;
-                    Ok(())
+                    let within = store.tus_insert_within(&row, cap)?;
+                    if !within {
+                        remove_if_exists(&path)?;
+                    }
+                    Ok(within)
                 })
                 .await??;
+            if !within {
+                return Err(ApiError::TooManyTusUploads {
+                    limit: cap,
+                    retry_after: state.services.config.retry_after,
+                });
+            }
             upload
         }
     };
@@ -571,6 +581,7 @@ async fn terminated(
     // Stops a writer in flight and keeps others out while the bytes go.
     let _writer = state.tus_writers.take_over(upload.id).await;
     let Some(upload) = state.services.store.tus_get(upload.id)? else {
+        state.tus_writers.forget(upload.id);
         return Err(ApiError::NotFound);
     };
     keep::expire(&upload, state).await?;

@@ -95,31 +95,42 @@ where
 {
     let writer = state.tus_writers.take_over(id).await;
     // Read again: the writer it took over from may have moved the offset.
-    let mut upload = state
-        .services
-        .store
-        .tus_get(id)?
-        .ok_or(ApiError::NotFound)?;
+    let Some(mut upload) = state.services.store.tus_get(id)? else {
+        // Gone meanwhile (deleted, expired or joined).
+        state.tus_writers.forget(id);
+        return Err(ApiError::NotFound);
+    };
     let max = state.services.config.max_upload_bytes;
     check(&upload, &patch, max)?;
     if upload.handed_over {
         return Ok(upload);
     }
-    if upload.length.is_none() && patch.length.is_some() {
-        upload.length = patch.length;
-        upload.touched_at = unix_now();
-        let store = state.services.store.clone();
-        let row = upload.clone();
-        state
-            .services
-            .blocking(move || store.tus_put(&row))
-            .await??;
-    }
+    // A deferred length given now is written with the first bytes kept (or
+    // alone, if none come); a refused body leaves it unknown.
+    let stored_length = upload.length;
+    upload.length = upload.length.or(patch.length);
     let written = if room(&upload, max) > 0 {
         write(&mut upload, body, patch.checksum, &writer.stop, &state).await
     } else {
         Ok(())
     };
+    match &written {
+        Ok(()) if upload.length != stored_length && upload.offset == patch.at => {
+            upload.touched_at = unix_now();
+            let store = state.services.store.clone();
+            let row = upload.clone();
+            state
+                .services
+                .blocking(move || store.tus_put(&row))
+                .await??;
+        }
+        Ok(()) => {}
+        Err(_) => {
+            if let Some(stored) = state.services.store.tus_get(id)? {
+                upload = stored;
+            }
+        }
+    }
     // However the body ended: with the last byte in, the upload goes on.
     if upload.is_complete() && upload.is_handed_over_when_complete() {
         hand_over(&mut upload, &state).await?;
