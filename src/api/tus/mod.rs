@@ -24,6 +24,7 @@
 //! Every answer but `OPTIONS`'s carries `Tus-Resumable: 1.0.0`; errors are
 //! the API's usual JSON.
 
+mod append;
 mod checksum;
 mod concat;
 mod keep;

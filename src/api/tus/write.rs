@@ -1,17 +1,16 @@
 //! Writing a tus upload: one writer per upload ([`Writers`]), which appends
-//! a `PATCH` body at the upload's offset and moves the offset only once the
-//! bytes are fsynced.
+//! a `PATCH` body at the upload's offset (through [`super::append`]) and
+//! moves the offset only once the bytes are fsynced.
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::sync::{Arc, Mutex};
 
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::append::{Appender, GATHER_WAIT};
 use super::checksum::Expected;
 use super::keep::hand_over;
 use super::{ApiError, AppState};
@@ -154,28 +153,39 @@ where
     B: Buf + Send,
 {
     let path = state.services.layout.tus_path(upload.id);
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .await?;
-    // Bytes past the durable offset are a crashed or stopped writer's.
-    file.set_len(upload.offset).await?;
-    file.seek(SeekFrom::Start(upload.offset)).await?;
+    let mut file = Appender::open(&path, upload.offset).await?;
     let max = state.services.config.max_upload_bytes;
     let idle = state.services.config.body_idle_timeout;
     let mut body = body;
     let mut unsynced = 0u64;
     let ended = loop {
+        // Gathered bytes wait a moment for more, then are written.
+        let ready = if file.is_gathering() {
+            match tokio::time::timeout(GATHER_WAIT, body.next()).await {
+                Ok(next) => Some(next),
+                Err(_) => {
+                    file.write_out().await?;
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let next = tokio::select! {
             biased;
             // Taken over: what is not committed is the new writer's to
             // write again (it cuts the file back), so that it goes on from
             // the offset its client was told.
             () = stop.cancelled() => {
-                let _ = file.flush().await;
+                file.let_go().await;
                 return Ok(());
             }
-            next = tokio::time::timeout(idle, body.next()) => next,
+            next = async {
+                match ready {
+                    Some(next) => Ok(next),
+                    None => tokio::time::timeout(idle, body.next()).await,
+                }
+            } => next,
         };
         let mut chunk = match next {
             Err(_) => break Err(ApiError::RequestTimeout),
@@ -192,7 +202,7 @@ where
         while chunk.has_remaining() {
             let part = chunk.chunk();
             let n = part.len();
-            file.write_all(part).await?;
+            file.take(part).await?;
             if let Some(expected) = &mut checksum {
                 expected.update(part);
             }
@@ -207,7 +217,7 @@ where
     if let Some(expected) = checksum {
         if !(ended.is_ok() && expected.matches()) {
             // A checksummed body that did not come whole, or had another digest.
-            file.set_len(upload.offset).await?;
+            file.cut_back(upload.offset).await?;
             return ended.and(Err(ApiError::ChecksumMismatch));
         }
     }
@@ -223,13 +233,12 @@ fn past_the_end() -> ApiError {
 
 /// Makes `bytes` more of the upload durable, then its offset.
 async fn commit(
-    file: &mut tokio::fs::File,
+    file: &mut Appender,
     upload: &mut TusUpload,
     bytes: u64,
     state: &AppState,
 ) -> Result<(), ApiError> {
-    file.flush().await?;
-    file.sync_data().await?;
+    file.sync().await?;
     let mut row = upload.clone();
     row.offset += bytes;
     row.touched_at = unix_now();
