@@ -14,7 +14,9 @@ side by side in one run:
    last 204). Both send the file with sendfile(2) from the page cache, so
    the client costs the same on both sides. `--runs` of each, alternating,
    with a `sync` before each and the pipeline left to settle (the upload
-   failed) after each; the medians are compared.
+   failed) after each, then the upload deleted (its kept source freed);
+   the medians are compared, and each tus run with the multipart run just
+   before it.
 2. Memory: `--uploads` tus uploads created, then each sending its body
    (`--slow-mib` MiB in 64 KiB pieces with a pause between) at once, all on
    connections of their own, split over `--keys` fresh keys so that no key
@@ -125,6 +127,18 @@ def get_json(port, key, path):
         c.close()
 
 
+def delete(port, key, upload):
+    """Deletes `upload`, freeing the source its failure kept (a GiB a run)."""
+    c = Conn(port)
+    try:
+        status, _, _ = c.request(
+            f"DELETE {API}/uploads/{upload} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {key}\r\n\r\n".encode())
+        return status
+    finally:
+        c.close()
+
+
 def settle(port, key, upload, timeout=120):
     """Waits until `upload` is completed or failed; returns its status and the seconds waited."""
     started = time.monotonic()
@@ -211,6 +225,7 @@ def throughput(port, key, path):
                 waited, end = 0.0, None
                 if ok:
                     end, waited = settle(port, key, upload)
+                    delete(port, key, upload)
                 mbs = SIZE / 1e6 / secs
                 print(f"  run {run + 1} {name:9s} {secs:7.2f} s  {mbs:7.1f} MB/s  "
                       f"answers {dict(counts)}  then status {end} after {waited:.1f} s"

@@ -118,6 +118,23 @@ async fn a_listed_origin_may_call_the_api_and_read_its_answers() {
         .unwrap();
     assert_eq!(other.status(), 200);
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    // Every answer varies by Origin, so that a cache keeps them apart.
+    let vary = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get_all("vary")
+            .iter()
+            .any(|v| v == "Origin")
+    };
+    assert!(vary(&other));
+    let no_origin = t
+        .client
+        .get(t.url("/uploads"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert!(vary(&no_origin));
     // An OPTIONS that is not a preflight is tus's own, with the key.
     let discovery = tus_request(&t, Method::OPTIONS, &t.url("/tus"), &key)
         .header("origin", PAGE)

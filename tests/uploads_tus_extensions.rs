@@ -420,6 +420,31 @@ async fn partial_uploads_are_joined_by_a_final_one_into_the_pipeline() {
     assert_eq!(done["size_bytes"], bytes.len() as u64);
     assert_eq!(done["filename"], "joined.mp4");
     assert_eq!(done["folder"], "root/parts");
+    // A final creation whose answer was lost, sent again with its key after
+    // the parts were sent again (the first ones are gone, joined): the same
+    // upload, not a second one.
+    let keyed_final = |parts: [String; 2]| {
+        tus_request(&t, Method::POST, &t.url("/tus"), &key)
+            .header("upload-concat", format!("final;{} {}", parts[0], parts[1]))
+            .header("upload-metadata", &meta)
+            .header("idempotency-key", "video-1")
+            .send()
+    };
+    let first_parts = [
+        partial(&t, &key, pieces[0]).await,
+        partial(&t, &key, pieces[1]).await,
+    ];
+    let first = keyed_final(first_parts).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let again_parts = [
+        partial(&t, &key, pieces[0]).await,
+        partial(&t, &key, pieces[1]).await,
+    ];
+    let again = keyed_final(again_parts).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["location"], first.headers()["location"]);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+
     // It plays: the MP4 it became is served whole.
     let mp4_url = done["playback"]["mp4_url"].as_str().unwrap();
     let (status, _, mp4) = fetch_media(&t.client, mp4_url).await;

@@ -17,11 +17,12 @@ const METHODS: &str = "GET, HEAD, POST, PATCH, DELETE, OPTIONS";
 
 /// The request headers a page may send.
 const REQUEST_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, \
-Tus-Resumable, Upload-Checksum, Upload-Concat, Upload-Defer-Length, Upload-Length, \
+Range, If-None-Match, If-Modified-Since, Tus-Resumable, Upload-Checksum, Upload-Concat, Upload-Defer-Length, Upload-Length, \
 Upload-Metadata, Upload-Offset, X-HTTP-Method-Override, X-Request-Id";
 
 /// The answer headers a page may read (beyond the few every page may).
-const EXPOSED_HEADERS: &str = "Location, Retry-After, Idempotent-Replayed, Tus-Resumable, \
+const EXPOSED_HEADERS: &str = "Location, Retry-After, Idempotent-Replayed, Content-Range, \
+Accept-Ranges, Content-Length, ETag, Tus-Resumable, \
 Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Upload-Concat, \
 Upload-Defer-Length, Upload-Expires, Upload-Length, Upload-Offset, X-Request-Id";
 
@@ -73,15 +74,23 @@ pub fn preflight(origin: Option<HeaderValue>) -> Response {
     response
 }
 
-/// Lets a page of `origin` read `response`.
-pub fn allow(response: &mut Response, origin: HeaderValue) {
+/// Lets a page of `origin`, if any, read `response`. With any origin
+/// listed, every answer varies by `Origin`, so that one cached for a request
+/// without it (a `<video src>`, a CDN) is not served to a page that needs
+/// the CORS headers (`/media` is cached for a year).
+pub fn mark(response: &mut Response, origin: Option<HeaderValue>, config: &Config) {
+    if config.cors_origins.is_empty() {
+        return;
+    }
     let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(EXPOSED_HEADERS),
-    );
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
             Level::INFO
         };
         let span = request_span(level, &id_header, &method, route_label);
-        let mut cors = cors::allowed(request.headers(), &self.state.0.services.config);
+        let cors = cors::allowed(request.headers(), &self.state.0.services.config);
         let preflight = cors::is_preflight(&method, request.headers());
         // A request that would hold a file, a body or a buffer takes a place first.
         let mut place = None;
@@ -150,7 +150,7 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
             Answer::ready(error.to_response())
         } else if preflight {
             // Answered whole here: it is not the route's to answer.
-            Answer::ready(cors::preflight(cors.take()))
+            Answer::ready(cors::preflight(cors.clone()))
         } else {
             match dispatch {
                 Dispatch::NotFound => Answer::ready(ApiError::NotFound.to_response()),
@@ -184,6 +184,7 @@ impl<S: Routes> warp::hyper::service::Service<Request<Incoming>> for ConnectionS
                 state: self.state.clone(),
                 place,
                 cors,
+                preflight,
             }),
         }
     }
@@ -261,6 +262,8 @@ struct RequestFacts {
     place: Option<bounds::Place>,
     /// The page's origin, when it may read the answer.
     cors: Option<HeaderValue>,
+    /// A CORS preflight, answered whole by [`cors::preflight`].
+    preflight: bool,
 }
 
 impl<F> Future for Observed<F>
@@ -296,8 +299,8 @@ where
         let failure = response.extensions_mut().remove::<Failure>();
         log_request(span, &facts, status, latency, failure);
         response.headers_mut().insert(REQUEST_ID, facts.id_header);
-        if let Some(origin) = facts.cors {
-            cors::allow(&mut response, origin);
+        if !facts.preflight {
+            cors::mark(&mut response, facts.cors, &facts.state.0.services.config);
         }
         // The tus routes' answers say the version, also those made here (a
         // busy server's 503, a 405, a framing 400).

@@ -1,15 +1,14 @@
 //! Appending a `PATCH` body to an upload's file, fast: [`Appender`] takes
 //! the body's pieces and makes them durable on [`Appender::sync`]. Two
 //! things make it keep up with a multipart upload over loopback
-//! (BENCHMARKS.md, "tus against multipart": 0.62 of multipart's MB/s
-//! without them, about 1.0 with them):
+//! (BENCHMARKS.md, "tus against multipart": about 0.6 of multipart's MB/s
+//! without them, about 0.9 with them):
 //!
-//! - A body comes in pieces of a few KiB, and each write of tokio's file is
-//!   a trip to a thread of its own; pieces that follow each other closely
-//!   are written together, up to [`WRITE_AT_ONCE`]. What is gathered is
+//! - A body comes in pieces of a few KiB, and each write to a file is a
+//!   trip to a blocking thread; pieces that follow each other closely are
+//!   written together, up to [`WRITE_AT_ONCE`]. What is gathered is
 //!   written once nothing more comes for [`GATHER_WAIT`], so a slow
-//!   client's upload holds no buffer (100 slow uploads at once: under
-//!   30 MiB more memory).
+//!   client's upload holds no buffer.
 //! - A client sends its next `PATCH` only after the 204, whose fsync would
 //!   otherwise write the whole body while the connection idles; the disk is
 //!   started on what was written every [`WRITEBACK_EVERY`] bytes (Linux's
@@ -17,14 +16,13 @@
 //!   promises nothing: the fsync still does), so the fsync waits only for
 //!   the last of it.
 
-use std::io::SeekFrom;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-
 /// Bytes gathered before they are written to the file.
-const WRITE_AT_ONCE: usize = 256 * 1024;
+const WRITE_AT_ONCE: usize = 128 * 1024;
 
 /// How long gathered bytes wait for more before they are written.
 pub const GATHER_WAIT: Duration = Duration::from_millis(2);
@@ -32,9 +30,11 @@ pub const GATHER_WAIT: Duration = Duration::from_millis(2);
 /// Bytes written between two starts of the disk's writing.
 const WRITEBACK_EVERY: u64 = 1024 * 1024;
 
-/// An upload's file open at its durable offset, taking a body.
+/// An upload's file open at its durable offset, taking a body. Each write
+/// is positioned (`pwrite`) and done on a blocking thread, with the
+/// gathered bytes handed over rather than copied.
 pub struct Appender {
-    file: tokio::fs::File,
+    file: Arc<std::fs::File>,
     /// Taken, not yet written to the file.
     pending: Vec<u8>,
     /// The file offset the pending bytes go at.
@@ -43,15 +43,28 @@ pub struct Appender {
     started: u64,
 }
 
+/// Runs `f` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 impl Appender {
     /// Opens the file at `path` and cuts it back to `offset` (bytes past
     /// the durable offset are a crashed or stopped writer's).
     pub async fn open(path: &Path, offset: u64) -> std::io::Result<Appender> {
-        let mut file = tokio::fs::OpenOptions::new().write(true).open(path).await?;
-        file.set_len(offset).await?;
-        file.seek(SeekFrom::Start(offset)).await?;
+        let path = path.to_path_buf();
+        let file = blocking(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(path)?;
+            file.set_len(offset)?;
+            Ok(file)
+        })
+        .await?;
         Ok(Appender {
-            file,
+            file: Arc::new(file),
             pending: Vec::new(),
             written: offset,
             started: offset,
@@ -69,50 +82,61 @@ impl Appender {
         self.pending.extend_from_slice(bytes);
         if self.pending.len() >= WRITE_AT_ONCE {
             self.write_out().await?;
-            if self.written - self.started >= WRITEBACK_EVERY {
-                // In the kernel first: tokio's file writes on a thread of its own.
-                self.file.flush().await?;
-                start_writeback(&self.file, self.started, self.written - self.started);
-                self.started = self.written;
-            }
         }
         Ok(())
     }
 
-    /// Writes what was taken to the file (not yet durable).
+    /// Writes what was taken to the file (not yet durable), and starts the
+    /// disk on it every [`WRITEBACK_EVERY`] bytes. The buffer is kept for
+    /// more only after a full one: a slow client's upload holds none.
     pub async fn write_out(&mut self) -> std::io::Result<()> {
-        self.file.write_all(&self.pending).await?;
-        self.written += self.pending.len() as u64;
-        self.pending.clear();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let full = self.pending.len() >= WRITE_AT_ONCE;
+        let bytes = std::mem::take(&mut self.pending);
+        let (file, at, from) = (self.file.clone(), self.written, self.started);
+        let end = at + bytes.len() as u64;
+        let start = end - from >= WRITEBACK_EVERY;
+        let mut bytes = blocking(move || {
+            file.write_all_at(&bytes, at)?;
+            if start {
+                start_writeback(&file, from, end - from);
+            }
+            Ok(bytes)
+        })
+        .await?;
+        self.written = end;
+        if start {
+            self.started = end;
+        }
+        if full {
+            bytes.clear();
+            self.pending = bytes;
+        }
         Ok(())
     }
 
     /// Makes everything taken durable.
     pub async fn sync(&mut self) -> std::io::Result<()> {
         self.write_out().await?;
-        self.file.flush().await?;
-        self.file.sync_data().await
+        let file = self.file.clone();
+        blocking(move || file.sync_data()).await
     }
 
     /// Drops what is past `offset`, taken or written.
     pub async fn cut_back(&mut self, offset: u64) -> std::io::Result<()> {
         self.pending.clear();
-        self.file.flush().await?;
-        self.file.set_len(offset).await?;
+        let file = self.file.clone();
+        blocking(move || file.set_len(offset)).await?;
         self.written = offset;
         self.started = self.started.min(offset);
         Ok(())
     }
-
-    /// Lets go for another writer: no write of this one is still under way
-    /// when it cuts the file back.
-    pub async fn let_go(mut self) {
-        let _ = self.file.flush().await;
-    }
 }
 
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &tokio::fs::File, from: u64, len: u64) {
+fn start_writeback(file: &std::fs::File, from: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(len)) else {
         return;
@@ -126,7 +150,7 @@ fn start_writeback(file: &tokio::fs::File, from: u64, len: u64) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &tokio::fs::File, _from: u64, _len: u64) {}
+fn start_writeback(_file: &std::fs::File, _from: u64, _len: u64) {}
 
 #[cfg(test)]
 mod tests {
@@ -151,7 +175,8 @@ mod tests {
         assert_eq!(&on_disk[4 + big.len()..], b"tail");
         appender.take(b"more").await.unwrap();
         appender.cut_back(4).await.unwrap();
+        appender.take(b"again").await.unwrap();
         appender.sync().await.unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"keep");
+        assert_eq!(std::fs::read(&path).unwrap(), b"keepagain");
     }
 }

@@ -331,17 +331,22 @@ fn new_upload(
 }
 
 /// A repeat of a creation with the same `Idempotency-Key`: the same
-/// request again, or another one.
+/// request again, or another one. A final upload's repeat may name other
+/// partial uploads: a client whose answer was lost found the first parts
+/// gone (joined) and sent them again.
 fn same_creation(first: &TusUpload, again: &TusUpload) -> bool {
-    let length = |u: &TusUpload| match u.concat {
-        Concat::Final(_) => None,
-        _ => u.length,
+    let same_kind = match (&first.concat, &again.concat) {
+        (Concat::Final(_), Concat::Final(_)) => true,
+        (Concat::Single, Concat::Single) => {
+            // A deferred length may have been given since.
+            again.length.is_none() || first.length == again.length
+        }
+        _ => false,
     };
-    first.filename == again.filename
+    same_kind
+        && first.filename == again.filename
         && first.folder == again.folder
         && first.callback_url == again.callback_url
-        && first.concat == again.concat
-        && (length(first) == length(again) || first.length.is_some() && again.length.is_none())
 }
 
 async fn created<S, B>(
@@ -379,7 +384,7 @@ where
     }
     // A key is held by one creation at a time; a repeat is answered with
     // the upload the first made, and writes nothing.
-    let _claim = match &key {
+    let claim = match &key {
         None => None,
         Some(key) => {
             let claim = state
@@ -410,10 +415,12 @@ where
         Concat::Final(parts) => {
             // In a task of its own: a client that leaves mid-copy does not
             // let go of the parts while their bytes are read.
+            // The key stays claimed until the final upload's row is written.
             let (parts, task_state) = (parts.clone(), state.clone());
             let joined = async move {
                 let state = task_state;
                 let mut joined = concat::join(upload, &parts, &state).await?;
+                drop(claim);
                 // Complete from the start: handed over now, or by the keeper.
                 let _writer = state.tus_writers.take_over(joined.id).await;
                 if let Err(e) = hand_over(&mut joined, &state).await {
@@ -444,6 +451,7 @@ where
                     Ok(within)
                 })
                 .await??;
+            drop(claim);
             if !within {
                 return Err(ApiError::TooManyTusUploads {
                     limit: cap,

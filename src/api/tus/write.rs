@@ -114,7 +114,7 @@ where
         Ok(())
     };
     match &written {
-        Ok(()) if upload.length != stored_length && upload.offset == patch.at => {
+        Ok(()) if upload.length != stored_length && !writer.stop.is_cancelled() => {
             upload.touched_at = unix_now();
             let store = state.services.store.clone();
             let row = upload.clone();
@@ -176,10 +176,7 @@ where
             // Taken over: what is not committed is the new writer's to
             // write again (it cuts the file back), so that it goes on from
             // the offset its client was told.
-            () = stop.cancelled() => {
-                file.let_go().await;
-                return Ok(());
-            }
+            () = stop.cancelled() => return Ok(()),
             next = async {
                 match ready {
                     Some(next) => Ok(next),
