@@ -293,7 +293,7 @@ server_settings! {
     flag "HOURS", "VIDPIPE_TUS_EXPIRY_HOURS";
     check not_zero;
 
-    /// tus uploads not yet complete one API key may have at once; past it, 429.
+    /// tus uploads not yet in the pipeline (being sent, or waiting to be joined or for room) one API key may have at once; past it, 429.
     max_unfinished_tus_uploads_per_tenant: usize = 100;
     file max_unfinished_tus_uploads_per_tenant: usize as Plain;
     flag "N", "VIDPIPE_MAX_UNFINISHED_TUS_UPLOADS_PER_TENANT";

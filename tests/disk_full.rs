@@ -268,7 +268,7 @@ async fn a_tus_upload_on_a_full_disk_keeps_its_offset_and_resumes() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
-    let id = url.rsplit('/').next().unwrap().to_string();
+    let id = id_of(&url).to_string();
     let file = data.join("tus").join(format!("{id}.bin"));
 
     let filler = Filler::fill(&data, 256 * 1024);

@@ -154,7 +154,7 @@ fn upload_id<'a>(server: &Served, url: &'a Value) -> &'a str {
         .unwrap_or_else(|| panic!("no upload URL: {url}"));
     let prefix = format!("{}/tus/", server.base());
     assert!(url.starts_with(&prefix), "{url} is not under {prefix}");
-    url.rsplit('/').next().unwrap()
+    common::tus::id_of(url)
 }
 
 /// With the page's origin in `cors_origins`, tus-js-client and Uppy upload

@@ -15,7 +15,7 @@ use common::tus::*;
 use common::*;
 
 fn tus_file(dir: &Path, url: &str) -> PathBuf {
-    let id = url.rsplit('/').next().unwrap();
+    let id = id_of(url);
     dir.join("tus").join(format!("{id}.bin"))
 }
 
@@ -87,7 +87,7 @@ async fn tuspy_resumes_after_a_kill_mid_patch_and_the_upload_completes() {
     let endpoint = format!("{}/tus", server.base);
     let (_, done) = tuspy(&endpoint, &key, &source, 16 * 1024, &["--url", &url]);
     assert!(done);
-    let id = url.rsplit('/').next().unwrap();
+    let id = id_of(&url);
     let record = wait_terminal(&client, &server.base, &key, id).await;
     assert_eq!(record["status"], 6, "{record}");
     assert_eq!(record["size_bytes"], bytes.len());
@@ -230,7 +230,7 @@ async fn the_protocol_answers_as_tus_1_0_0_says() {
         .await
         .unwrap();
     assert_eq!(overridden.status(), 204);
-    let id = url.rsplit('/').next().unwrap();
+    let id = id_of(&url);
     let record = wait_terminal(&t.client, &t.base, &key, id).await;
     assert_eq!(record["status"], 6, "{record}");
 
@@ -310,7 +310,7 @@ async fn a_new_patch_takes_over_from_a_stalled_one() {
     );
     drop(tx);
     let _ = stalled.await;
-    let id = url.rsplit('/').next().unwrap();
+    let id = id_of(&url);
     let record = wait_terminal(&t.client, &t.base, &key, id).await;
     assert_eq!(record["status"], 6, "{record}");
     assert_eq!(record["size_bytes"], bytes.len());
@@ -374,7 +374,7 @@ async fn a_hand_over_refused_at_the_last_byte_is_done_later_by_the_server() {
         .unwrap();
     let refused = last.status().as_u16();
     assert_eq!(head_offset(&t.client, &url, &key).await, bytes.len() as u64);
-    let id = url.rsplit('/').next().unwrap();
+    let id = id_of(&url);
     if refused == 429 {
         let (status, _) = get_json(&t.client, &t.url(&format!("/uploads/{id}")), &key).await;
         assert_eq!(status, 404, "not handed over yet");

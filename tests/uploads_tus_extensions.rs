@@ -16,10 +16,6 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn id_of(url: &str) -> &str {
-    url.rsplit('/').next().unwrap()
-}
-
 /// `HEAD` on `url`: its status and headers.
 async fn head(t: &TestServer, url: &str, key: &str) -> (u16, reqwest::header::HeaderMap) {
     let response = tus_request(t, Method::HEAD, url, key).send().await.unwrap();
@@ -381,6 +377,25 @@ async fn partial_uploads_are_joined_by_a_final_one_into_the_pipeline() {
     assert_ne!(one.headers()["location"], two.headers()["location"]);
     assert!(two.headers().get("idempotent-replayed").is_none());
     assert_eq!(keyed(0).await.unwrap().status(), 201);
+    let deferred = tus_request(&t, Method::POST, &t.url("/tus"), &key)
+        .header("upload-defer-length", "1")
+        .header("upload-concat", "partial")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deferred.status(), 201);
+    let deferred = format!(
+        "http://{}{}",
+        t.server.addr(),
+        deferred.headers()["location"].to_str().unwrap()
+    );
+    let emptied = patch_at(&t, &deferred, &key, 0)
+        .header("upload-length", "0")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(emptied.status(), 204);
 
     // Parts named by path as well as by URL.
     let c_path = c.trim_start_matches(&format!("http://{}", t.server.addr()));

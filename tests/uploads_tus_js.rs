@@ -11,7 +11,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::tus::head_offset;
+use common::tus::{head_offset, id_of};
 use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -80,7 +80,7 @@ async fn upload_js(t: &TestServer, key: &str, file: &Path, args: &[&str]) -> Upl
     let (url, end) = tus_js(&t.url("/tus"), key, file, args).await;
     assert_eq!(end, "done", "{args:?}: {url}");
     let patches = patches_answered(t).await - before;
-    let id = url.rsplit('/').next().unwrap().to_string();
+    let id = id_of(&url).to_string();
     let record = wait_terminal(&t.client, &t.base, key, &id).await;
     Uploaded {
         id,
@@ -269,7 +269,7 @@ async fn resumes_from_url_storage_after_a_kill_9() {
     let (resumed, end) = tus_js(&endpoint, &key, &source, &args).await;
     assert_eq!(end, "done", "{resumed}");
     assert_eq!(resumed, url, "resumed the stored upload, not a new one");
-    let id = url.rsplit('/').next().unwrap();
+    let id = id_of(&url);
     let record = wait_terminal(&client, &server.base, &key, id).await;
     assert_failed_with_the_bytes_of(&record, dir.path(), id, &source);
     server.kill9();

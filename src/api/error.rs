@@ -99,7 +99,7 @@ pub enum ApiError {
     /// 400: an `Upload-Concat` that cannot be honoured (why).
     TusConcat(String),
     /// 429: the key has `max_unfinished_tus_uploads_per_tenant` tus uploads
-    /// not yet complete.
+    /// not yet in the pipeline.
     TooManyTusUploads {
         /// The limit.
         limit: usize,
@@ -288,7 +288,7 @@ impl ApiError {
                 "This origin may not call the API from a browser (see cors_origins).".into()
             }
             ApiError::TooManyTusUploads { limit, .. } => format!(
-                "This key has {limit} tus uploads not yet complete; finish or delete one first."
+                "This key has {limit} tus uploads not yet in the pipeline; finish or delete one first."
             ),
             ApiError::InsufficientStorage => {
                 "The server has no space left to store the upload.".into()

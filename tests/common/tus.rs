@@ -135,3 +135,8 @@ pub fn tuspy(
     let url = lines.next().unwrap().to_string();
     (url, lines.next() == Some("done"))
 }
+
+/// The upload id in a tus upload's URL (its last segment).
+pub fn id_of(url: &str) -> &str {
+    url.rsplit('/').next().unwrap()
+}

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::intake::{self, Recorded};
-use super::{ApiError, AppState};
+use super::{save, ApiError, AppState};
 use crate::actors::intake::StagedUpload;
 use crate::layout::{remove_if_exists, rename_durably};
-use crate::store::record::unix_now;
 use crate::store::tus::TusUpload;
 
 /// The last byte is in: the file becomes the upload's staged source and
@@ -62,13 +61,7 @@ pub async fn hand_over(upload: &mut TusUpload, state: &AppState) -> Result<(), A
     }
     upload.handed_over = true;
     // Kept for HEAD a whole expiry period from now.
-    upload.touched_at = unix_now();
-    let store = state.services.store.clone();
-    let row = upload.clone();
-    state
-        .services
-        .blocking(move || store.tus_put(&row))
-        .await??;
+    save(upload, state).await?;
     state.tus_writers.forget(upload.id);
     Ok(())
 }

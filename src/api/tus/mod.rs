@@ -9,7 +9,8 @@
 //! A `PATCH` appends to `tus/{id}.bin` and moves the upload's offset
 //! ([`crate::store::tus`]) only once the bytes are fsynced ([`write`]):
 //! every [`COMMIT_EVERY`] bytes and when its body ends, however it ends (a
-//! checksummed body: only once it is whole and has its digest). Its body
+//! checksummed body: only once it is whole and has its digest; a writer
+//! taken over or failing to write: not its tail). Its body
 //! is received by a task of its own, so a client that drops keeps what
 //! arrived. One writer per upload: a new `PATCH` from the upload's offset
 //! stops the one in flight (whose uncommitted bytes it writes again) and
@@ -75,6 +76,19 @@ pub const PATH: &str = "/api/client/v1/tus";
 
 /// The header naming the version on every answer but `OPTIONS`'s.
 pub const RESUMABLE: &str = "tus-resumable";
+
+/// Writes `upload` as it is now, touched now (its expiry counts from here).
+/// Durable on return.
+async fn save(upload: &mut TusUpload, state: &AppState) -> Result<(), ApiError> {
+    upload.touched_at = unix_now();
+    let store = state.services.store.clone();
+    let row = upload.clone();
+    state
+        .services
+        .blocking(move || store.tus_put(&row))
+        .await??;
+    Ok(())
+}
 
 /// The path of upload `id`'s resource.
 fn location(id: Uuid) -> String {
@@ -474,13 +488,13 @@ where
         let id = upload.id;
         let received =
             write::receive(id, patch, body, state.clone()).instrument(tracing::Span::current());
-        match state.services.tasks.spawn(received).await {
-            Ok(Ok(written)) => upload = written,
-            Ok(Err(e)) => {
-                tracing::info!(upload = %id, error = ?e, "a creation's first bytes were not all kept");
+        let written = state.services.tasks.spawn(received).await;
+        match written.map_err(ApiError::from).and_then(|w| w) {
+            Ok(written) => upload = written,
+            Err(e) => {
+                tracing::info!(upload = %id, error = ?e, "a creation's first bytes: the answer's offset says what was kept");
                 upload = state.services.store.tus_get(id)?.unwrap_or(upload);
             }
-            Err(e) => return Err(e.into()),
         }
     }
     creation_answer(&upload, &state)

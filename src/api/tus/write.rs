@@ -13,8 +13,7 @@ use uuid::Uuid;
 use super::append::{Appender, GATHER_WAIT};
 use super::checksum::Expected;
 use super::keep::hand_over;
-use super::{ApiError, AppState};
-use crate::store::record::unix_now;
+use super::{save, ApiError, AppState};
 use crate::store::tus::{Concat, TusUpload};
 
 /// Bytes a `PATCH` writes between two commits of its offset: what a crash
@@ -63,7 +62,7 @@ pub fn check(upload: &TusUpload, patch: &Patch, max: u64) -> Result<(), ApiError
                 "The Upload-Length is less than the bytes already received.",
             ))
         }
-        (_, Some(0)) => {
+        (_, Some(0)) if upload.concat != Concat::Partial => {
             return Err(ApiError::invalid(
                 "Upload-Length",
                 "The video must not be empty.",
@@ -115,13 +114,7 @@ where
     };
     match &written {
         Ok(()) if upload.length != stored_length && !writer.stop.is_cancelled() => {
-            upload.touched_at = unix_now();
-            let store = state.services.store.clone();
-            let row = upload.clone();
-            state
-                .services
-                .blocking(move || store.tus_put(&row))
-                .await??;
+            save(&mut upload, &state).await?;
         }
         Ok(()) => {}
         Err(_) => {
@@ -138,8 +131,9 @@ where
 }
 
 /// Appends `body` to the upload's file, committing its offset after each
-/// [`COMMIT_EVERY`] bytes and at the end (also when the body fails or the
-/// writer is stopped). With a checksum nothing is committed until the whole
+/// [`COMMIT_EVERY`] bytes and at the end, also when the body fails (not when
+/// the writer is stopped: its successor writes the tail again; nor when a
+/// write fails: the offset stays at the last commit). With a checksum nothing is committed until the whole
 /// body is in and has the digest; otherwise it is cut off again.
 async fn write<S, B>(
     upload: &mut TusUpload,
@@ -236,21 +230,16 @@ async fn commit(
     state: &AppState,
 ) -> Result<(), ApiError> {
     file.sync().await?;
+    // The offset moves in memory only once its row is written.
     let mut row = upload.clone();
     row.offset += bytes;
-    row.touched_at = unix_now();
-    let store = state.services.store.clone();
-    let put = row.clone();
-    state
-        .services
-        .blocking(move || store.tus_put(&put))
-        .await??;
+    save(&mut row, state).await?;
     *upload = row;
     Ok(())
 }
 
 /// The one writer of each upload. A new one stops the one in flight (which
-/// commits what it wrote and lets go) and waits for it.
+/// lets go, its uncommitted tail left to the new one) and waits for it.
 #[derive(Default)]
 pub struct Writers(Mutex<HashMap<Uuid, Slot>>);
 
