@@ -259,9 +259,9 @@ async fn the_protocol_answers_as_tus_1_0_0_says() {
 }
 
 /// A PATCH whose client stalled mid-body is stopped by the next one from
-/// the same offset, at once (not after an idle timeout), and the new one
-/// goes on from there: what the stalled one had not committed is written
-/// again, not kept twice. A PATCH from another offset leaves the writer alone.
+/// the offset HEAD gives, at once (not after an idle timeout), and the new
+/// one goes on from there. The stalled one's bytes are committed within a
+/// second of their coming, so HEAD has them and they are not sent twice. A PATCH from another offset leaves the writer alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_patch_takes_over_from_a_stalled_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -292,9 +292,33 @@ async fn a_new_patch_takes_over_from_a_stalled_one() {
     assert_eq!(code_of(stray).await, (409, "offset_mismatch".into()));
     assert!(!stalled.is_finished());
 
+    // Within a second the stalled writer has committed what came, and HEAD
+    // says so: a client that lost its connection sends those bytes once.
+    let committed = loop {
+        let head = tus_request(&t, reqwest::Method::HEAD, &url, &key)
+            .send()
+            .await
+            .unwrap();
+        let offset: usize = head.headers()["upload-offset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if offset > 0 {
+            break offset;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled bytes were not committed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(committed, 5000);
+    assert!(!stalled.is_finished());
+
     let asked = Instant::now();
-    let retry = patch_at(&t, &url, &key, 0)
-        .body(bytes.clone())
+    let retry = patch_at(&t, &url, &key, committed)
+        .body(bytes[committed..].to_vec())
         .send()
         .await
         .unwrap();

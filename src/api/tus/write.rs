@@ -20,6 +20,13 @@ use crate::store::tus::{Concat, TusUpload};
 /// mid-`PATCH` can cost the client at most.
 pub const COMMIT_EVERY: u64 = 8 * 1024 * 1024;
 
+/// Longest a `PATCH` keeps bytes uncommitted, however slowly they come:
+/// what a client whose connection stalled loses when its next `PATCH`
+/// takes over (the new one goes on from the committed offset). On a fast
+/// link [`COMMIT_EVERY`] comes first; on a slow one this costs one commit
+/// a second.
+pub const COMMIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a `PATCH` (or a creation with its first bytes) says of its body.
 pub struct Patch {
     /// The offset the client says the upload is at.
@@ -131,7 +138,7 @@ where
 }
 
 /// Appends `body` to the upload's file, committing its offset after each
-/// [`COMMIT_EVERY`] bytes and at the end, also when the body fails (not when
+/// [`COMMIT_EVERY`] bytes or [`COMMIT_WITHIN`], and at the end, also when the body fails (not when
 /// the writer is stopped: its successor writes the tail again; nor when a
 /// write fails: the offset stays at the last commit). With a checksum nothing is committed until the whole
 /// body is in and has the digest; otherwise it is cut off again.
@@ -152,6 +159,7 @@ where
     let idle = state.services.config.body_idle_timeout;
     let mut body = body;
     let mut unsynced = 0u64;
+    let mut committed_at = tokio::time::Instant::now();
     let ended = loop {
         // Gathered bytes wait a moment for more, then are written.
         let ready = if file.is_gathering() {
@@ -177,6 +185,17 @@ where
                     None => tokio::time::timeout(idle, body.next()).await,
                 }
             } => next,
+            // After the body's arm, so a piece already taken is never dropped
+            // here; the body's next piece is still to come (`next` of a
+            // stream is cancel-safe).
+            () = tokio::time::sleep_until(committed_at + COMMIT_WITHIN),
+                if unsynced > 0 && checksum.is_none() =>
+            {
+                commit(&mut file, upload, unsynced, state).await?;
+                unsynced = 0;
+                committed_at = tokio::time::Instant::now();
+                continue;
+            }
         };
         let mut chunk = match next {
             Err(_) => break Err(ApiError::RequestTimeout),
@@ -203,6 +222,7 @@ where
         if checksum.is_none() && unsynced >= COMMIT_EVERY {
             commit(&mut file, upload, unsynced, state).await?;
             unsynced = 0;
+            committed_at = tokio::time::Instant::now();
         }
     };
     if let Some(expected) = checksum {
