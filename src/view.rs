@@ -39,6 +39,8 @@ pub struct Playback {
     mp4_url: String,
     poster_url: String,
     hls_url: Option<String>,
+    /// WebVTT of seek-bar preview tiles; `None` for uploads completed before storyboards.
+    storyboard_url: Option<String>,
 }
 
 /// One rendition of the HLS ladder, as clients see it.
@@ -85,6 +87,7 @@ impl<'a> UploadView<'a> {
             mp4_url: url(&out.mp4),
             poster_url: url(&out.poster),
             hls_url: out.hls_master.as_deref().map(url),
+            storyboard_url: out.storyboard.as_deref().map(url),
         });
         let renditions = completed.map(|out| {
             out.renditions

@@ -85,6 +85,10 @@ fn sample_becomes_a_faststart_h264_aac_mp4_with_a_poster() {
     .expect("transcode sample.mp4");
     assert_eq!(outputs.mp4, dir.path().join("video.mp4"));
     assert_eq!(outputs.poster, dir.path().join("poster.jpg"));
+    // 2 s: a storyboard tile a second, beside the poster.
+    assert_eq!(outputs.storyboard.vtt, dir.path().join("storyboard.vtt"));
+    assert_eq!(outputs.storyboard.image, dir.path().join("storyboard.jpg"));
+    assert_eq!(outputs.storyboard.tiles, 2);
     assert_eq!(outputs.source, source);
     assert_eq!(reports.last(), Some(&1.0));
     assert!(

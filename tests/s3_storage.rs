@@ -6,6 +6,7 @@
 //! mid-upload resumes at the next start.
 
 mod common;
+mod storyboard;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -114,7 +115,13 @@ async fn outputs_land_in_the_bucket_and_play_through_the_returned_urls() {
     let folder = format!("media/v1/{token}");
     let keys: BTreeSet<String> = weed.keys(&folder).await.into_iter().collect();
     let marker = format!("{folder}/.complete");
-    for name in ["video.mp4", "poster.jpg", "hls/master.m3u8"] {
+    for name in [
+        "video.mp4",
+        "poster.jpg",
+        "storyboard.jpg",
+        "storyboard.vtt",
+        "hls/master.m3u8",
+    ] {
         assert!(
             keys.contains(&format!("{folder}/{name}")),
             "{name}: {keys:?}"
@@ -164,6 +171,28 @@ async fn outputs_land_in_the_bucket_and_play_through_the_returned_urls() {
     let forged = mp4_url.replace("X-Amz-Signature=", "X-Amz-Signature=0");
     assert_eq!(fetch_media(&client, &forged).await.0, 403);
 
+    // The storyboard through the API server: its cues name the sprite by its
+    // presigned URL (the test bucket also lets anonymous reads through, so the
+    // signature is checked by its presence, not by a refusal).
+    let vtt_url = playback["storyboard_url"].as_str().unwrap();
+    assert_eq!(
+        vtt_url,
+        format!("http://{}/media/{token}/storyboard.vtt", t.server.addr())
+    );
+    let duration_ms = (done["source"]["duration"].as_f64().unwrap() * 1000.0) as u64;
+    let response = client.get(vtt_url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/vtt");
+    assert_eq!(response.headers()["cache-control"], "private, no-cache");
+    let cues = storyboard::parse_cues(&response.text().await.unwrap());
+    let image = storyboard::check_timeline(&cues, duration_ms, 150);
+    assert!(image.starts_with(&weed.endpoint()), "{image}");
+    assert!(image.contains("X-Amz-Signature="), "{image}");
+    let sprite_url = reqwest::Url::parse(vtt_url).unwrap().join(&image).unwrap();
+    let (status, content_type, sprite) = fetch_media(&client, sprite_url.as_str()).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/jpeg"));
+    storyboard::check_inside(&cues, storyboard::jpeg_size(&sprite));
+
     // HLS through the API server: master -> variants -> presigned segments.
     let hls_url = playback["hls_url"].as_str().unwrap();
     assert!(
@@ -208,6 +237,22 @@ async fn outputs_land_in_the_bucket_and_play_through_the_returned_urls() {
         format!("{}/{BUCKET}/{folder}/hls/master.m3u8", weed.endpoint())
     );
     assert!(play_hls(&client, &master).await >= 1);
+    // The storyboard too, its relative reference resolving in the bucket.
+    let vtt_url = public.url("http://unused", &token, "storyboard.vtt");
+    let (status, content_type, vtt) = fetch_media(&client, &vtt_url).await;
+    assert_eq!((status, content_type.as_str()), (200, "text/vtt"));
+    let cues = storyboard::parse_cues(std::str::from_utf8(&vtt).unwrap());
+    assert_eq!(
+        storyboard::check_timeline(&cues, duration_ms, 150),
+        "storyboard.jpg"
+    );
+    let sprite_url = reqwest::Url::parse(&vtt_url)
+        .unwrap()
+        .join("storyboard.jpg")
+        .unwrap();
+    let (status, content_type, public_sprite) = fetch_media(&client, sprite_url.as_str()).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/jpeg"));
+    assert_eq!(public_sprite, sprite);
     t.server.shutdown().await;
 }
 

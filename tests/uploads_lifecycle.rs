@@ -84,7 +84,7 @@ async fn wait_for(t: &TestServer, key: &str, id: &str, done: impl Fn(&Value) -> 
 
 fn media_urls(record: &Value) -> Vec<String> {
     let playback = &record["playback"];
-    let mut urls: Vec<String> = ["mp4_url", "poster_url", "hls_url"]
+    let mut urls: Vec<String> = ["mp4_url", "poster_url", "hls_url", "storyboard_url"]
         .iter()
         .filter_map(|field| playback[field].as_str().map(str::to_string))
         .collect();

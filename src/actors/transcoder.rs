@@ -537,6 +537,7 @@ fn manifest(outputs: media::TranscodeOutputs) -> Manifest {
             height: outputs.height,
             hls_master,
             renditions,
+            storyboard: Some(file_name(&outputs.storyboard.vtt)),
         },
         source: outputs.source,
         files,

@@ -3,8 +3,10 @@
 //! playlists (`.m3u8`) are served here, each reference rewritten to a full
 //! URL: another playlist to this route, a segment to its presigned URL
 //! ([`crate::storage::playlist`]). A player goes master -> variant ->
-//! segments with nothing but the `hls_url` it was given. Any other file, and
-//! every file when the bucket is public, is a `302` to its URL in the store.
+//! segments with nothing but the `hls_url` it was given. The storyboard's
+//! WebVTT is served the same way, its cues naming the sprite's presigned URL.
+//! Any other file, and every file when the bucket is public, is a `302` to
+//! its URL in the store.
 //! Nothing is answered before the upload's completion marker exists.
 
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use warp::{Filter, Rejection, Reply};
 use super::error::ApiError;
 use super::media::{media_path, MediaPath};
 use super::{with_state, AppState};
-use crate::storage::{content_type, playlist, MediaAccess, StorageError};
+use crate::storage::{content_type, names_other_files, playlist, MediaAccess, StorageError};
 
 /// The media route's filter for backends that are not served from disk; it sees `{token}/{file}`.
 pub fn serve(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
@@ -30,7 +32,7 @@ pub fn serve(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
 async fn answer(path: MediaPath, state: Arc<AppState>) -> Result<Response, Rejection> {
     let MediaPath { token, name } = path;
     let storage = state.services.storage.clone();
-    let rewrite = storage.media_access() == MediaAccess::Presigned && name.ends_with(".m3u8");
+    let rewrite = storage.media_access() == MediaAccess::Presigned && names_other_files(&name);
     let max_bytes = state
         .services
         .config
@@ -67,9 +69,12 @@ async fn answer(path: MediaPath, state: Arc<AppState>) -> Result<Response, Rejec
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| ApiError::StorageUnavailable(format!("{name} is not UTF-8")))?;
-    let body = playlist::rewrite(&text, &name, |target| {
-        storage.url(&state.services.base_url, &token, target)
-    });
+    let url_of = |target: &str| storage.url(&state.services.base_url, &token, target);
+    let body = if name.ends_with(".vtt") {
+        playlist::rewrite_webvtt(&text, &name, url_of)
+    } else {
+        playlist::rewrite(&text, &name, url_of)
+    };
     let mut response = Response::new(body.into());
     let headers = response.headers_mut();
     headers.insert(

@@ -1,5 +1,6 @@
-//! `transcode`: one upload in; `video.mp4`, `poster.jpg` and the HLS ladder
-//! (`hls/master.m3u8`, one folder of segments per rendition) out.
+//! `transcode`: one upload in; `video.mp4`, `poster.jpg`, the storyboard
+//! (`storyboard.jpg`, `storyboard.vtt`) and the HLS ladder (`hls/master.m3u8`,
+//! one folder of segments per rendition) out.
 //!
 //! Shaped like ffmpeg-next's `transcode-x264` example: a `Transcoder` whose
 //! methods are the stages, driven by explicit `Packet::read` calls so read
@@ -18,9 +19,10 @@ use super::hls::{master_playlist, HlsLadder, HLS_DIR, MASTER_PLAYLIST};
 use super::input::open_input;
 use super::ladder::RenditionLadder;
 use super::mux::{LadderSetup, Muxers, StreamSetup};
-use super::poster::write_jpeg;
+use super::poster::write_poster;
 use super::probe::{Source, SourceInfo};
 use super::profile::{fit_within, MediaLimits, OutputProfile};
+use super::storyboard::{Storyboard, StoryboardPicker, STORYBOARD_IMAGE, STORYBOARD_VTT};
 use super::video::VideoStage;
 
 /// File name of the transcoded video inside `out_dir`.
@@ -39,6 +41,8 @@ pub struct TranscodeOutputs {
     pub mp4: PathBuf,
     /// The JPEG poster.
     pub poster: PathBuf,
+    /// The storyboard for seek-bar previews: its sprite and its WebVTT.
+    pub storyboard: Storyboard,
     /// The probed source.
     pub source: SourceInfo,
     /// Width of the output video.
@@ -53,9 +57,16 @@ pub struct TranscodeOutputs {
 
 impl TranscodeOutputs {
     /// Every output file, relative to the output folder, `/`-separated: the MP4, the
-    /// poster, then the ladder's playlists and segments.
+    /// poster, the storyboard's sprite and WebVTT, then the ladder's playlists and segments.
     pub fn files(&self) -> Vec<String> {
-        let mut files = vec![MP4_FILE_NAME.to_owned(), POSTER_FILE_NAME.to_owned()];
+        let mut files = [
+            MP4_FILE_NAME,
+            POSTER_FILE_NAME,
+            STORYBOARD_IMAGE,
+            STORYBOARD_VTT,
+        ]
+        .map(str::to_owned)
+        .to_vec();
         if let Some(hls) = &self.hls {
             files.extend(hls.files());
         }
@@ -80,8 +91,9 @@ impl<F: FnMut(f64)> Progress for F {
     }
 }
 
-/// Transcodes `input` into `out_dir`: `video.mp4`, `poster.jpg` and (with
-/// `profile.hls`) the ladder under `hls/`, which is replaced if it exists.
+/// Transcodes `input` into `out_dir`: `video.mp4`, `poster.jpg`, `storyboard.jpg`,
+/// `storyboard.vtt` and (with `profile.hls`) the ladder under `hls/`, which is
+/// replaced if it exists.
 ///
 /// Runs on the calling thread (which must own every libav object it creates:
 /// call it from a dedicated OS thread). `progress` gets fractions in 0..=1 at
@@ -99,6 +111,8 @@ pub fn transcode(
     let paths = OutputPaths {
         mp4: out_dir.join(MP4_FILE_NAME),
         poster: out_dir.join(POSTER_FILE_NAME),
+        storyboard_image: out_dir.join(STORYBOARD_IMAGE),
+        storyboard_vtt: out_dir.join(STORYBOARD_VTT),
         hls: out_dir.join(HLS_DIR),
     };
     let result = paths
@@ -106,15 +120,22 @@ pub fn transcode(
         .and_then(|()| run(input, &paths, profile, limits, progress));
     if result.is_err() {
         // Best effort: a half-written file must not look like a result.
-        let _ = std::fs::remove_file(&paths.mp4);
-        let _ = std::fs::remove_file(&paths.poster);
+        for file in [
+            &paths.mp4,
+            &paths.poster,
+            &paths.storyboard_image,
+            &paths.storyboard_vtt,
+        ] {
+            let _ = std::fs::remove_file(file);
+        }
         let _ = paths.clear_ladder();
     }
-    let (source, finished) = result?;
+    let (source, finished, storyboard) = result?;
     progress.report(1.0);
     Ok(TranscodeOutputs {
         mp4: paths.mp4,
         poster: paths.poster,
+        storyboard,
         source,
         width: finished.width,
         height: finished.height,
@@ -127,6 +148,8 @@ pub fn transcode(
 struct OutputPaths {
     mp4: PathBuf,
     poster: PathBuf,
+    storyboard_image: PathBuf,
+    storyboard_vtt: PathBuf,
     /// The ladder's folder; ours alone.
     hls: PathBuf,
 }
@@ -148,7 +171,7 @@ fn run(
     profile: &OutputProfile,
     limits: &MediaLimits,
     progress: &mut dyn Progress,
-) -> Result<(SourceInfo, Finished), MediaError> {
+) -> Result<(SourceInfo, Finished, Storyboard), MediaError> {
     let mut ictx = open_input(input, limits)?;
     let source = Source::inspect(&ictx, input, limits)?;
     let mut transcoder = Transcoder::new(&ictx, &source, paths, profile, limits)?;
@@ -156,7 +179,12 @@ fn run(
         ProgressReporter::new(source.info.duration, source.info.size_bytes, progress);
     transcoder.transcode_packets(&mut ictx, &mut reporter)?;
     let finished = transcoder.finish()?;
-    write_jpeg(&finished.poster_frame, &paths.poster)?;
+    write_poster(&finished.poster_frame, &paths.poster)?;
+    let storyboard = finished.storyboard.write(
+        finished.duration,
+        &paths.storyboard_image,
+        &paths.storyboard_vtt,
+    )?;
     if let Some(hls) = &finished.hls {
         let master = paths.hls.join(MASTER_PLAYLIST);
         std::fs::write(
@@ -165,7 +193,7 @@ fn run(
         )
         .map_err(internal("writing the HLS master playlist"))?;
     }
-    Ok((source.info, finished))
+    Ok((source.info, finished, storyboard))
 }
 
 /// Result of a completed transcode.
@@ -175,6 +203,8 @@ struct Finished {
     duration: f64,
     /// Frame the poster is made from.
     poster_frame: ffmpeg_next::frame::Video,
+    /// Tiles the storyboard is made from.
+    storyboard: StoryboardPicker,
     /// The ladder, when one was made.
     hls: Option<HlsLadder>,
 }
@@ -329,6 +359,7 @@ impl Transcoder {
             height,
             duration,
             poster_frame,
+            storyboard: self.video.storyboard,
             hls,
         })
     }

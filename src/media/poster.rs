@@ -2,13 +2,10 @@
 
 use std::path::Path;
 
-use ffmpeg_next::codec::{self, Id};
-use ffmpeg_next::format::Pixel;
-use ffmpeg_next::software::scaling;
-use ffmpeg_next::util::error::EAGAIN;
-use ffmpeg_next::{color, encoder, frame, Error, Packet};
+use ffmpeg_next::frame;
 
-use super::error::{internal, MediaError};
+use super::error::MediaError;
+use super::jpeg::write_jpeg;
 use super::profile::fit_within;
 
 /// Longest side of the poster in pixels.
@@ -17,10 +14,6 @@ pub(crate) const POSTER_MAX_LONG_SIDE: u32 = 1280;
 const DARK_SEARCH_SECS: f64 = 5.0;
 /// Mean luma (limited range, black is 16) under which a frame counts as dark.
 const DARK_LUMA: u64 = 40;
-/// JPEG quantiser scale (2 best .. 31 worst), as `ffmpeg -q:v`.
-const JPEG_QSCALE: i32 = 3;
-/// libavcodec's FF_QP2LAMBDA: lambda per quantiser step.
-const QP2LAMBDA: i32 = 118;
 
 /// Watches the upright output frames go by and keeps the one the poster is made of.
 pub(crate) struct PosterPicker {
@@ -104,87 +97,16 @@ fn is_dark(frame: &frame::Video) -> bool {
     count > 0 && sum / count < DARK_LUMA
 }
 
-/// Encodes `picture` (any size, yuv420p) as a JPEG at `path`, long side capped at 1280.
-pub(crate) fn write_jpeg(picture: &frame::Video, path: &Path) -> Result<(), MediaError> {
-    let (width, height) = fit_within(picture.width(), picture.height(), POSTER_MAX_LONG_SIDE);
-    // Built here: scaling contexts are not Send and live on the calling thread.
-    let mut scaler = scaling::Context::get(
-        picture.format(),
-        picture.width(),
-        picture.height(),
-        Pixel::YUV420P,
-        width,
-        height,
-        scaling::Flags::BICUBIC,
-    )
-    .map_err(internal("setting up the poster scaler"))?;
-    // JPEG is full range. Said to the scaler directly rather than through the
-    // deprecated yuvj420p format, which makes libswscale warn on every poster.
-    // SAFETY: the context is valid and owned by `scaler`; the coefficient table is
-    // a static libswscale table; ranges are 0 (limited, our frames) and 1 (full).
-    let set = unsafe {
-        let ctx = scaler.as_mut_ptr();
-        let bt601 = ffmpeg_next::ffi::sws_getCoefficients(ffmpeg_next::ffi::SWS_CS_ITU601);
-        ffmpeg_next::ffi::sws_setColorspaceDetails(ctx, bt601, 0, bt601, 1, 0, 1 << 16, 1 << 16)
-    };
-    if set < 0 {
-        return Err(MediaError::internal(
-            "setting up the poster scaler",
-            "no full-range conversion",
-        ));
-    }
-    let mut full_range = frame::Video::new(Pixel::YUV420P, width, height);
-    scaler
-        .run(picture, &mut full_range)
-        .map_err(internal("scaling the poster"))?;
-    full_range.set_color_range(color::Range::JPEG);
-    full_range.set_pts(Some(0));
-    // SAFETY: `full_range` owns a valid AVFrame; `quality` is a plain int field
-    // the mjpeg encoder reads as the frame's lambda when QSCALE is set.
-    unsafe {
-        (*full_range.as_mut_ptr()).quality = JPEG_QSCALE * QP2LAMBDA;
-    }
-
-    let codec = encoder::find(Id::MJPEG)
-        .ok_or_else(|| MediaError::internal("opening the JPEG encoder", "mjpeg missing"))?;
-    let mut setup = codec::Context::new_with_codec(codec)
-        .encoder()
-        .video()
-        .map_err(internal("setting up the JPEG encoder"))?;
-    setup.set_width(width);
-    setup.set_height(height);
-    setup.set_format(Pixel::YUV420P);
-    setup.set_color_range(color::Range::JPEG);
-    setup.set_time_base((1, 25));
-    setup.set_flags(codec::Flags::QSCALE);
-    setup.set_global_quality(JPEG_QSCALE * QP2LAMBDA);
-    let mut jpeg_encoder = setup
-        .open_as(codec)
-        .map_err(internal("opening the JPEG encoder"))?;
-    jpeg_encoder
-        .send_frame(&full_range)
-        .map_err(internal("encoding the poster"))?;
-    jpeg_encoder
-        .send_eof()
-        .map_err(internal("flushing the JPEG encoder"))?;
-
-    let mut bytes = Vec::new();
-    let mut packet = Packet::empty();
-    loop {
-        match jpeg_encoder.receive_packet(&mut packet) {
-            Ok(()) => bytes.extend_from_slice(packet.data().unwrap_or_default()),
-            Err(Error::Eof) | Err(Error::Other { errno: EAGAIN }) => break,
-            Err(err) => return Err(MediaError::internal("encoding the poster", err)),
-        }
-    }
-    if bytes.is_empty() {
-        return Err(MediaError::internal("encoding the poster", "no JPEG data"));
-    }
-    std::fs::write(path, bytes).map_err(internal("writing poster.jpg"))
+/// Writes `picture` (any size, yuv420p) as the poster JPEG at `path`, long side capped at 1280.
+pub(crate) fn write_poster(picture: &frame::Video, path: &Path) -> Result<(), MediaError> {
+    let size = fit_within(picture.width(), picture.height(), POSTER_MAX_LONG_SIDE);
+    write_jpeg(picture, size, path)
 }
 
 #[cfg(test)]
 mod tests {
+    use ffmpeg_next::format::Pixel;
+
     use super::*;
 
     #[test]

@@ -5,7 +5,6 @@
 
 use ffmpeg_next::codec::{self, threading};
 use ffmpeg_next::format::Pixel;
-use ffmpeg_next::software::scaling;
 use ffmpeg_next::util::mathematics::Rescale;
 use ffmpeg_next::{decoder, encoder, frame, picture, Dictionary, Error, Packet, Rational, Stream};
 
@@ -19,6 +18,8 @@ use super::poster::PosterPicker;
 use super::probe::{seconds, Source};
 use super::profile::{MediaLimits, OutputProfile};
 use super::rotate::{rotate_frame, Rotation};
+use super::scale::{scale, Scaler};
+use super::storyboard::StoryboardPicker;
 
 /// Decode errors tolerated in a row before a stream counts as unreadable.
 const MAX_CONSECUTIVE_DECODE_ERRORS: u32 = 1000;
@@ -58,6 +59,8 @@ pub(crate) struct VideoStage {
     limits: MediaLimits,
     /// Keeps the frame the poster will be made from (from the top rendition).
     pub(crate) poster: PosterPicker,
+    /// Keeps a tile of the top rendition every few seconds for the storyboard.
+    pub(crate) storyboard: StoryboardPicker,
 }
 
 /// One rendition's scaler and encoder.
@@ -68,14 +71,6 @@ struct RenditionEncoder {
     scaler: Option<Scaler>,
     /// libx264, configured from the `OutputProfile` and the rung.
     encoder: encoder::Video,
-}
-
-/// A scaler and the input geometry it was built for.
-struct Scaler {
-    /// Built on this thread (not Send), for `source` -> yuv420p at the rendition's size.
-    context: scaling::Context,
-    /// Pixel format, width and height of the frames `context` expects.
-    source: (Pixel, u32, u32),
 }
 
 impl VideoStage {
@@ -125,6 +120,7 @@ impl VideoStage {
             consecutive_errors: 0,
             limits: limits.clone(),
             poster: PosterPicker::new(source.info.duration),
+            storyboard: StoryboardPicker::new(source.info.duration),
         })
     }
 
@@ -261,8 +257,9 @@ impl VideoStage {
                 muxers.write_video(index, packet)
             })?;
             if top.is_none() {
-                self.poster
-                    .offer(&picture, seconds(pts, self.time_base).unwrap_or(0.0));
+                let at = seconds(pts, self.time_base).unwrap_or(0.0);
+                self.poster.offer(&picture, at);
+                self.storyboard.offer(&picture, at)?;
                 top = Some(picture);
             }
         }
@@ -302,47 +299,6 @@ impl VideoStage {
         }
         Ok(())
     }
-}
-
-/// Scales `input` to a new yuv420p frame of `width`x`height`, with the scaler in `slot`
-/// (rebuilt if the input geometry changed).
-fn scale(
-    slot: &mut Option<Scaler>,
-    (width, height): (u32, u32),
-    input: &frame::Video,
-) -> Result<frame::Video, MediaError> {
-    let geometry = (input.format(), input.width(), input.height());
-    let scaler = match slot {
-        Some(scaler) if scaler.source == geometry => scaler,
-        slot => {
-            let context = scaling::Context::get(
-                geometry.0,
-                geometry.1,
-                geometry.2,
-                Pixel::YUV420P,
-                width,
-                height,
-                scaling::Flags::BICUBIC,
-            )
-            .map_err(|err| {
-                MediaError::unsupported(format!(
-                    "cannot convert {:?} video frames ({err})",
-                    geometry.0
-                ))
-            })?;
-            slot.insert(Scaler {
-                context,
-                source: geometry,
-            })
-        }
-    };
-    // A fresh frame each time: the encoder may keep a reference to it.
-    let mut scaled = frame::Video::new(Pixel::YUV420P, width, height);
-    scaler
-        .context
-        .run(input, &mut scaled)
-        .map_err(internal("scaling a video frame"))?;
-    Ok(scaled)
 }
 
 /// Opens libx264 for one rung: CRF with the rung's VBV cap, its share of the threads,

@@ -202,6 +202,13 @@ pub enum MediaAccess {
     Public,
 }
 
+/// Whether a stored file names other files of its upload by relative references:
+/// HLS playlists and the storyboard's WebVTT. With presigned URLs the API server
+/// serves such a file with every reference rewritten ([`playlist`]).
+pub fn names_other_files(name: &str) -> bool {
+    name.ends_with(".m3u8") || name.ends_with(".vtt")
+}
+
 /// The `Content-Type` a stored file is served with, from its extension.
 pub fn content_type(name: &str) -> &'static str {
     let extension = name.rsplit_once('.').map(|(_, ext)| ext).unwrap_or("");
@@ -211,6 +218,7 @@ pub fn content_type(name: &str) -> &'static str {
         "jpg" | "jpeg" => "image/jpeg",
         "png" => "image/png",
         "m3u8" => "application/vnd.apple.mpegurl",
+        "vtt" => "text/vtt",
         "ts" => "video/mp2t",
         "m4s" => "video/iso.segment",
         "json" => "application/json",

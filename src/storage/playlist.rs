@@ -1,6 +1,7 @@
-//! HLS playlists (RFC 8216) for backends with presigned URLs: a relative
-//! reference in a playlist resolves to a URL without a signature, so the API
-//! server hands out playlists whose every reference is rewritten to a full URL.
+//! HLS playlists (RFC 8216), and the storyboard's WebVTT, for backends with
+//! presigned URLs: a relative reference in them resolves to a URL without a
+//! signature, so the API server hands them out with every reference rewritten
+//! to a full URL.
 
 /// Rewrites every reference of `playlist`, which is stored as `name` (such as
 /// `hls/master.m3u8`), to `url_of(target)`, where `target` is the referenced
@@ -24,6 +25,48 @@ pub fn rewrite(playlist: &str, name: &str, url_of: impl Fn(&str) -> String) -> S
             out.push_str(&rewrite_uri_attributes(body, &rewrite_ref));
         } else {
             out.push_str(&rewrite_ref(trimmed));
+        }
+        out.push_str(ending);
+    }
+    out
+}
+
+/// Rewrites the image reference of every cue of `vtt`, a storyboard stored as
+/// `name` (`storyboard.jpg#xywh=0,0,160,90` becomes `url_of("storyboard.jpg")`
+/// followed by the same `#xywh=...` fragment, which is never sent to a server
+/// and so leaves a signature intact). Other lines, and references that are
+/// absolute or leave the upload, stay as they are.
+pub fn rewrite_webvtt(vtt: &str, name: &str, url_of: impl Fn(&str) -> String) -> String {
+    let dir = name.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("");
+    let mut out = String::with_capacity(vtt.len() * 4);
+    // A cue's payload runs from the line after its timings to the next blank line.
+    let mut in_payload = false;
+    for line in vtt.split_inclusive('\n') {
+        let (body, ending) = split_ending(line);
+        let trimmed = body.trim();
+        if trimmed.is_empty() {
+            in_payload = false;
+            out.push_str(body);
+        } else if trimmed.contains("-->") {
+            in_payload = true;
+            out.push_str(body);
+        } else if in_payload {
+            let (reference, fragment) = match trimmed.split_once('#') {
+                Some((reference, fragment)) => (reference, Some(fragment)),
+                None => (trimmed, None),
+            };
+            match resolve(dir, reference) {
+                Some(target) => {
+                    out.push_str(&url_of(&target));
+                    if let Some(fragment) = fragment {
+                        out.push('#');
+                        out.push_str(fragment);
+                    }
+                }
+                None => out.push_str(body),
+            }
+        } else {
+            out.push_str(body);
         }
         out.push_str(ending);
     }
@@ -109,6 +152,16 @@ mod tests {
         assert!(out.contains("\nU[hls/360p/index.m3u8]\n"), "{out}");
         assert!(out.contains("URI=\"U[hls/audio/index.m3u8]\""), "{out}");
         assert!(out.contains("GROUP-ID=\"a\""), "{out}");
+    }
+
+    #[test]
+    fn storyboard_cues_name_the_signed_sprite_and_keep_their_rectangle() {
+        let vtt = "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nstoryboard.jpg#xywh=0,0,160,90\n\nNOTE storyboard.jpg\n\n00:00:01.000 --> 00:00:01.960\r\nstoryboard.jpg#xywh=160,0,160,90\r\n\n00:00:02.000 --> 00:00:03.000\n../x.jpg#xywh=0,0,1,1\n";
+        let out = rewrite_webvtt(vtt, "storyboard.vtt", signed);
+        assert_eq!(
+            out,
+            "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nhttps://s3.test/b/tok/storyboard.jpg?X-Amz-Signature=abc#xywh=0,0,160,90\n\nNOTE storyboard.jpg\n\n00:00:01.000 --> 00:00:01.960\r\nhttps://s3.test/b/tok/storyboard.jpg?X-Amz-Signature=abc#xywh=160,0,160,90\r\n\n00:00:02.000 --> 00:00:03.000\n../x.jpg#xywh=0,0,1,1\n"
+        );
     }
 
     #[test]

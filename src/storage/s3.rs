@@ -47,7 +47,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
-    check_name, check_token, content_type, FinalStorage, MediaAccess, OutputFile, StorageError,
+    check_name, check_token, content_type, names_other_files, FinalStorage, MediaAccess,
+    OutputFile, StorageError,
 };
 
 mod answers;
@@ -638,8 +639,9 @@ impl FinalStorage for S3Storage {
             return format!("{public}/{key}");
         }
         let api_url = format!("{base_url}/media/{token}/{name}");
-        if name.ends_with(".m3u8") {
-            // Playlists come from the API server, rewritten with a signature per reference.
+        if names_other_files(name) {
+            // Playlists and the storyboard's WebVTT come from the API server,
+            // rewritten with a signature per reference.
             return api_url;
         }
         self.presign(&key).unwrap_or_else(|e| {
@@ -694,6 +696,12 @@ mod tests {
             storage.url("http://api.test", "tok", "hls/master.m3u8"),
             "http://api.test/media/tok/hls/master.m3u8"
         );
+        assert_eq!(
+            storage.url("http://api.test", "tok", "storyboard.vtt"),
+            "http://api.test/media/tok/storyboard.vtt"
+        );
+        let sprite = storage.url("http://api.test", "tok", "storyboard.jpg");
+        assert!(sprite.contains("X-Amz-Signature="), "{sprite}");
         let public = S3Storage::new(
             &S3Config {
                 public_base_url: Some("https://cdn.test".into()),
@@ -718,5 +726,6 @@ mod tests {
         );
         assert_eq!(content_type("hls/720p/seg_00000.ts"), "video/mp2t");
         assert_eq!(content_type("poster.jpg"), "image/jpeg");
+        assert_eq!(content_type("storyboard.vtt"), "text/vtt");
     }
 }

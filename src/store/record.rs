@@ -130,6 +130,10 @@ pub struct MediaOutputs {
     /// The ladder's renditions, top (the MP4's size) first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub renditions: Vec<RenditionOutput>,
+    /// The storyboard's WebVTT (`storyboard.vtt`, naming its sprite beside it);
+    /// `None` in records made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storyboard: Option<String>,
 }
 
 /// One rendition of the HLS ladder, as stored on the record.
@@ -273,4 +277,34 @@ pub fn unix_ago(span: std::time::Duration) -> i64 {
 pub fn now_utc() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(0).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A completed record as a build from before the ladder and the storyboard stored it.
+    const OLD_RECORD: &str = r#"{"id":"9c1fa5c4-a8f1-4b2e-9d6e-1c8a0b9e2d7f","seq":7,"tenant":"k1","filename":"a.mp4","folder":"root","status":"Completed","created_at":"2024-08-11T10:00:00Z","updated_at":"2024-08-11T10:00:09Z","size_bytes":1000,"source":{"duration":2.0,"width":320,"height":240,"frame_rate":25.0,"video_codec":"h264","audio_codec":"aac","bit_rate":64000,"size_bytes":1000},"media_token":"abc123","outputs":{"mp4":"video.mp4","poster":"poster.jpg","width":320,"height":240},"error":null,"attempts":1}"#;
+
+    #[test]
+    fn records_from_before_the_storyboard_still_read_and_write_back_the_same() {
+        let record: UploadRecord = serde_json::from_str(OLD_RECORD).unwrap();
+        let outputs = record.outputs.as_ref().unwrap();
+        assert_eq!(outputs.storyboard, None);
+        assert_eq!(outputs.hls_master, None);
+        assert_eq!(record.version, 0);
+        // What an older build reads back: no field it does not know of.
+        let written = serde_json::to_value(&record).unwrap();
+        let old: serde_json::Value = serde_json::from_str(OLD_RECORD).unwrap();
+        assert_eq!(written["outputs"], old["outputs"]);
+
+        let mut outputs = outputs.clone();
+        outputs.storyboard = Some("storyboard.vtt".into());
+        let json = serde_json::to_string(&outputs).unwrap();
+        assert!(json.contains(r#""storyboard":"storyboard.vtt""#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<MediaOutputs>(&json).unwrap(),
+            outputs
+        );
+    }
 }
