@@ -13,12 +13,13 @@
 //!   what requests may hold, and the `/media` file server.
 //! - [`actors`]: supervisor, intake, transcoder pool, uploader, status registry, webhook
 //!   delivery, and the cleaner of what failed uploads left in final storage.
-//! - [`media`]: probing and the decode -> scale -> encode -> mux pipeline (MP4, poster, HLS
-//!   ladder); no tokio, no ractor.
+//! - [`media`]: probing and the decode -> scale -> encode -> mux pipeline (MP4, poster,
+//!   storyboard, HLS ladder); no tokio, no ractor.
 //! - [`store`]: redb tables for uploads, their transition history, the webhook outbox, the
 //!   removals owed to final storage and API keys; sync code.
 //! - [`storage`]: final storage trait, the local-folder backend and the S3-compatible one,
 //!   and the cached check behind `/readyz`.
+//! - [`console`]: the web console's embedded page and browser libraries, served at `/console/`.
 //! - [`view`]: an upload as clients see it, shared by the API and webhook events.
 //! - [`webhook`]: signed webhook events: endpoints, signatures, routing into the outbox.
 //! - `faults`: crash points for the crash-matrix harness (hidden).
@@ -30,6 +31,7 @@ pub mod actors;
 pub mod api;
 pub mod backoff;
 pub mod config;
+pub mod console;
 #[doc(hidden)]
 pub mod faults;
 pub mod layout;

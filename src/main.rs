@@ -42,8 +42,9 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Run the media pipeline on a file, offline: INPUT to OUTDIR/video.mp4, poster.jpg
-    /// and the HLS ladder OUTDIR/hls/master.m3u8 (the hls folder is replaced).
+    /// Run the media pipeline on a file, offline: INPUT to OUTDIR/video.mp4, poster.jpg,
+    /// the storyboard (storyboard.jpg, storyboard.vtt) and the HLS ladder
+    /// OUTDIR/hls/master.m3u8 (the hls folder is replaced).
     ///
     /// Uses the [profile] and [media_limits] of the config file when one is
     /// given, and every CPU. Shows a progress bar on a terminal and ends with
@@ -56,7 +57,7 @@ enum Command {
         /// TOML config file whose [profile] and [media_limits] apply [default: none]
         #[arg(long, env = "VIDPIPE_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Write only the MP4 and the poster, no HLS ladder [default: off, the ladder is
+        /// Write only the MP4, the poster and the storyboard, no HLS ladder [default: off, the ladder is
         /// written unless the config file's profile.hls is false]
         #[arg(long, env = "VIDPIPE_NO_HLS")]
         no_hls: bool,
@@ -187,6 +188,7 @@ fn serve(config: Config) -> CliResult {
             );
         }
         eprintln!("vidpipe listening on http://{}", server.addr());
+        eprintln!("Web console: http://{}{}", server.addr(), vidpipe::console::PREFIX);
         wait_for_signal().await?;
         server.shutdown().await;
         Ok(())
@@ -363,6 +365,17 @@ fn transcode(input: &Path, outdir: &Path, config_file: Option<&Path>, no_hls: bo
         human_bytes(size(&out.mp4)),
         out.poster.display(),
         human_bytes(size(&out.poster))
+    );
+    let storyboard = &out.storyboard;
+    println!(
+        "  {}: {}, {} tiles of {}x{}, one every {} s ({})",
+        storyboard.image.display(),
+        human_bytes(size(&storyboard.image)),
+        storyboard.tiles,
+        storyboard.tile_width,
+        storyboard.tile_height,
+        storyboard.interval_secs,
+        storyboard.vtt.display()
     );
     if let Some(hls) = &out.hls {
         println!("  {}", outdir.join(&hls.master).display());

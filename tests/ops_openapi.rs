@@ -61,11 +61,12 @@ async fn the_served_document_is_the_repo_file_and_covers_every_route() {
             assert!(!responses.is_empty(), "{method} {path} has no responses");
             let needs_key = path.starts_with("/api/client/v1/uploads")
                 || path.starts_with("/api/client/v1/tus")
-                || path.as_str() == "/api/client/v1/events";
+                || path.as_str() == "/api/client/v1/events"
+                || path.as_str() == "/api/client/v1/me";
             assert_eq!(
                 op.get("security").is_none(),
                 needs_key,
-                "{method} {path}: only the uploads API and its events take the API key"
+                "{method} {path}: only the uploads API, its events and /me take the API key"
             );
         }
     }

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod body;
 pub mod bounds;
+pub mod console;
 pub mod cors;
 pub mod error;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod folder;
 pub mod idempotency;
 pub mod intake;
 pub mod lifecycle;
+pub mod me;
 pub mod media;
 pub mod observe;
 pub mod ops;

@@ -22,7 +22,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::error::{self, ApiError};
-use super::{events, intake, lifecycle, media, ops, tus, uploads, AppState};
+use super::{console, events, intake, lifecycle, me, media, ops, tus, uploads, AppState};
 
 /// A method a route takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +164,12 @@ pub const ROUTES: &[Route] = &[
         ],
     },
     Route {
+        path: "/api/client/v1/me",
+        holds: Holds::Nothing,
+        rest: false,
+        methods: &[(Verb::Get, Handler::Now(me::show))],
+    },
+    Route {
         path: "/api/client/v1/openapi.json",
         holds: Holds::Nothing,
         rest: false,
@@ -177,6 +183,26 @@ pub const ROUTES: &[Route] = &[
             (Verb::Get, Handler::Filter(media::serve)),
             (Verb::Head, Handler::Filter(media::serve)),
         ],
+    },
+    // The web console: embedded files, answered from memory.
+    Route {
+        path: "/console/{file}",
+        holds: Holds::Nothing,
+        rest: true,
+        methods: &[(Verb::Get, Handler::Now(console::serve))],
+    },
+    // After `/console/{file}`, which takes `/console/`: this one takes only `/console`.
+    Route {
+        path: "/console",
+        holds: Holds::Nothing,
+        rest: false,
+        methods: &[(Verb::Get, Handler::Now(console::root))],
+    },
+    Route {
+        path: "/",
+        holds: Holds::Nothing,
+        rest: false,
+        methods: &[(Verb::Get, Handler::Now(console::root))],
     },
     Route {
         path: "/healthz",
@@ -502,7 +528,14 @@ mod tests {
         );
         assert_eq!(route_template("/media/abc"), "unmatched");
         assert_eq!(route_template("/media/abc/"), "/media/{token}/{file}");
-        assert_eq!(route_template("/"), "unmatched");
+        assert_eq!(route_template("/"), "/");
+        assert_eq!(route_template("/console"), "/console");
+        assert_eq!(route_template("/console/"), "/console/{file}");
+        assert_eq!(
+            route_template("/console/vendor/tus.min.js"),
+            "/console/{file}"
+        );
+        assert_eq!(route_template("/consolex"), "unmatched");
         assert_eq!(route_template("//healthz"), "unmatched");
         assert_eq!(route_template("/api/client/v1"), "unmatched");
         assert_eq!(route_template("/api/client/v1/openapi.json/x"), "unmatched");

@@ -438,6 +438,8 @@ struct CacheState {
     active: HashMap<[u8; 32], Arc<str>>,
     /// Tenant id of an active key -> its webhook endpoint and secret.
     webhooks: HashMap<String, TenantWebhook>,
+    /// Tenant id of an active key -> the name it was created with.
+    names: HashMap<String, String>,
 }
 
 impl KeyCache {
@@ -479,6 +481,11 @@ impl KeyCache {
     /// Whether `tenant` is the id of an active key.
     pub fn is_active(&self, tenant: &str) -> bool {
         self.read_state().webhooks.contains_key(tenant)
+    }
+
+    /// The name an active tenant's key was created with.
+    pub fn key_name(&self, tenant: &str) -> Option<String> {
+        self.read_state().names.get(tenant).cloned()
     }
 
     /// The webhook endpoint and secret of an active tenant.
@@ -526,6 +533,10 @@ impl KeyCache {
                 (k.id.clone(), webhook)
             })
             .collect();
+        let names = keys
+            .iter()
+            .map(|k| (k.id.clone(), k.name.clone()))
+            .collect();
         // Stored hashes are hex; one that does not decode matches no secret.
         let active = keys
             .into_iter()
@@ -539,6 +550,7 @@ impl KeyCache {
             generation,
             active,
             webhooks,
+            names,
         };
     }
 }
