@@ -194,6 +194,7 @@ function startUpload(file, folder) {
   $("transfers").prepend(el);
 
   const samples = [];
+  let cancelled = false;
   const upload = new tus.Upload(file, {
     endpoint: `${location.origin}${API}/tus`,
     headers: { Authorization: `Bearer ${key}` },
@@ -201,6 +202,10 @@ function startUpload(file, folder) {
     chunkSize: CHUNK_SIZE,
     retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
     removeFingerprintOnSuccess: true,
+    onUploadUrlAvailable() {
+      // Cancelled while its creation was on the way: now it can be terminated.
+      if (cancelled) upload.abort(true).catch(() => {});
+    },
     onProgress(sent, total) {
       const now = performance.now();
       samples.push([now, sent]);
@@ -243,7 +248,10 @@ function startUpload(file, folder) {
   transfers.set(id, { upload, el });
 
   function stop(terminate) {
-    upload.abort(terminate).catch(() => {});
+    cancelled = terminate;
+    // Before the server has answered the creation there is no URL to
+    // terminate: the creation goes on, and onUploadUrlAvailable ends it.
+    if (!terminate || upload.url) upload.abort(terminate).catch(() => {});
     transfers.delete(id);
     el.remove();
     if (terminate) setTimeout(showUnfinished, 500);
@@ -260,7 +268,7 @@ function startUpload(file, folder) {
       line.textContent = "Resuming where it stopped…";
       el.dataset.resumed = "true";
     }
-    upload.start();
+    if (!cancelled) upload.start();
   });
 }
 
