@@ -46,7 +46,7 @@ ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30:duration=$secs" \
   -c:v libx264 -preset ultrafast -qp 10 -pix_fmt yuv420p -c:a aac -b:a 192k "$work/in720.mp4"
 
 echo "== MP4 only: vidpipe transcode --no-hls vs the ffmpeg CLI with the same settings (vendor-notes.md)"
-X264="-c:v libx264 -preset veryfast -crf 23 -forced-idr 1 -fps_mode passthrough -force_key_frames expr:gte(t,n_forced*4)"
+X264="-c:v libx264 -preset veryfast -crf 23 -forced-idr 1 -fps_mode passthrough -force_key_frames expr:if(lt(n_forced,2),gte(t,n_forced),gte(t,4*(n_forced-1)))"
 AAC="-c:a aac -b:a 128k -ar 48000 -ac 2"
 # rung NAME WIDTH HEIGHT VBV_MAXRATE
 RUNGS=("1080p 1920 1080 6000" "720p 1280 720 3266" "480p 854 480 1779" "360p 640 360 1155")

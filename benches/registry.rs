@@ -32,6 +32,7 @@ fn record() -> UploadRecord {
         attempts: 0,
         callback_url: None,
         version: 0,
+        preview: None,
     }
 }
 

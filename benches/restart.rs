@@ -45,6 +45,7 @@ fn seed(dir: &std::path::Path, tenant: &str) {
                         attempts: 0,
                         callback_url: None,
                         version: 0,
+                        preview: None,
                     }),
                     None,
                 )

@@ -200,6 +200,7 @@ impl Server {
             jobs: Default::default(),
             removals: Default::default(),
             storing: Default::default(),
+            previews: Default::default(),
             events: Default::default(),
         });
         for token in &removals {

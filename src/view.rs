@@ -27,6 +27,10 @@ pub struct UploadView<'a> {
     size_bytes: u64,
     source: Option<&'a SourceInfo>,
     playback: Option<Playback>,
+    /// Where to play the ladder while it is written; only while processing
+    /// (and storing), once every rendition has its first segment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preview: Option<Preview>,
     /// The HLS ladder's renditions once completed (top first; empty without a ladder).
     renditions: Option<Vec<RenditionView<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,6 +46,17 @@ pub struct Playback {
     /// WebVTT of seek-bar preview tiles; `None` for uploads completed before storyboards.
     storyboard_url: Option<String>,
 }
+
+/// Where to play an upload before it is completed.
+#[derive(Debug, Serialize)]
+pub struct Preview {
+    /// Master playlist over EVENT media playlists that grow segment by
+    /// segment until the transcode ends.
+    hls_url: String,
+}
+
+/// The path under which an upload's preview is served: `/preview/{token}/`.
+pub const PREVIEW_PREFIX: &str = "preview";
 
 /// One rendition of the HLS ladder, as clients see it.
 #[derive(Debug, Serialize)]
@@ -62,15 +77,18 @@ impl<'a> UploadView<'a> {
         storage: &dyn FinalStorage,
         base_url: &str,
     ) -> UploadView<'a> {
-        UploadView::render(record, storage, base_url, None)
+        UploadView::render(record, storage, base_url, None, true)
     }
 
-    /// The view of a record, with `live_progress` for a running transcode.
+    /// The view of a record, with `live_progress` for a running transcode;
+    /// the preview it records is shown only if `previewing` (it is served
+    /// now: a restart ends the one of an interrupted transcode).
     pub fn render(
         record: &'a UploadRecord,
         storage: &dyn FinalStorage,
         base_url: &str,
         live_progress: Option<u8>,
+        previewing: bool,
     ) -> UploadView<'a> {
         let progress = match record.status {
             Status::Pending => Some(0),
@@ -89,6 +107,14 @@ impl<'a> UploadView<'a> {
             hls_url: out.hls_master.as_deref().map(url),
             storyboard_url: out.storyboard.as_deref().map(url),
         });
+        let preview = record
+            .preview
+            .as_deref()
+            .filter(|_| previewing)
+            .filter(|_| matches!(record.status, Status::Processing | Status::Uploading))
+            .map(|name| Preview {
+                hls_url: format!("{base_url}/{PREVIEW_PREFIX}/{}/{name}", record.media_token),
+            });
         let renditions = completed.map(|out| {
             out.renditions
                 .iter()
@@ -113,6 +139,7 @@ impl<'a> UploadView<'a> {
             size_bytes: record.size_bytes,
             source: record.source.as_ref(),
             playback,
+            preview,
             renditions,
             error: record.error.as_ref(),
         }

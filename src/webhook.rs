@@ -149,11 +149,16 @@ impl WebhookConfig {
 /// The event type of an upload's deletion.
 pub const DELETED_EVENT: &str = "upload.deleted";
 
-/// The event type of a delivery: `upload.deleted`, or that of the
-/// transition its record shows.
+/// The event type of an upload that can be played while it is processed.
+pub const PREVIEWABLE_EVENT: &str = "upload.previewable";
+
+/// The event type of a delivery: `upload.deleted`, `upload.previewable`, or
+/// that of the transition its record shows.
 pub fn event_type(delivery: &Delivery) -> &'static str {
     if delivery.deleted {
         DELETED_EVENT
+    } else if delivery.previewable {
+        PREVIEWABLE_EVENT
     } else {
         transition_event(delivery.record.status)
     }

@@ -1042,3 +1042,87 @@ async fn the_console_is_served_from_the_binary_with_its_own_origin_only() {
     assert_eq!(code, 401);
     assert_eq!(refused["code"], "unauthenticated");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_plays_in_the_console_while_it_is_processed() {
+    if !browser::installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "console-preview");
+    let mut config = test_config(dir.path());
+    config.profile.hls_segment_secs = 2.0;
+    let t = TestServer::start(config).await;
+    let origin = format!("http://{}", t.server.addr());
+    let video = clip(dir.path(), "long take.mp4", 40.0, "30");
+    let b = Browser::start(1280, 900).await;
+    sign_in(&b, &origin, &key).await;
+    let id = post(
+        &t,
+        &key,
+        std::fs::read(video).unwrap(),
+        "long take.mp4",
+        "root",
+    )
+    .await;
+
+    // Once the record has a preview, the details play it through hls.js.
+    let record_url = t.url(&format!("/uploads/{id}"));
+    let deadline = Instant::now() + PROCESSING;
+    loop {
+        let (_, body) = get_json(&t.client, &record_url, &key).await;
+        if !body["data"]["preview"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no preview: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.until(
+        "the row",
+        Duration::from_secs(10),
+        &format!("return !!document.querySelector(\"li.upload[data-id='{id}'] button.name\");"),
+    )
+    .await;
+    click(&b, &format!("li.upload[data-id='{id}'] button.name")).await;
+    b.until(
+        "the preview's player",
+        Duration::from_secs(10),
+        "return !document.getElementById('player-box').hidden && !document.getElementById('preview-note').hidden;",
+    )
+    .await;
+    b.js(
+        "const v = document.getElementById('player'); v.muted = true; v.play(); return null;",
+        vec![],
+    )
+    .await;
+    let started = b
+        .until(
+            "the preview to play",
+            Duration::from_secs(30),
+            "const v = document.getElementById('player'); return v.currentTime > 1 && v.currentTime;",
+        )
+        .await;
+    let (_, body) = get_json(&t.client, &record_url, &key).await;
+    assert_ne!(body["data"]["status"], 6, "played before it was completed");
+    // From the start of the video, not near the end of what is written.
+    assert!(started.as_f64().unwrap() < 5.0, "started at {started}");
+    let src = b
+        .js(
+            "return document.getElementById('player').currentSrc;",
+            vec![],
+        )
+        .await;
+    assert!(src.as_str().unwrap().starts_with("blob:"), "{src}");
+
+    // Completed, the details play the finished ladder instead.
+    let done = wait_terminal(&t.client, &t.base, &key, &id).await;
+    assert_eq!(done["status"], 6, "{done}");
+    b.until(
+        "the finished ladder",
+        Duration::from_secs(20),
+        "return document.getElementById('preview-note').hidden && !document.getElementById('player-box').hidden;",
+    )
+    .await;
+    b.assert_no_console_errors("playing a preview").await;
+    b.close().await;
+}

@@ -5,6 +5,7 @@
 //! still being retried.
 
 mod common;
+mod synth;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -288,5 +289,65 @@ async fn callback_urls_into_the_servers_own_network_are_refused() {
     // Nothing was accepted.
     let (_, list) = get_json(&t.client, &t.url("/uploads"), &key).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    t.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ladder_playable_while_processing_is_told_as_upload_previewable() {
+    let receiver = Receiver::start().await;
+    receiver.failing.store(false, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = KeyFile::new(dir.path()).create("app").unwrap();
+    let mut config = config(dir.path(), &receiver);
+    config.profile.hls = true;
+    config.profile.hls_segment_secs = 2.0;
+    let t = TestServer::start(config).await;
+    // Long enough that its first segments are written well before the end.
+    let clip = dir.path().join("clip.mp4");
+    synth::write(
+        &clip,
+        &synth::Clip::mp4(synth::VideoTrack::h264(854, 480, 25), 12.0),
+    );
+    let form = video_form(std::fs::read(&clip).unwrap(), "clip.mp4", "root");
+    let response = t.post_form(&key, form).await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+    let done = wait_terminal(&t.client, &t.base, &key, &id).await;
+    assert_eq!(done["status"], 6, "{done}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while t.server.services().store.outbox_len().unwrap() > 0 {
+        assert!(Instant::now() < deadline, "outbox never drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let events: Vec<Value> = receiver
+        .hits()
+        .iter()
+        .filter(|hit| hit.status == 204)
+        .inspect(|hit| assert!(signature_is_valid(hit, GLOBAL_SECRET)))
+        .map(|hit| serde_json::from_slice(&hit.body).unwrap())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "upload.pending",
+            "upload.processing",
+            "upload.previewable",
+            "upload.uploading",
+            "upload.completed"
+        ]
+    );
+    let previewable = &events[2]["data"];
+    assert_eq!(previewable["status"], 3, "{previewable}");
+    assert!(previewable["playback"].is_null(), "{previewable}");
+    let url = previewable["preview"]["hls_url"].as_str().unwrap();
+    assert!(url.ends_with("/hls/master.m3u8"), "{url}");
+    // Before it, no preview; after the transcode, the same one while the
+    // outputs are stored; once completed, none.
+    assert!(events[1]["data"].get("preview").is_none());
+    assert_eq!(events[3]["data"]["preview"]["hls_url"], url);
+    assert!(events[4]["data"].get("preview").is_none());
     t.server.shutdown().await;
 }

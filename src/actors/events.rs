@@ -90,6 +90,7 @@ fn rendered(services: &Services, record: &UploadRecord, progress: Option<u8>) ->
         services.storage.as_ref(),
         &services.base_url,
         progress,
+        services.previews.serves(record),
     );
     serde_json::to_vec(&view).unwrap_or_default()
 }

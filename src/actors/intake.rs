@@ -122,6 +122,7 @@ fn admit(services: &Services, staged: StagedUpload) -> Result<UploadRecord, Inta
         attempts: 0,
         callback_url: staged.callback_url,
         version: 0,
+        preview: None,
     };
     limits_hold.reserve(services);
     Ok(record)

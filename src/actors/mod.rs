@@ -241,6 +241,77 @@ impl TokenSet {
     }
 }
 
+/// The uploads whose ladder can be played while it is written, by media
+/// token: what `/preview/` serves. An entry is added by the transcode that
+/// wrote the preview and goes when the upload leaves processing and
+/// uploading, or is deleted; the entry of a completed upload stays for
+/// [`PREVIEW_AFTER_COMPLETION`], so that a player still on the preview is
+/// sent on to the finished files. Nothing of it is durable (a restart
+/// transcodes again, and a new preview comes with it).
+#[derive(Default)]
+pub struct Previews(RwLock<HashMap<String, PreviewEntry>>);
+
+/// How long a completed upload's preview URLs lead to its finished files.
+pub const PREVIEW_AFTER_COMPLETION: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// One upload's preview.
+struct PreviewEntry {
+    id: Uuid,
+    /// When the upload was completed, if it was.
+    completed: Option<std::time::Instant>,
+}
+
+impl Previews {
+    /// `id`'s preview, under its media `token`, can be served.
+    pub fn add(&self, token: &str, id: Uuid) {
+        if let Ok(mut map) = self.0.write() {
+            map.retain(|_, entry| {
+                entry
+                    .completed
+                    .is_none_or(|at| at.elapsed() < PREVIEW_AFTER_COMPLETION)
+            });
+            map.insert(
+                token.to_string(),
+                PreviewEntry {
+                    id,
+                    completed: None,
+                },
+            );
+        }
+    }
+
+    /// The upload whose preview is, or was until its completion, under `token`.
+    pub fn upload_of(&self, token: &str) -> Option<Uuid> {
+        let map = self.0.read().ok()?;
+        let entry = map.get(token)?;
+        let recent = entry
+            .completed
+            .is_none_or(|at| at.elapsed() < PREVIEW_AFTER_COMPLETION);
+        recent.then_some(entry.id)
+    }
+
+    /// `id` was completed: its preview leads to its finished files for a while.
+    pub fn completed(&self, id: Uuid) {
+        if let Ok(mut map) = self.0.write() {
+            for entry in map.values_mut().filter(|entry| entry.id == id) {
+                entry.completed = Some(std::time::Instant::now());
+            }
+        }
+    }
+
+    /// Whether `record`'s preview is served now.
+    pub fn serves(&self, record: &crate::store::record::UploadRecord) -> bool {
+        record.preview.is_some() && self.upload_of(&record.media_token) == Some(record.id)
+    }
+
+    /// `id`'s preview is over.
+    pub fn end(&self, id: Uuid) {
+        if let Ok(mut map) = self.0.write() {
+            map.retain(|_, entry| entry.id != id);
+        }
+    }
+}
+
 /// Uploads accepted and not yet terminal, per tenant: the per-tenant limit.
 #[derive(Default)]
 pub struct TenantLoad(Mutex<HashMap<String, usize>>);
@@ -317,6 +388,8 @@ pub struct Services {
     pub storing: TokenSet,
     /// Committed changes and progress, for the event streams open now.
     pub events: events::EventFeed,
+    /// Ladders playable while they are written, served at `/preview/`.
+    pub previews: Previews,
 }
 
 impl Services {

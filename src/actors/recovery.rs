@@ -135,20 +135,34 @@ pub async fn resume(
         let id = record.id;
         match record.status {
             Status::Pending | Status::Processing => {
+                // A preview it had went with the interrupted transcode (it
+                // is not served, so not shown); the next one makes its own.
                 transcoder::enqueue(services, id);
             }
-            Status::Uploading if !transcodes_only => match services.peers.uploader.get() {
-                Some(uploader) => {
-                    if uploader.cast(UploaderMsg::Store(id)).is_err() {
-                        warn!(upload = %id, "uploader gone; left for the next start");
-                    }
+            Status::Uploading if !transcodes_only => {
+                if record.preview.is_some() {
+                    // The transcode's folder stays until the outputs are
+                    // stored: the preview is served from it meanwhile.
+                    services.previews.add(&record.media_token, id);
                 }
-                None => warn!(upload = %id, "uploader not running; left for the next start"),
-            },
+                store_again(services, id);
+            }
             _ => continue,
         }
         resumed += 1;
         info!(upload = %id, status = record.status.text(), "resumed");
     }
     Ok(resumed)
+}
+
+/// Hands an upload whose outputs were being stored to the uploader again.
+fn store_again(services: &Services, id: Uuid) {
+    match services.peers.uploader.get() {
+        Some(uploader) => {
+            if uploader.cast(UploaderMsg::Store(id)).is_err() {
+                warn!(upload = %id, "uploader gone; left for the next start");
+            }
+        }
+        None => warn!(upload = %id, "uploader not running; left for the next start"),
+    }
 }

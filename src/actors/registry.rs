@@ -360,6 +360,11 @@ fn after_commit(
     } else {
         services.progress.clear(record.id);
     }
+    if to == Status::Completed {
+        services.previews.completed(record.id);
+    } else if record.preview.is_none() {
+        services.previews.end(record.id);
+    }
     if to.is_terminal() {
         services.tenant_load.finish(&record.tenant);
     }
@@ -373,6 +378,7 @@ fn after_commit(
 /// tenant nor shows progress; what it stored is being removed.
 fn after_deletion(services: &Services, record: &UploadRecord) {
     services.progress.clear(record.id);
+    services.previews.end(record.id);
     if !record.status.is_terminal() {
         services.tenant_load.finish(&record.tenant);
     }

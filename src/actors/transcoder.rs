@@ -25,7 +25,7 @@ use super::uploader::UploaderMsg;
 use super::{recovery, PoolEntry, RunningJob, Services};
 use crate::layout::fsync_dir;
 use crate::media::{self, MediaError, MediaErrorCode, MediaLimits, OutputProfile, SourceInfo};
-use crate::store::record::{MediaOutputs, RenditionOutput, Status, TransitionPatch};
+use crate::store::record::{MediaOutputs, RenditionOutput, Status, TransitionPatch, UploadRecord};
 
 /// Name of the file beside the outputs that describes them to the uploader.
 pub const MANIFEST: &str = "outputs.json";
@@ -174,6 +174,8 @@ struct JobProgress {
     last: u8,
     /// Cancelled when the server stops.
     cancel: CancellationToken,
+    /// Told once the ladder can be played while it is written.
+    preview: Option<oneshot::Sender<()>>,
 }
 
 impl media::Progress for JobProgress {
@@ -195,6 +197,12 @@ impl media::Progress for JobProgress {
 
     fn cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    fn previewable(&mut self) {
+        if let Some(preview) = self.preview.take() {
+            let _ = preview.send(());
+        }
     }
 }
 
@@ -364,6 +372,7 @@ async fn transcode(
         .is_some_and(|needle| record.filename.contains(needle));
     let (done, result) = oneshot::channel();
     let (probed, source) = oneshot::channel();
+    let (previewable, preview) = oneshot::channel();
     let job = ThreadJob {
         input,
         out_dir: out_dir.clone(),
@@ -374,6 +383,7 @@ async fn transcode(
             registry: services.peers.registry.get(),
             last: 0,
             cancel: job.stop.clone(),
+            preview: Some(previewable),
         },
         panic,
         probed,
@@ -397,7 +407,8 @@ async fn transcode(
             _ => {}
         }
     }
-    match result.await {
+    let (result, ()) = tokio::join!(result, announce_preview(services, &record, preview));
+    match result {
         Ok(Ok(outputs)) => {
             let elapsed = started.elapsed();
             services.metrics.transcoded(elapsed, Some(outputs.duration));
@@ -438,6 +449,36 @@ async fn transcode(
         }
     }
     Ok(())
+}
+
+/// Once the transcode says its ladder can be played (or ends without), makes
+/// the preview served and records it, `upload.previewable`: while the upload
+/// is still processing, else not at all.
+async fn announce_preview(
+    services: &Services,
+    record: &UploadRecord,
+    preview: oneshot::Receiver<()>,
+) {
+    if preview.await.is_err() {
+        return;
+    }
+    let id = record.id;
+    // Served from before the record shows it.
+    services.previews.add(&record.media_token, id);
+    let patch = TransitionPatch {
+        preview: Some(format!("{}/{}", media::HLS_DIR, media::MASTER_PLAYLIST)),
+        only_from: &[Status::Processing],
+        ..Default::default()
+    };
+    match registry::patch(services, id, patch).await {
+        Ok(_) => info!(upload = %id, "previewable"),
+        Err(e) => {
+            services.previews.end(id);
+            if !e.is_moved_on() {
+                warn!(upload = %id, error = %e, "the preview could not be recorded");
+            }
+        }
+    }
 }
 
 /// Below this much free space the work dir's disk counts as full.

@@ -7,6 +7,7 @@
 //! with `.` are hidden however they are spelled.
 
 mod local;
+pub mod preview;
 mod range;
 mod validators;
 

@@ -61,6 +61,7 @@ impl AppState {
             self.services.storage.as_ref(),
             &self.services.base_url,
             live,
+            self.services.previews.serves(record),
         )
     }
 }

@@ -184,6 +184,16 @@ pub const ROUTES: &[Route] = &[
             (Verb::Head, Handler::Filter(media::serve)),
         ],
     },
+    // An upload's ladder while it is written: no key, like `/media`.
+    Route {
+        path: "/preview/{token}/{file}",
+        holds: Holds::Public,
+        rest: true,
+        methods: &[
+            (Verb::Get, Handler::Filter(media::preview::serve)),
+            (Verb::Head, Handler::Filter(media::preview::serve)),
+        ],
+    },
     // The web console: embedded files, answered from memory.
     Route {
         path: "/console/{file}",

@@ -30,19 +30,38 @@ const TS_OFFSET_TICKS: i64 = 126_000;
 /// written anyway, as libavformat's `max_interleave_delta` (10 s).
 const MAX_INTERLEAVE_TICKS: i64 = 10 * 90_000;
 /// A segment shorter than this fraction of the target does not set `BANDWIDTH`
-/// (a short last segment with its keyframe would overstate the peak).
-const PEAK_MIN_FRACTION: f64 = 0.5;
+/// (a short first or last segment with its keyframe would overstate the peak).
+const PEAK_MIN_FRACTION: f64 = 0.75;
 
 /// A target segment length in 90 kHz ticks (at least one second).
 pub(crate) fn segment_ticks(segment_secs: f64) -> i64 {
     ((segment_secs * 90_000.0).round() as i64).max(90_000)
 }
 
-/// The segment boundary after output time `ticks`: the next multiple of `segment_ticks`.
-/// The video stage forces a keyframe on the first frame at or after it, and the
-/// segmenter cuts at that keyframe: one grid, so every rendition cuts alike.
+/// The first segment is at most this long (1 s in 90 kHz ticks): a player
+/// starts sooner, and the ladder can be played while it is processed as soon
+/// as every rendition has its first segment (on two cores, a full 1080p
+/// ladder encodes at about 0.6 times real time: a 4 s first segment is
+/// about 7 s of waiting).
+const FIRST_CUT_TICKS: i64 = 90_000;
+
+/// The segment boundary after output time `ticks`: the end of the short
+/// first segment ([`FIRST_CUT_TICKS`]), then each next multiple of
+/// `segment_ticks`. The video stage forces a keyframe on the first frame at
+/// or after it, and the segmenter cuts at that keyframe: one grid, so every
+/// rendition cuts alike.
 pub(crate) fn next_cut(ticks: i64, segment_ticks: i64) -> i64 {
-    (ticks.div_euclid(segment_ticks) + 1) * segment_ticks
+    let first = segment_ticks.min(FIRST_CUT_TICKS);
+    if ticks < first {
+        return first;
+    }
+    let cut = (ticks.div_euclid(segment_ticks) + 1) * segment_ticks;
+    // No sliver of a second segment (a grid of 1.5 s would cut at 1.0 and 1.5).
+    if cut - first < segment_ticks / 2 {
+        cut + segment_ticks
+    } else {
+        cut
+    }
 }
 
 /// Which track of a variant a packet belongs to.
@@ -169,7 +188,7 @@ impl VariantWriter {
             current: None,
             segments: Vec::new(),
             segment_ticks,
-            next_cut: TS_OFFSET_TICKS + segment_ticks,
+            next_cut: TS_OFFSET_TICKS + next_cut(0, segment_ticks),
             last_video_dts: None,
         })
     }
@@ -200,7 +219,7 @@ impl VariantWriter {
     }
 
     /// Writes every queued packet, closes the last segment (ending at `end_secs` of
-    /// output time) and writes the media playlist.
+    /// output time) and writes the media playlist, now a finished (VOD) one.
     pub(crate) fn finish(mut self, end_secs: f64) -> Result<HlsRendition, MediaError> {
         while let Some((track, packet)) = self.queue.pop(true) {
             self.write(track, packet)?;
@@ -212,25 +231,44 @@ impl VariantWriter {
         if self.segments.is_empty() {
             return Err(MediaError::corrupt("no video frame could be decoded"));
         }
-        let playlist_path = self.dir.join(MEDIA_PLAYLIST);
-        std::fs::write(&playlist_path, media_playlist(&self.segments))
-            .map_err(internal("writing an HLS playlist"))?;
-        let (bandwidth, average_bandwidth) =
-            bandwidths(&self.segments, self.segment_ticks as f64 / 90_000.0);
+        write_replacing(
+            &self.dir.join(MEDIA_PLAYLIST),
+            &media_playlist(&self.segments, PlaylistType::Vod, self.min_target()),
+        )?;
+        Ok(self.rendition())
+    }
+
+    /// Whether at least one segment is written (and listed by the growing playlist).
+    pub(crate) fn has_segment(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
+    /// The rendition as written so far: its segments, and bit rates from them.
+    pub(crate) fn rendition(&self) -> HlsRendition {
+        let (bandwidth, average_bandwidth) = bandwidths(&self.segments, self.segment_secs());
         let mut codecs = h264_codecs_tag(&extradata(&self.video));
         if self.audio.is_some() {
             codecs.push_str(",mp4a.40.2");
         }
-        Ok(HlsRendition {
+        HlsRendition {
             playlist: format!("{HLS_DIR}/{}/{MEDIA_PLAYLIST}", self.name),
-            name: self.name,
+            name: self.name.clone(),
             width: self.size.0,
             height: self.size.1,
             bandwidth,
             average_bandwidth,
             codecs,
-            segments: self.segments,
-        })
+            segments: self.segments.clone(),
+        }
+    }
+
+    fn segment_secs(&self) -> f64 {
+        self.segment_ticks as f64 / 90_000.0
+    }
+
+    /// The least target duration of the rendition's playlist: the segment length.
+    fn min_target(&self) -> u64 {
+        self.segment_secs().ceil() as u64
     }
 
     /// Writes a packet in decode order, first starting a new segment if it is a segment keyframe.
@@ -309,7 +347,12 @@ impl VariantWriter {
             duration: (end - segment.start).max(0) as f64 / 90_000.0,
             bytes,
         });
-        Ok(())
+        // While the transcode runs the playlist grows by each segment, so
+        // that players can start before the end (an EVENT playlist).
+        write_replacing(
+            &self.dir.join(MEDIA_PLAYLIST),
+            &media_playlist(&self.segments, PlaylistType::Event, self.min_target()),
+        )
     }
 }
 
@@ -387,23 +430,57 @@ fn span(queue: &VecDeque<Packet>) -> i64 {
     }
 }
 
-/// The media playlist of a finished rendition (VOD, every segment listed, relative URIs).
-fn media_playlist(segments: &[HlsSegment]) -> String {
+/// What a media playlist is (RFC 8216, 4.3.3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlaylistType {
+    /// Still being written: segments are only ever added, and no end is marked.
+    Event,
+    /// Finished: every segment listed, and `#EXT-X-ENDLIST`.
+    Vod,
+}
+
+/// A rendition's media playlist (relative URIs), with a target duration of at
+/// least `min_target` seconds (the segment length). A growing playlist's
+/// target may not change (RFC 8216, 6.2.1), nor between it and the finished
+/// one: it is the segment length from the first segment on, and segments
+/// count rounded (the rule's own measure, 4.3.3.1), so that one a frame
+/// longer than the grid (4.004 s at 29.97 fps) does not raise it.
+fn media_playlist(segments: &[HlsSegment], kind: PlaylistType, min_target: u64) -> String {
     let target = segments
         .iter()
-        .map(|s| s.duration.ceil() as u64)
+        .map(|s| s.duration.round() as u64)
         .max()
         .unwrap_or(1)
+        .max(min_target)
         .max(1);
+    let kind_name = match kind {
+        PlaylistType::Event => "EVENT",
+        PlaylistType::Vod => "VOD",
+    };
     let mut text = format!(
-        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:{kind_name}\n#EXT-X-INDEPENDENT-SEGMENTS\n"
     );
+    if kind == PlaylistType::Event {
+        // From the start, not near the end as a live stream (hls.js would).
+        text.push_str("#EXT-X-START:TIME-OFFSET=0\n");
+    }
     for segment in segments {
         let name = segment.file.rsplit('/').next().unwrap_or(&segment.file);
         let _ = write!(text, "#EXTINF:{:.6},\n{name}\n", segment.duration);
     }
-    text.push_str("#EXT-X-ENDLIST\n");
+    if kind == PlaylistType::Vod {
+        text.push_str("#EXT-X-ENDLIST\n");
+    }
     text
+}
+
+/// Writes `text` to `path` by a rename over it, so that a player reading the
+/// playlist while it is replaced gets the old one or the new one, whole.
+pub(crate) fn write_replacing(path: &Path, text: &str) -> Result<(), MediaError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&temporary, text).map_err(internal("writing an HLS playlist"))?;
+    std::fs::rename(&temporary, path).map_err(internal("writing an HLS playlist"))
 }
 
 /// The master playlist over `renditions` (URIs relative to the master's folder).
@@ -505,6 +582,25 @@ mod tests {
     }
 
     #[test]
+    fn the_first_segment_is_short_then_the_grid_is_the_segment_length() {
+        let four = segment_ticks(4.0);
+        assert_eq!(next_cut(0, four), 90_000);
+        assert_eq!(next_cut(89_999, four), 90_000);
+        // The keyframe forced at 1 s (or a frame later) ends the first one.
+        assert_eq!(next_cut(90_000, four), four);
+        assert_eq!(next_cut(93_600, four), four);
+        assert_eq!(next_cut(four, four), 2 * four);
+        let one = segment_ticks(1.0);
+        assert_eq!(next_cut(0, one), one);
+        assert_eq!(next_cut(one, one), 2 * one);
+        // A grid point less than half a segment after the first cut is skipped.
+        let odd = segment_ticks(1.5);
+        assert_eq!(next_cut(0, odd), 90_000);
+        assert_eq!(next_cut(90_000, odd), 2 * odd);
+        assert_eq!(next_cut(2 * odd, odd), 3 * odd);
+    }
+
+    #[test]
     fn codecs_tag_from_annex_b_and_avcc() {
         let annex_b = [
             0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1f, 0xac, 0, 0, 0, 1, 0x68, 0xeb,
@@ -532,7 +628,13 @@ mod tests {
 
     #[test]
     fn media_playlist_lists_relative_segments_and_ends() {
-        let text = media_playlist(&[segment(0, 4.0, 1000), segment(1, 1.52, 400)]);
+        let segments = [segment(0, 4.0, 1000), segment(1, 1.52, 400)];
+        let growing = media_playlist(&segments[..1], PlaylistType::Event, 6);
+        assert!(growing.contains("#EXT-X-TARGETDURATION:6\n"), "{growing}");
+        assert!(growing.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"));
+        assert!(growing.contains("#EXT-X-START:TIME-OFFSET=0\n"));
+        assert!(growing.ends_with("#EXTINF:4.000000,\nseg_00000.ts\n"));
+        let text = media_playlist(&segments, PlaylistType::Vod, 1);
         assert!(text.starts_with("#EXTM3U\n"));
         assert!(text.contains("#EXT-X-TARGETDURATION:4\n"));
         assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"));

@@ -7,7 +7,9 @@ use std::path::Path;
 use ffmpeg_next::{codec, format, Dictionary, Packet, Rational};
 
 use super::error::{internal, MediaError};
-use super::hls::{HlsRendition, Track, VariantWriter};
+use super::hls::{
+    master_playlist, write_replacing, HlsRendition, Track, VariantWriter, MASTER_PLAYLIST,
+};
 use super::input::file_url;
 
 /// What the MP4 and the ladder are made of: the encoders' parameters and time bases.
@@ -30,6 +32,26 @@ pub(crate) struct LadderSetup<'a> {
     pub(crate) renditions: Vec<(String, (u32, u32))>,
     /// Target segment length in seconds.
     pub(crate) segment_secs: f64,
+    /// The source's frame rate, for the master playlist.
+    pub(crate) frame_rate: Option<f64>,
+    /// Each rendition's peak bit rate as encoded to (its cap, and the
+    /// audio's): the preview's `BANDWIDTH`, before any segment is measured.
+    pub(crate) peaks: Vec<u64>,
+}
+
+/// The ladder's preview: a master playlist written as soon as every rendition
+/// has a segment, over media playlists that grow until the end.
+enum Preview {
+    /// Not every rendition has its first segment yet; the master goes here then.
+    Waiting {
+        master: std::path::PathBuf,
+        frame_rate: Option<f64>,
+        peaks: Vec<u64>,
+    },
+    /// Written; the caller has not been told yet.
+    Ready,
+    /// Written and told, or no ladder.
+    Told,
 }
 
 /// The MP4 and the HLS variants of one job.
@@ -46,6 +68,8 @@ pub(crate) struct Muxers {
     video_time_base: Rational,
     /// Encoder time base of audio packets.
     audio_time_base: Rational,
+    /// Whether the preview is written yet.
+    preview: Preview,
 }
 
 impl Muxers {
@@ -78,7 +102,13 @@ impl Muxers {
             None => Rational(1, 1),
         };
         let mut variants = Vec::new();
+        let mut preview = Preview::Told;
         if let Some(ladder) = ladder {
+            preview = Preview::Waiting {
+                master: ladder.dir.join(MASTER_PLAYLIST),
+                frame_rate: ladder.frame_rate,
+                peaks: ladder.peaks.clone(),
+            };
             for ((name, size), parameters) in ladder.renditions.iter().zip(&setup.video) {
                 variants.push(VariantWriter::new(
                     ladder.dir,
@@ -97,7 +127,51 @@ impl Muxers {
             variants,
             video_time_base: setup.video_time_base,
             audio_time_base,
+            preview,
         })
+    }
+
+    /// True once, when the preview has just been written: the master playlist
+    /// lists every rendition, each with at least one segment.
+    pub(crate) fn take_preview(&mut self) -> bool {
+        if matches!(self.preview, Preview::Ready) {
+            self.preview = Preview::Told;
+            return true;
+        }
+        false
+    }
+
+    /// Writes the preview's master playlist once every rendition has a
+    /// segment. Players read it once, so its `BANDWIDTH` is each rendition's
+    /// cap, not the rate of a first short segment that starts with a
+    /// keyframe (the finished master, written over it at the end, has the
+    /// peak of every segment).
+    fn write_preview_when_ready(&mut self) -> Result<(), MediaError> {
+        let Preview::Waiting {
+            master,
+            frame_rate,
+            peaks,
+        } = &self.preview
+        else {
+            return Ok(());
+        };
+        if !self.variants.iter().all(VariantWriter::has_segment) {
+            return Ok(());
+        }
+        let renditions: Vec<HlsRendition> = self
+            .variants
+            .iter()
+            .zip(peaks)
+            .map(|(variant, &peak)| {
+                let mut rendition = variant.rendition();
+                rendition.bandwidth = peak;
+                rendition.average_bandwidth = rendition.average_bandwidth.min(peak);
+                rendition
+            })
+            .collect();
+        write_replacing(master, &master_playlist(&renditions, *frame_rate))?;
+        self.preview = Preview::Ready;
+        Ok(())
     }
 
     /// Writes the MP4 header (index at the front) and reads back the time bases the muxer chose.
@@ -130,10 +204,10 @@ impl Muxers {
             let time_bases = (self.video_time_base, self.mp4_video_time_base);
             write_mp4(&mut self.mp4, 0, time_bases, packet)?;
         }
-        match self.variants.get_mut(rendition) {
-            Some(variant) => variant.push(Track::Video, packet, self.video_time_base),
-            None => Ok(()),
+        if let Some(variant) = self.variants.get_mut(rendition) {
+            variant.push(Track::Video, packet, self.video_time_base)?;
         }
+        self.write_preview_when_ready()
     }
 
     /// One encoded audio packet, for the MP4 and every variant.
@@ -143,7 +217,7 @@ impl Muxers {
         for variant in &mut self.variants {
             variant.push(Track::Audio, packet, self.audio_time_base)?;
         }
-        Ok(())
+        self.write_preview_when_ready()
     }
 
     /// Finishes the MP4 (the faststart pass) and every variant, whose media ends at `end_secs`.

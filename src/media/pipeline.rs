@@ -14,8 +14,8 @@ use ffmpeg_next::util::error::EAGAIN;
 use ffmpeg_next::{format, Error, Packet};
 
 use super::audio::AudioStage;
-use super::error::{internal, MediaError};
-use super::hls::{master_playlist, HlsLadder, HLS_DIR, MASTER_PLAYLIST};
+use super::error::MediaError;
+use super::hls::{master_playlist, write_replacing, HlsLadder, HLS_DIR, MASTER_PLAYLIST};
 use super::input::open_input;
 use super::ladder::RenditionLadder;
 use super::mux::{LadderSetup, Muxers, StreamSetup};
@@ -82,6 +82,11 @@ pub trait Progress {
     fn cancelled(&self) -> bool {
         false
     }
+    /// The ladder can be played while the rest is encoded: `hls/master.m3u8`
+    /// lists every rendition, each with its first segment, and their media
+    /// playlists grow segment by segment (EVENT playlists) until the end, when
+    /// they become VOD ones. Called at most once, only with a ladder.
+    fn previewable(&mut self) {}
 }
 
 /// A closure is a progress callback that never cancels.
@@ -187,11 +192,10 @@ fn run(
     )?;
     if let Some(hls) = &finished.hls {
         let master = paths.hls.join(MASTER_PLAYLIST);
-        std::fs::write(
+        write_replacing(
             &master,
-            master_playlist(&hls.renditions, source.info.frame_rate),
-        )
-        .map_err(internal("writing the HLS master playlist"))?;
+            &master_playlist(&hls.renditions, source.info.frame_rate),
+        )?;
     }
     Ok((source.info, finished, storyboard))
 }
@@ -260,6 +264,19 @@ impl Transcoder {
                 .map(|r| (r.name.clone(), (r.width, r.height)))
                 .collect(),
             segment_secs: profile.hls_segment_secs,
+            frame_rate: source.info.frame_rate,
+            peaks: ladder
+                .rungs
+                .iter()
+                .map(|r| {
+                    let audio = if audio.is_some() {
+                        profile.audio_bit_rate
+                    } else {
+                        0
+                    };
+                    u64::from(r.max_kbps) * 1000 + audio as u64
+                })
+                .collect(),
         });
         let mut muxers = Muxers::new(&paths.mp4, &setup, ladder_setup)?;
         muxers.write_header()?;
@@ -287,6 +304,9 @@ impl Transcoder {
                 Ok(()) => {
                     consecutive_errors = 0;
                     self.send_packet(&packet)?;
+                    if self.muxers.take_preview() {
+                        reporter.callback.previewable();
+                    }
                     reporter.report(self.video.end_secs(), packet.position());
                 }
                 Err(Error::Eof) => return Ok(()),

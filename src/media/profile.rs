@@ -28,7 +28,8 @@ pub struct OutputProfile {
     /// Write the HLS ladder beside the MP4. Default true.
     pub hls: bool,
     /// Target length of an HLS segment in seconds; every rendition has a keyframe at each
-    /// multiple of it, and segments start there. Default 4.
+    /// multiple of it, and segments start there (the first one ends at 1 s when that is
+    /// shorter, so playback and a preview start sooner). Default 4.
     pub hls_segment_secs: f64,
 }
 

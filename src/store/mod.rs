@@ -404,8 +404,16 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             let mut outbox_rows = outbox::OutboxTables::open(txn)?;
             for op in ops {
-                let reported = !matches!(op, WriteOp::Patch { .. });
-                let deleted = matches!(op, WriteOp::Delete { .. });
+                let event = match &op {
+                    WriteOp::Patch { patch, .. } if patch.preview.is_some() => {
+                        Some(outbox::EventKind::Previewable)
+                    }
+                    WriteOp::Patch { .. } => None,
+                    WriteOp::Delete { .. } => Some(outbox::EventKind::Deleted),
+                    WriteOp::Insert(..) | WriteOp::Transition { .. } => {
+                        Some(outbox::EventKind::Transition)
+                    }
+                };
                 let result = match op {
                     WriteOp::Insert(mut record, idempotency_key) => {
                         let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
@@ -433,6 +441,12 @@ impl Store {
                         let stored = stored_record(&uploads, key)?;
                         match stored {
                             None => Err(StoreError::NotFound(id)),
+                            Some(record)
+                                if !patch.only_from.is_empty()
+                                    && !patch.allows_from(record.status) =>
+                            {
+                                Err(StoreError::Conflict(record.status))
+                            }
                             Some(mut record) => {
                                 if patch.source_freed {
                                     kept::release(txn, id)?;
@@ -509,10 +523,11 @@ impl Store {
                         }
                     }
                 };
-                if let (true, Ok(record), Some(router)) = (reported, &result, self.router.get()) {
+                if let (Some(event), Ok(record), Some(router)) = (event, &result, self.router.get())
+                {
                     let endpoints = router.endpoints(record);
                     events +=
-                        outbox::enqueue(&mut outbox_rows, &mut meta, endpoints, record, deleted)?;
+                        outbox::enqueue(&mut outbox_rows, &mut meta, endpoints, record, event)?;
                 }
                 results.push(result);
             }
@@ -597,6 +612,7 @@ pub(crate) mod tests {
             attempts: 0,
             callback_url: None,
             version: 0,
+            preview: None,
         }
     }
 

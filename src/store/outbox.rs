@@ -76,6 +76,21 @@ pub struct Delivery {
     /// The event is the upload's deletion (`upload.deleted`), not a transition.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// The event is that the upload can be played while it is processed
+    /// (`upload.previewable`), not a transition.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub previewable: bool,
+}
+
+/// What a write's event tells of the upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Its creation or a transition: the record's status names it.
+    Transition,
+    /// Its ladder can be played while it is processed.
+    Previewable,
+    /// Its deletion.
+    Deleted,
 }
 
 /// The outcome of one attempt, written back by the delivery actor.
@@ -172,7 +187,7 @@ pub(super) fn enqueue(
     meta: &mut Table<&str, u64>,
     endpoints: Vec<Endpoint>,
     record: &UploadRecord,
-    deleted: bool,
+    kind: EventKind,
 ) -> Result<u64, StoreError> {
     if endpoints.is_empty() {
         return Ok(0);
@@ -188,7 +203,8 @@ pub(super) fn enqueue(
             attempts: 0,
             next_attempt_at: record.updated_at,
             last_error: None,
-            deleted,
+            deleted: kind == EventKind::Deleted,
+            previewable: kind == EventKind::Previewable,
         };
         outbox
             .rows
@@ -396,6 +412,7 @@ mod tests {
                 next_attempt_at: a.updated_at,
                 last_error: None,
                 deleted: false,
+                previewable: false,
             }
         };
         {

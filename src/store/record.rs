@@ -110,6 +110,13 @@ pub struct UploadRecord {
     /// existed, until their next such write.
     #[serde(default)]
     pub version: u64,
+    /// The master playlist of the ladder being written (`hls/master.m3u8`,
+    /// relative to the job's work folder), once every rendition has its
+    /// first segment; only while processing and uploading. A restart
+    /// leaves it until the next transition, but clients see it only while
+    /// it is served (`Services::previews`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
 }
 
 /// The files an upload produced in final storage.
@@ -193,6 +200,9 @@ pub struct TransitionPatch {
     pub keep_source_until: Option<i64>,
     /// The kept source was freed by the sweeper ([`super::kept`]).
     pub source_freed: bool,
+    /// The ladder being written can be played: its master playlist
+    /// (`upload.previewable`).
+    pub preview: Option<String>,
 }
 
 impl TransitionPatch {
@@ -200,7 +210,11 @@ impl TransitionPatch {
     /// the upload (its source, outputs or error), unlike the bookkeeping of
     /// attempts and kept sources.
     pub fn changes_view(&self) -> bool {
-        self.source.is_some() || self.outputs.is_some() || self.error.is_some() || self.retry
+        self.source.is_some()
+            || self.outputs.is_some()
+            || self.error.is_some()
+            || self.retry
+            || self.preview.is_some()
     }
 
     /// Whether a transition with this patch applies to an upload in `status`.
@@ -220,6 +234,10 @@ impl UploadRecord {
         self.status = to;
         self.updated_at = at;
         self.version += 1;
+        // The preview lasts while the outputs are stored, and no longer.
+        if to != Status::Uploading {
+            self.preview = None;
+        }
         self.patch(patch);
         Transition {
             from: Some(from),
@@ -253,6 +271,9 @@ impl UploadRecord {
         if patch.retry {
             self.error = None;
             self.attempts = 0;
+        }
+        if patch.preview.is_some() {
+            self.preview = patch.preview;
         }
     }
 }

@@ -56,11 +56,33 @@ async fn answer(
         .media_root()
         .join(&path.token)
         .join(&path.name);
+    answer_file(
+        &method,
+        &request,
+        &state,
+        vec![at],
+        &path.name,
+        CACHE_CONTROL,
+    )
+    .await
+}
+
+/// The answer to a `GET` or `HEAD` of the file named `name` (its type comes
+/// from the name), at the first of `places` that has it, cached as
+/// `cache_control` says.
+pub(super) async fn answer_file(
+    method: &Method,
+    request: &HeaderMap,
+    state: &AppState,
+    places: Vec<PathBuf>,
+    name: &str,
+    cache_control: &'static str,
+) -> Result<Response, Rejection> {
     // The open and its fstat block.
     let retry_after = state.services.config.retry_after;
     let (file, meta) = state
         .services
-        .blocking(move || open(at))
+        .blocking(move || open_first(places))
         .await
         .map_err(ApiError::from)?
         .map_err(|e| match e {
@@ -73,8 +95,8 @@ async fn answer(
     let headers = response.headers_mut();
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     validators.insert_into(headers);
-    let kind = content_type(&path.name);
-    let (status, pieces) = select(&method, &request, &validators, meta.len(), kind, headers)?;
+    let kind = content_type(name);
+    let (status, pieces) = select(method, request, &validators, meta.len(), kind, headers)?;
     // Not on a 412 or 416: they answer one request's conditions, not the file.
     if matches!(
         status,
@@ -82,7 +104,7 @@ async fn answer(
     ) {
         headers.insert(
             header::CACHE_CONTROL,
-            HeaderValue::from_static(CACHE_CONTROL),
+            HeaderValue::from_static(cache_control),
         );
     }
     *response.status_mut() = status;
@@ -167,6 +189,19 @@ fn open(at: PathBuf) -> Result<(std::fs::File, Metadata), Opened> {
             at.display()
         )))),
     }
+}
+
+/// The first of `places` that is a regular file, tried in turn: a file
+/// renamed from one to the next meanwhile is found all the same.
+fn open_first(places: Vec<PathBuf>) -> Result<(std::fs::File, Metadata), Opened> {
+    let mut answer = Err(Opened::Refused(ApiError::NotFound));
+    for at in places {
+        answer = open(at);
+        if !matches!(answer, Err(Opened::Refused(ApiError::NotFound))) {
+            break;
+        }
+    }
+    answer
 }
 
 /// Why [`open`] gave no file.

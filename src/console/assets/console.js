@@ -564,15 +564,20 @@ async function openDetails(id) {
 }
 
 function closeDetails() {
+  stopPlayer();
+  details.storyboard = null;
+  if ($("details").open) $("details").close();
+}
+
+/** Stops what the player plays (a cancelled or deleted upload's files answer 404). */
+function stopPlayer() {
   if (details.hls) details.hls.destroy();
   details.hls = null;
   details.shownUrl = null;
-  details.storyboard = null;
   const video = $("player");
   video.pause();
   video.removeAttribute("src");
   video.load();
-  if ($("details").open) $("details").close();
 }
 
 function showDetails(record) {
@@ -591,9 +596,13 @@ function showDetails(record) {
   );
   $("do-cancel").hidden = !(record.status === 1 || record.status === 3);
   $("do-retry").hidden = record.status !== 7;
-  const playback = record.playback;
+  // While it is processed, the ladder plays from its preview as it is written.
+  const preview = !record.playback && record.preview;
+  const playback = record.playback || (preview && { hls_url: preview.hls_url });
   $("player-box").hidden = !playback;
-  if (playback && details.shownUrl !== (playback.hls_url || playback.mp4_url)) play(playback);
+  $("preview-note").hidden = !preview;
+  if (!playback && details.shownUrl) stopPlayer();
+  else if (playback && details.shownUrl !== (playback.hls_url || playback.mp4_url)) play(playback);
   $("details-body").replaceChildren(...infoSections(record));
 }
 
@@ -626,10 +635,14 @@ function play(playback) {
         hls.recoverMediaError();
         return;
       }
-      // HLS does not play here: the MP4 does.
       hls.destroy();
       details.hls = null;
       quality.parentElement.hidden = true;
+      if (!playback.mp4_url) {
+        notify(`The preview did not play (${data.details}); it plays once processed.`);
+        return;
+      }
+      // HLS does not play here: the MP4 does.
       video.src = playback.mp4_url;
       notify(`HLS did not play (${data.details}); playing the MP4.`);
     });
@@ -637,8 +650,10 @@ function play(playback) {
     hls.attachMedia(video);
   } else if (playback.hls_url && video.canPlayType("application/vnd.apple.mpegurl")) {
     video.src = playback.hls_url; // native HLS picks the quality itself
-  } else {
+  } else if (playback.mp4_url) {
     video.src = playback.mp4_url;
+  } else {
+    video.removeAttribute("src"); // a preview, and no HLS here: it plays once processed
   }
   loadStoryboard(playback.storyboard_url);
 }
@@ -877,7 +892,11 @@ function wire() {
     details.id = null;
     closeDetails();
   });
-  $("do-cancel").addEventListener("click", () => act(`/uploads/${details.id}/cancel`, "POST"));
+  $("do-cancel").addEventListener("click", () => {
+    // A cancelled upload's preview is gone: stop it playing first.
+    stopPlayer();
+    act(`/uploads/${details.id}/cancel`, "POST");
+  });
   $("do-retry").addEventListener("click", () => act(`/uploads/${details.id}/retry`, "POST"));
   $("do-delete").addEventListener("click", () => {
     $("confirm-text").textContent = `“${details.record.filename}” and all its files will be removed. This cannot be undone.`;
@@ -887,6 +906,7 @@ function wire() {
   $("confirm-yes").addEventListener("click", () => {
     const id = details.id;
     $("confirm").close();
+    stopPlayer();
     act(`/uploads/${id}`, "DELETE", () => forget(id));
   });
 
