@@ -22,12 +22,6 @@ async fn upload_bytes(t: &TestServer, key: &str, bytes: Vec<u8>, name: &str) -> 
     body["data"]["id"].as_str().unwrap().to_string()
 }
 
-/// `base` (a URL ending in a file) with its last segment replaced by `relative`.
-fn resolve(base: &str, relative: &str) -> String {
-    let folder = &base[..=base.rfind('/').unwrap()];
-    format!("{folder}{relative}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portrait_phone_clip_plays_as_an_hls_ladder() {
     let dir = tempfile::tempdir().unwrap();

@@ -70,12 +70,6 @@ async fn get_text(t: &TestServer, url: &str) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-/// `base` (a URL ending in a file) with its last segment replaced by `relative`.
-fn resolve(base: &str, relative: &str) -> String {
-    let folder = &base[..=base.rfind('/').unwrap()];
-    format!("{folder}{relative}")
-}
-
 /// The media playlists a master playlist names, as URLs.
 fn variants(master_url: &str, master: &str) -> Vec<String> {
     playlist_uris(master)
@@ -88,16 +82,7 @@ fn variants(master_url: &str, master: &str) -> Vec<String> {
 /// stream to its end, one JSON line per event; `None` where it is not
 /// installed (outside CI).
 fn follow(t: &TestServer, key: &str, id: &str) -> Option<tokio::process::Child> {
-    let installed = Command::new("python3")
-        .args(["-c", "import sseclient, requests"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "sseclient-py is not installed; .ci/setup installs it"
-        );
-        eprintln!("not followed: sseclient-py is not installed (pip install sseclient-py)");
+    if !sseclient_installed() {
         return None;
     }
     let script =

@@ -392,6 +392,29 @@ pub fn playlist_uris(playlist: &str) -> Vec<String> {
         .collect()
 }
 
+/// `base` (a URL ending in a file) with its last segment replaced by `relative`.
+pub fn resolve(base: &str, relative: &str) -> String {
+    let folder = &base[..=base.rfind('/').unwrap()];
+    format!("{folder}{relative}")
+}
+
+/// Whether sseclient-py (a third-party SSE client) can run; outside CI a
+/// test may go without it (with a line saying so), in CI it must be there.
+pub fn sseclient_installed() -> bool {
+    let installed = Command::new("python3")
+        .args(["-c", "import sseclient, requests"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "sseclient-py is not installed; .ci/setup installs it"
+        );
+        eprintln!("without sseclient-py (pip install sseclient-py)");
+    }
+    installed
+}
+
 /// A stream of what `rx` receives, for a request body sent piece by piece.
 pub fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
