@@ -738,15 +738,24 @@ async fn post(t: &TestServer, key: &str, bytes: Vec<u8>, name: &str, folder: &st
     body["data"]["id"].as_str().unwrap().to_string()
 }
 
-/// Clicks the element `css` finds.
+/// Clicks the element `css` finds. A list re-rendered by a live event
+/// between the find and the click replaces the element: it is found again.
 async fn click(b: &Browser, css: &str) {
-    b.client
-        .find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    let mut tries = 0;
+    loop {
+        let found = b.client.find(Locator::Css(css)).await.unwrap();
+        match found.click().await {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && tries < 10 =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
 }
 
 /// The ids of the rows shown, top to bottom.
