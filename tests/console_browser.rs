@@ -5,6 +5,16 @@
 //! the seek bar for a storyboard tile, delete it; a reload mid-upload
 //! resumes; a hostile filename shows as text; keyboard, a narrow screen and
 //! the browser console. The screenshots of `docs/` come from these runs.
+//!
+//! The tests, in file order: `a_person_signs_in_uploads_watches_plays_and_deletes`
+//! (the main path, and most screenshots), `an_upload_resumes_after_a_reload_and_a_hostile_name_stays_text`
+//! (over `slow_proxy`), `the_console_works_by_keyboard_and_on_a_narrow_screen`
+//! (with `CONTRAST`), `filters_pages_cancel_and_retry_from_the_page`,
+//! `the_console_is_served_from_the_binary_with_its_own_origin_only` and
+//! `an_upload_plays_in_the_console_while_it_is_processed` (the preview).
+//! Shared steps: `clip`, `sign_in` and `ROW` at the top; `post`, `click`
+//! and `row_ids` before the filters test; the browser itself is
+//! `common/browser.rs`.
 
 #[path = "common/browser.rs"]
 mod browser;
