@@ -359,10 +359,16 @@ fn transcode(input: &Path, outdir: &Path, config_file: Option<&Path>, no_hls: bo
         elapsed,
         out.duration / elapsed.max(1e-9)
     );
+    let copied = |yes: bool| if yes { "copied" } else { "encoded" };
     println!(
-        "  {}: {}\n  {}: {}",
+        "  {}: {} (video {}, audio {})\n  {}: {}",
         out.mp4.display(),
         human_bytes(size(&out.mp4)),
+        copied(out.video_copied),
+        match out.source.audio_codec {
+            None => "none",
+            Some(_) => copied(out.audio_copied),
+        },
         out.poster.display(),
         human_bytes(size(&out.poster))
     );
@@ -382,10 +388,11 @@ fn transcode(input: &Path, outdir: &Path, config_file: Option<&Path>, no_hls: bo
         for rendition in &hls.renditions {
             let bytes: u64 = rendition.segments.iter().map(|s| s.bytes).sum();
             println!(
-                "    {} {}x{}, {} segments, {}, peak {} kb/s",
+                "    {} {}x{}, {}, {} segments, {}, peak {} kb/s",
                 rendition.name,
                 rendition.width,
                 rendition.height,
+                copied(!rendition.encoded),
                 rendition.segments.len(),
                 human_bytes(bytes),
                 rendition.bandwidth / 1000

@@ -67,6 +67,8 @@ pub struct RenditionView<'a> {
     /// Peak bit rate in bits per second (the master playlist's `BANDWIDTH`).
     bandwidth: u64,
     playlist_url: String,
+    /// False when the rendition is the source's own video, copied.
+    encoded: bool,
 }
 
 impl<'a> UploadView<'a> {
@@ -124,6 +126,7 @@ impl<'a> UploadView<'a> {
                     height: r.height,
                     bandwidth: r.bandwidth,
                     playlist_url: url(&r.playlist),
+                    encoded: r.encoded,
                 })
                 .collect()
         });

@@ -107,6 +107,11 @@ async fn a_portrait_phone_clip_plays_as_an_hls_ladder() {
         ladder,
         [("720p", 720, 1280), ("480p", 480, 854), ("360p", 360, 640)]
     );
+    // Turned by its display matrix: encoded upright, not copied.
+    assert!(
+        renditions.iter().all(|r| r["encoded"] == true),
+        "{renditions:?}"
+    );
 
     // The master playlist, from the media URL, names every variant relative to itself.
     let (code, content_type, master) = fetch_media(&t.client, &hls_url).await;

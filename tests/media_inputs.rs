@@ -152,13 +152,14 @@ fn check_ladder(dir: &Path, outputs: &TranscodeOutputs, audio: bool) {
                 "segment URI {name} is not relative to its playlist"
             );
             assert!(duration.round() <= target);
-            // A short first segment (1 s), the rest of the first 4 s, then 4 s each.
+            // A short first segment (1 s), the rest of the first 4 s, then 4
+            // s each; a copied video is cut at its own keyframes instead.
             let expected = match index {
                 0 => 0.9..=1.5,
                 1 => 2.9..=6.0,
                 _ => 3.9..=6.0,
             };
-            if index + 1 < names.len() {
+            if index + 1 < names.len() && !outputs.video_copied {
                 assert!(expected.contains(duration), "segment {index}: {duration} s");
             }
             let segment = playlist_path.parent().unwrap().join(name);

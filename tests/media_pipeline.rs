@@ -14,9 +14,12 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The encoding pipeline: the fixtures are H.264 that passthrough would
+/// copy (`tests/media_passthrough.rs` covers that).
 fn profile() -> OutputProfile {
     OutputProfile {
         threads: Some(2),
+        passthrough: false,
         ..OutputProfile::default()
     }
 }

@@ -565,6 +565,7 @@ fn manifest(outputs: media::TranscodeOutputs) -> Manifest {
                     height: r.height,
                     bandwidth: r.bandwidth,
                     playlist: r.playlist.clone(),
+                    encoded: r.encoded,
                 })
                 .collect(),
         ),

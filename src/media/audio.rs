@@ -1,5 +1,7 @@
 //! The audio stage: decode -> swresample to 48 kHz stereo float -> FIFO of
-//! 1024-sample frames -> native AAC-LC encoder.
+//! 1024-sample frames -> native AAC-LC encoder; or, when the source already
+//! is AAC-LC stereo beside a copied video (`passthrough.rs`), its packets
+//! copied.
 
 use ffmpeg_next::codec;
 use ffmpeg_next::format::{sample, Sample};
@@ -263,6 +265,115 @@ impl AudioStage {
 
     fn receive_and_write_encoded_packets(&mut self, muxers: &mut Muxers) -> Result<(), MediaError> {
         drain_encoder(&mut self.encoder, |packet| muxers.write_audio(packet))
+    }
+}
+
+/// The output's audio: encoded, or copied from the source.
+pub(crate) enum AudioTrack {
+    Encoded(AudioStage),
+    Copied(AudioCopy),
+}
+
+impl AudioTrack {
+    /// Index of the source audio stream in the input.
+    pub(crate) fn input_index(&self) -> usize {
+        match self {
+            Self::Encoded(stage) => stage.input_index,
+            Self::Copied(copy) => copy.input_index,
+        }
+    }
+
+    /// The output stream's parameters and time base, for the muxers.
+    pub(crate) fn stream_setup(&self) -> (codec::Parameters, Rational) {
+        match self {
+            Self::Encoded(stage) => stage.stream_setup(),
+            Self::Copied(copy) => (copy.parameters.clone(), copy.time_base),
+        }
+    }
+
+    /// Takes one packet of the source audio stream.
+    pub(crate) fn transcode_packet(
+        &mut self,
+        packet: &Packet,
+        muxers: &mut Muxers,
+    ) -> Result<(), MediaError> {
+        match self {
+            Self::Encoded(stage) => stage.transcode_packet(packet, muxers),
+            Self::Copied(copy) => copy.write(packet, muxers),
+        }
+    }
+
+    /// End of input.
+    pub(crate) fn flush(&mut self, muxers: &mut Muxers) -> Result<(), MediaError> {
+        match self {
+            Self::Encoded(stage) => stage.flush(muxers),
+            Self::Copied(_) => Ok(()),
+        }
+    }
+
+    /// Output time (s) reached so far.
+    pub(crate) fn end_secs(&self) -> f64 {
+        match self {
+            Self::Encoded(stage) => stage.end_secs(),
+            Self::Copied(copy) => copy
+                .end
+                .and_then(|end| seconds(end, copy.time_base))
+                .unwrap_or(0.0),
+        }
+    }
+
+    /// Decode errors salvaged around.
+    pub(crate) fn decode_errors(&self) -> u64 {
+        match self {
+            Self::Encoded(stage) => stage.decode_errors(),
+            Self::Copied(_) => 0,
+        }
+    }
+}
+
+/// The source's AAC-LC stereo packets, copied.
+pub(crate) struct AudioCopy {
+    /// Index of the source audio stream in the input.
+    input_index: usize,
+    /// The source stream's parameters, its codec tag cleared for the muxers.
+    parameters: codec::Parameters,
+    /// The source stream's time base, which the copied packets keep.
+    time_base: Rational,
+    /// Source time (in `time_base`) that becomes output time 0.
+    origin: i64,
+    /// End (output time, in `time_base`) of the last packet copied.
+    end: Option<i64>,
+}
+
+impl AudioCopy {
+    pub(crate) fn new(stream: &Stream, origin_secs: f64) -> Self {
+        let time_base = stream.time_base();
+        let mut parameters = stream.parameters();
+        // SAFETY: `parameters` is our own copy of the stream's AVCodecParameters;
+        // the muxers choose the tag of their container when it is 0.
+        unsafe { (*parameters.as_mut_ptr()).codec_tag = 0 };
+        let origin = (origin_secs * f64::from(time_base.denominator())
+            / f64::from(time_base.numerator().max(1)))
+        .round() as i64;
+        Self {
+            input_index: stream.index(),
+            parameters,
+            time_base,
+            origin,
+            end: None,
+        }
+    }
+
+    fn write(&mut self, packet: &Packet, muxers: &mut Muxers) -> Result<(), MediaError> {
+        let mut copied = packet.clone();
+        copied.set_pts(packet.pts().map(|ts| ts - self.origin));
+        copied.set_dts(packet.dts().map(|ts| ts - self.origin));
+        copied.set_position(-1);
+        if let Some(pts) = copied.pts() {
+            let end = pts + packet.duration().max(0);
+            self.end = Some(self.end.map_or(end, |e| e.max(end)));
+        }
+        muxers.write_audio(&copied)
     }
 }
 

@@ -103,6 +103,8 @@ pub struct HlsRendition {
     pub playlist: String,
     /// The segments, in order.
     pub segments: Vec<HlsSegment>,
+    /// False when the rendition is the source's video, copied.
+    pub encoded: bool,
 }
 
 /// The whole ladder, as written.
@@ -151,6 +153,8 @@ pub(crate) struct VariantWriter {
     next_cut: i64,
     /// Decode time of the last video packet taken, to keep them increasing after clamping.
     last_video_dts: Option<i64>,
+    /// Least target duration (s) beyond the segment length; 0 for none.
+    min_target: u64,
 }
 
 /// A segment file being written.
@@ -174,6 +178,7 @@ impl VariantWriter {
         video: codec::Parameters,
         audio: Option<codec::Parameters>,
         segment_secs: f64,
+        min_target: u64,
     ) -> Result<Self, MediaError> {
         let dir = hls_dir.join(name);
         std::fs::create_dir_all(&dir).map_err(internal("creating an HLS folder"))?;
@@ -190,6 +195,7 @@ impl VariantWriter {
             segment_ticks,
             next_cut: TS_OFFSET_TICKS + next_cut(0, segment_ticks),
             last_video_dts: None,
+            min_target,
         })
     }
 
@@ -259,6 +265,7 @@ impl VariantWriter {
             average_bandwidth,
             codecs,
             segments: self.segments.clone(),
+            encoded: true,
         }
     }
 
@@ -266,9 +273,10 @@ impl VariantWriter {
         self.segment_ticks as f64 / 90_000.0
     }
 
-    /// The least target duration of the rendition's playlist: the segment length.
+    /// The least target duration of the rendition's playlist: the segment
+    /// length, or the longest segment known in advance when that is longer.
     fn min_target(&self) -> u64 {
-        self.segment_secs().ceil() as u64
+        (self.segment_secs().ceil() as u64).max(self.min_target)
     }
 
     /// Writes a packet in decode order, first starting a new segment if it is a segment keyframe.
@@ -524,7 +532,7 @@ fn bandwidths(segments: &[HlsSegment], target_secs: f64) -> (u64, u64) {
 }
 
 /// The extradata (SPS/PPS for H.264) of a stream's parameters.
-fn extradata(parameters: &codec::Parameters) -> Vec<u8> {
+pub(crate) fn extradata(parameters: &codec::Parameters) -> Vec<u8> {
     // SAFETY: `parameters` owns a valid AVCodecParameters; `extradata` is either
     // null or points to `extradata_size` bytes that live as long as it does.
     unsafe {
@@ -668,6 +676,7 @@ mod tests {
             codecs: "avc1.64001f,mp4a.40.2".into(),
             playlist: "hls/720p/index.m3u8".into(),
             segments: vec![segment(0, 4.0, 1)],
+            encoded: true,
         };
         let text = master_playlist(&[rendition], Some(25.0));
         assert_eq!(

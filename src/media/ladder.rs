@@ -82,6 +82,25 @@ impl RenditionLadder {
             .collect();
         Self { rungs }
     }
+
+    /// The same ladder with the top rendition copied from the source, not
+    /// encoded: the lower ones share the whole `budget`.
+    pub(crate) fn copying_top(mut self, budget: usize) -> Self {
+        let pixels: Vec<u64> = self.rungs[1..]
+            .iter()
+            .map(|r| u64::from(r.width) * u64::from(r.height))
+            .collect();
+        let threads = if pixels.is_empty() {
+            Vec::new()
+        } else {
+            share_threads(budget, &pixels)
+        };
+        self.rungs[0].threads = 0;
+        for (rung, threads) in self.rungs[1..].iter_mut().zip(threads) {
+            rung.threads = threads;
+        }
+        self
+    }
 }
 
 /// `size` scaled so its short side is `short`, aspect kept, both sides even.
@@ -94,7 +113,7 @@ fn scale_to_short_side((width, height): (u32, u32), short: u32) -> (u32, u32) {
 }
 
 /// The VBV cap of a rendition of `width`x`height`.
-fn max_kbps(width: u32, height: u32) -> u32 {
+pub(crate) fn max_kbps(width: u32, height: u32) -> u32 {
     let pixels = f64::from(width) * f64::from(height);
     let kbps = CAP_1080P_KBPS * (pixels / PIXELS_1080P).powf(0.75);
     (kbps.round() as u32).max(MIN_CAP_KBPS)
@@ -139,6 +158,15 @@ mod tests {
         list.iter()
             .map(|(n, w, h)| (n.to_string(), *w, *h))
             .collect()
+    }
+
+    #[test]
+    fn a_copied_top_leaves_its_threads_to_the_others() {
+        let ladder = RenditionLadder::plan((1920, 1080), true, 4).copying_top(4);
+        let threads: Vec<usize> = ladder.rungs.iter().map(|r| r.threads).collect();
+        assert_eq!(threads, [0, 2, 2, 1]);
+        let alone = RenditionLadder::plan((1920, 1080), false, 4).copying_top(4);
+        assert_eq!(alone.rungs.len(), 1);
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod input;
 mod jpeg;
 mod ladder;
 mod mux;
+mod passthrough;
 mod pipeline;
 mod poster;
 mod probe;

@@ -37,6 +37,9 @@ pub(crate) struct LadderSetup<'a> {
     /// Each rendition's peak bit rate as encoded to (its cap, and the
     /// audio's): the preview's `BANDWIDTH`, before any segment is measured.
     pub(crate) peaks: Vec<u64>,
+    /// Least target duration of the media playlists beyond the segment
+    /// length (s): the longest segment a copied rendition's keyframes make.
+    pub(crate) min_target: u64,
 }
 
 /// The ladder's preview: a master playlist written as soon as every rendition
@@ -117,6 +120,7 @@ impl Muxers {
                     parameters.clone(),
                     setup.audio.as_ref().map(|(p, _)| p.clone()),
                     ladder.segment_secs,
+                    ladder.min_target,
                 )?);
             }
         }

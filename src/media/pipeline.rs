@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use ffmpeg_next::util::error::EAGAIN;
 use ffmpeg_next::{format, Error, Packet};
 
-use super::audio::AudioStage;
+use super::audio::{AudioCopy, AudioStage, AudioTrack};
 use super::error::MediaError;
 use super::hls::{master_playlist, write_replacing, HlsLadder, HLS_DIR, MASTER_PLAYLIST};
 use super::input::open_input;
 use super::ladder::RenditionLadder;
 use super::mux::{LadderSetup, Muxers, StreamSetup};
+use super::passthrough;
 use super::poster::write_poster;
 use super::probe::{Source, SourceInfo};
 use super::profile::{fit_within, MediaLimits, OutputProfile};
@@ -53,6 +54,10 @@ pub struct TranscodeOutputs {
     pub duration: f64,
     /// The HLS ladder under `out_dir/hls`, unless `OutputProfile::hls` is off.
     pub hls: Option<HlsLadder>,
+    /// Whether the MP4's video (and the top rendition's) is the source's, copied.
+    pub video_copied: bool,
+    /// Whether the audio is the source's, copied.
+    pub audio_copied: bool,
 }
 
 impl TranscodeOutputs {
@@ -146,6 +151,8 @@ pub fn transcode(
         height: finished.height,
         duration: finished.duration,
         hls: finished.hls,
+        video_copied: finished.video_copied,
+        audio_copied: finished.audio_copied,
     })
 }
 
@@ -179,7 +186,7 @@ fn run(
 ) -> Result<(SourceInfo, Finished, Storyboard), MediaError> {
     let mut ictx = open_input(input, limits)?;
     let source = Source::inspect(&ictx, input, limits)?;
-    let mut transcoder = Transcoder::new(&ictx, &source, paths, profile, limits)?;
+    let mut transcoder = Transcoder::new(&ictx, input, &source, paths, profile, limits)?;
     let mut reporter =
         ProgressReporter::new(source.info.duration, source.info.size_bytes, progress);
     transcoder.transcode_packets(&mut ictx, &mut reporter)?;
@@ -211,14 +218,18 @@ struct Finished {
     storyboard: StoryboardPicker,
     /// The ladder, when one was made.
     hls: Option<HlsLadder>,
+    /// Whether the video was copied.
+    video_copied: bool,
+    /// Whether the audio was copied.
+    audio_copied: bool,
 }
 
 struct Transcoder {
     /// The MP4 and the HLS variants.
     muxers: Muxers,
     video: VideoStage,
-    /// Present when the source has a decodable audio stream.
-    audio: Option<AudioStage>,
+    /// Present when the source has a decodable (or copied) audio stream.
+    audio: Option<AudioTrack>,
     /// Whether a ladder is being written.
     hls: bool,
 }
@@ -226,6 +237,7 @@ struct Transcoder {
 impl Transcoder {
     fn new(
         ictx: &format::context::Input,
+        input: &Path,
         source: &Source,
         paths: &OutputPaths,
         profile: &OutputProfile,
@@ -235,11 +247,27 @@ impl Transcoder {
             .stream(source.video_index)
             .ok_or_else(|| MediaError::internal("transcoding", "video stream vanished"))?;
         let top = fit_within(source.info.width, source.info.height, profile.max_long_side);
-        let ladder = RenditionLadder::plan(top, profile.hls, profile.thread_budget());
-        let video = VideoStage::new(&video_stream, source, &ladder, profile, limits)?;
+        let budget = profile.thread_budget();
+        let mut ladder = RenditionLadder::plan(top, profile.hls, budget);
+        let copy = passthrough::plan(input, ictx, source, profile, limits, top)?;
+        if copy.video.is_some() {
+            ladder = ladder.copying_top(budget);
+        }
+        let video = VideoStage::new(
+            &video_stream,
+            source,
+            &ladder,
+            copy.video.as_ref(),
+            profile,
+            limits,
+        )?;
         let audio = match source.audio_index.and_then(|index| ictx.stream(index)) {
+            Some(stream) if copy.audio => Some(AudioTrack::Copied(AudioCopy::new(
+                &stream,
+                source.origin_secs,
+            ))),
             Some(stream) => match AudioStage::new(&stream, source.origin_secs, profile, limits) {
-                Ok(stage) => Some(stage),
+                Ok(stage) => Some(AudioTrack::Encoded(stage)),
                 Err(err) if err.code == super::MediaErrorCode::UnsupportedMedia => {
                     // An undecodable soundtrack should not cost the whole video.
                     tracing::warn!(%err, "dropping the audio stream");
@@ -254,7 +282,7 @@ impl Transcoder {
             video: video_parameters,
             video_time_base,
             frame_rate,
-            audio: audio.as_ref().map(AudioStage::stream_setup),
+            audio: audio.as_ref().map(AudioTrack::stream_setup),
         };
         let ladder_setup = profile.hls.then(|| LadderSetup {
             dir: &paths.hls,
@@ -277,6 +305,7 @@ impl Transcoder {
                     u64::from(r.max_kbps) * 1000 + audio as u64
                 })
                 .collect(),
+            min_target: copy.video.as_ref().map_or(0, |c| c.longest_segment),
         });
         let mut muxers = Muxers::new(&paths.mp4, &setup, ladder_setup)?;
         muxers.write_header()?;
@@ -333,7 +362,7 @@ impl Transcoder {
         let index = packet.stream();
         if index == self.video.input_index {
             self.video.transcode_packet(packet, &mut self.muxers)
-        } else if let Some(audio) = self.audio.as_mut().filter(|a| a.input_index == index) {
+        } else if let Some(audio) = self.audio.as_mut().filter(|a| a.input_index() == index) {
             audio.transcode_packet(packet, &mut self.muxers)
         } else {
             Ok(())
@@ -354,13 +383,17 @@ impl Transcoder {
             audio.flush(&mut self.muxers)?;
             duration = duration.max(audio.end_secs());
         }
-        let renditions = self.muxers.finish(duration)?;
+        let mut renditions = self.muxers.finish(duration)?;
+        let video_copied = self.video.copied();
+        if let Some(top) = renditions.first_mut().filter(|_| video_copied) {
+            top.encoded = false;
+        }
         let hls = self.hls.then(|| HlsLadder {
             master: format!("{HLS_DIR}/{MASTER_PLAYLIST}"),
             renditions,
         });
 
-        let audio_errors = self.audio.as_ref().map_or(0, AudioStage::decode_errors);
+        let audio_errors = self.audio.as_ref().map_or(0, AudioTrack::decode_errors);
         if self.video.decode_errors() + audio_errors > 0 {
             tracing::warn!(
                 video_errors = self.video.decode_errors(),
@@ -381,6 +414,8 @@ impl Transcoder {
             poster_frame,
             storyboard: self.video.storyboard,
             hls,
+            video_copied,
+            audio_copied: matches!(self.audio, Some(AudioTrack::Copied(_))),
         })
     }
 }

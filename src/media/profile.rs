@@ -31,6 +31,11 @@ pub struct OutputProfile {
     /// multiple of it, and segments start there (the first one ends at 1 s when that is
     /// shorter, so playback and a preview start sooner). Default 4.
     pub hls_segment_secs: f64,
+    /// Copy a source's video (and its AAC-LC stereo audio) into the MP4 and
+    /// the top rendition when it already is what this profile would make,
+    /// encoding only the lower renditions (see `media/passthrough.rs` for
+    /// the rules). Default true.
+    pub passthrough: bool,
 }
 
 impl Default for OutputProfile {
@@ -44,6 +49,7 @@ impl Default for OutputProfile {
             threads: None,
             hls: true,
             hls_segment_secs: 4.0,
+            passthrough: true,
         }
     }
 }

@@ -2,11 +2,21 @@
 //! to yuv420p and encode with libx264. The top rendition is scaled from the
 //! decoded frame and turned upright; the smaller ones are scaled from the top's
 //! upright frame, so each rendition costs one scale and one encode.
+//!
+//! With the video copied (`passthrough.rs`), the top rendition is the
+//! source's own packets, stamped from the same origin, and the decode feeds
+//! only the lower renditions (each keyframed where the source has one), the
+//! poster and the storyboard; with no lower rendition only keyframes are
+//! decoded.
+
+use std::collections::BTreeSet;
 
 use ffmpeg_next::codec::{self, threading};
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::util::mathematics::Rescale;
-use ffmpeg_next::{decoder, encoder, frame, picture, Dictionary, Error, Packet, Rational, Stream};
+use ffmpeg_next::{
+    decoder, encoder, frame, picture, Dictionary, Discard, Error, Packet, Rational, Stream,
+};
 
 use super::codec_io::{drain_encoder, receive_frame, send_packet, Decoded};
 use super::error::{internal, MediaError};
@@ -14,6 +24,7 @@ use super::hls::{next_cut, segment_ticks, TS_TIME_BASE};
 use super::input::open_video_decoder;
 use super::ladder::{RenditionLadder, Rung};
 use super::mux::Muxers;
+use super::passthrough::VideoCopy;
 use super::poster::PosterPicker;
 use super::probe::{seconds, Source};
 use super::profile::{MediaLimits, OutputProfile};
@@ -31,6 +42,8 @@ pub(crate) struct VideoStage {
     decoder: decoder::Video,
     /// One encoder per rendition, top (the MP4's) first.
     renditions: Vec<RenditionEncoder>,
+    /// Set when the top rendition is the source's packets, copied.
+    copy: Option<CopiedVideo>,
     /// Time base of decoded timestamps and of every encoder (the source stream's).
     time_base: Rational,
     /// Nominal frame rate given to the encoders and the MP4 header.
@@ -69,8 +82,20 @@ struct RenditionEncoder {
     size: (u32, u32),
     /// Scaler for the current input geometry; rebuilt when it changes.
     scaler: Option<Scaler>,
-    /// libx264, configured from the `OutputProfile` and the rung.
-    encoder: encoder::Video,
+    /// libx264, configured from the `OutputProfile` and the rung; `None`
+    /// for a copied top rendition.
+    encoder: Option<encoder::Video>,
+}
+
+/// The source's video packets, copied into the top rendition and the MP4.
+struct CopiedVideo {
+    /// The source stream's parameters (the muxers' video stream).
+    parameters: codec::Parameters,
+    /// Timestamps (the source's) of keyframes sent but not yet decoded: the
+    /// frames the lower renditions make keyframes of.
+    keyframes: BTreeSet<i64>,
+    /// End (output time, in the stream's time base) of the last packet copied.
+    end: Option<i64>,
 }
 
 impl VideoStage {
@@ -78,10 +103,15 @@ impl VideoStage {
         stream: &Stream,
         source: &Source,
         ladder: &RenditionLadder,
+        copy: Option<&VideoCopy>,
         profile: &OutputProfile,
         limits: &MediaLimits,
     ) -> Result<Self, MediaError> {
-        let decoder = open_video_decoder(stream, profile.decoder_threads(), limits)?;
+        let mut decoder = open_video_decoder(stream, profile.decoder_threads(), limits)?;
+        if copy.is_some() && ladder.rungs.len() == 1 {
+            // Nothing to encode: the poster and the storyboard need keyframes only.
+            decoder.skip_frame(Discard::NonKey);
+        }
         let time_base = stream.time_base();
         if time_base.numerator() <= 0 || time_base.denominator() <= 0 {
             return Err(MediaError::unsupported("the video stream has no time base"));
@@ -89,11 +119,24 @@ impl VideoStage {
         let renditions = ladder
             .rungs
             .iter()
-            .map(|rung| {
+            .enumerate()
+            .map(|(index, rung)| {
+                let copied = copy.is_some() && index == 0;
+                let encoder = if copied {
+                    None
+                } else {
+                    Some(open_h264_encoder(
+                        rung,
+                        time_base,
+                        source.frame_rate,
+                        profile,
+                        copy.is_none(),
+                    )?)
+                };
                 Ok(RenditionEncoder {
                     size: (rung.width, rung.height),
                     scaler: None,
-                    encoder: open_h264_encoder(rung, time_base, source.frame_rate, profile)?,
+                    encoder,
                 })
             })
             .collect::<Result<Vec<_>, MediaError>>()?;
@@ -106,6 +149,11 @@ impl VideoStage {
             input_index: stream.index(),
             decoder,
             renditions,
+            copy: copy.map(|copy| CopiedVideo {
+                parameters: copy.parameters.clone(),
+                keyframes: BTreeSet::new(),
+                end: None,
+            }),
             time_base,
             frame_rate: source.frame_rate,
             rotation: source.rotation,
@@ -130,7 +178,11 @@ impl VideoStage {
         let parameters = self
             .renditions
             .iter()
-            .map(|r| codec::Parameters::from(&r.encoder))
+            .map(|r| match (&r.encoder, &self.copy) {
+                (Some(encoder), _) => codec::Parameters::from(encoder),
+                (None, Some(copy)) => copy.parameters.clone(),
+                (None, None) => codec::Parameters::new(),
+            })
             .collect();
         (parameters, self.time_base, self.frame_rate)
     }
@@ -150,10 +202,19 @@ impl VideoStage {
         self.decode_errors
     }
 
-    /// Output time (s) reached so far: the end of the last frame sent.
+    /// Whether the top rendition (and the MP4) is the source's video, copied.
+    pub(crate) fn copied(&self) -> bool {
+        self.copy.is_some()
+    }
+
+    /// Output time (s) reached so far: the end of the last frame sent (or
+    /// copied, when only keyframes are decoded).
     pub(crate) fn end_secs(&self) -> f64 {
-        self.last_pts
-            .and_then(|pts| seconds(pts + self.frame_step, self.time_base))
+        let decoded = self.last_pts.map(|pts| pts + self.frame_step);
+        let copied = self.copy.as_ref().and_then(|copy| copy.end);
+        decoded
+            .max(copied)
+            .and_then(|end| seconds(end, self.time_base))
             .unwrap_or(0.0)
     }
 
@@ -168,6 +229,9 @@ impl VideoStage {
         packet: &Packet,
         muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
+        if let Some(copy) = &mut self.copy {
+            copy.write(packet, self.origin, muxers)?;
+        }
         if let Err(err) = send_packet(&mut self.decoder, packet) {
             self.note_decode_error(err);
         }
@@ -228,12 +292,22 @@ impl VideoStage {
             self.limits.check_duration(at - 1.0)?;
         }
         self.last_pts = Some(pts);
-        // The same frames start a segment in every rendition, on the HLS segmenter's grid.
-        let output_ticks = pts.rescale(self.time_base, TS_TIME_BASE);
-        let keyframe = output_ticks >= self.next_keyframe;
-        if keyframe {
-            self.next_keyframe = next_cut(output_ticks, self.segment_ticks);
-        }
+        let keyframe = match &mut self.copy {
+            // Where the copied rendition has one, so the segmenter cuts every
+            // rendition at the same of them.
+            Some(copy) => decoded
+                .timestamp()
+                .is_some_and(|ts| copy.keyframe_decoded(ts)),
+            // The same frames start a segment in every rendition, on the HLS segmenter's grid.
+            None => {
+                let output_ticks = pts.rescale(self.time_base, TS_TIME_BASE);
+                let keyframe = output_ticks >= self.next_keyframe;
+                if keyframe {
+                    self.next_keyframe = next_cut(output_ticks, self.segment_ticks);
+                }
+                keyframe
+            }
+        };
 
         let mut top: Option<frame::Video> = None;
         for index in 0..self.renditions.len() {
@@ -248,14 +322,12 @@ impl VideoStage {
             if keyframe {
                 picture.set_kind(picture::Type::I);
             }
-            let rendition = &mut self.renditions[index];
-            rendition
-                .encoder
-                .send_frame(&picture)
-                .map_err(internal("encoding a video frame"))?;
-            drain_encoder(&mut rendition.encoder, |packet| {
-                muxers.write_video(index, packet)
-            })?;
+            if let Some(encoder) = &mut self.renditions[index].encoder {
+                encoder
+                    .send_frame(&picture)
+                    .map_err(internal("encoding a video frame"))?;
+                drain_encoder(encoder, |packet| muxers.write_video(index, packet))?;
+            }
             if top.is_none() {
                 let at = seconds(pts, self.time_base).unwrap_or(0.0);
                 self.poster.offer(&picture, at);
@@ -289,25 +361,60 @@ impl VideoStage {
     /// Drains every encoder at the end of input.
     pub(crate) fn flush_encoders(&mut self, muxers: &mut Muxers) -> Result<(), MediaError> {
         for (index, rendition) in self.renditions.iter_mut().enumerate() {
-            rendition
-                .encoder
+            let Some(encoder) = &mut rendition.encoder else {
+                continue;
+            };
+            encoder
                 .send_eof()
                 .map_err(internal("flushing the video encoder"))?;
-            drain_encoder(&mut rendition.encoder, |packet| {
-                muxers.write_video(index, packet)
-            })?;
+            drain_encoder(encoder, |packet| muxers.write_video(index, packet))?;
         }
         Ok(())
     }
 }
 
+impl CopiedVideo {
+    /// Copies one source packet into the top rendition and the MP4, its
+    /// timestamps moved by `origin` as the decoded frames' are.
+    fn write(
+        &mut self,
+        packet: &Packet,
+        origin: i64,
+        muxers: &mut Muxers,
+    ) -> Result<(), MediaError> {
+        let mut copied = packet.clone();
+        copied.set_pts(packet.pts().map(|ts| ts - origin));
+        copied.set_dts(packet.dts().map(|ts| ts - origin));
+        copied.set_position(-1);
+        if let Some(pts) = packet.pts() {
+            if packet.is_key() {
+                self.keyframes.insert(pts);
+            }
+            let end = pts - origin + packet.duration().max(0);
+            self.end = Some(self.end.map_or(end, |e| e.max(end)));
+        }
+        muxers.write_video(0, &copied)
+    }
+
+    /// Whether the frame decoded at source time `ts` is one of the copied
+    /// keyframes; those before it are forgotten (their frames were dropped).
+    fn keyframe_decoded(&mut self, ts: i64) -> bool {
+        let keyframe = self.keyframes.remove(&ts);
+        self.keyframes = self.keyframes.split_off(&ts);
+        keyframe
+    }
+}
+
 /// Opens libx264 for one rung: CRF with the rung's VBV cap, its share of the threads,
 /// out-of-band SPS/PPS (the MP4 needs them; the TS segmenter puts them before each keyframe).
+/// Without `own_keyframes` its keyframes are only the forced ones (beside a
+/// copied rendition, whose segments they must match).
 fn open_h264_encoder(
     rung: &Rung,
     time_base: Rational,
     frame_rate: Rational,
     profile: &OutputProfile,
+    own_keyframes: bool,
 ) -> Result<encoder::Video, MediaError> {
     let codec = encoder::find_by_name("libx264")
         .ok_or_else(|| MediaError::internal("opening the H.264 encoder", "libx264 missing"))?;
@@ -335,14 +442,15 @@ fn open_h264_encoder(
     options.set("crf", &profile.crf.to_string());
     // Frames marked I become IDR frames: segment starts that decode alone.
     options.set("forced-idr", "1");
-    options.set(
-        "x264-params",
-        &format!(
-            "vbv-maxrate={}:vbv-bufsize={}",
-            rung.max_kbps,
-            rung.max_kbps * 2
-        ),
+    let mut params = format!(
+        "vbv-maxrate={}:vbv-bufsize={}",
+        rung.max_kbps,
+        rung.max_kbps * 2
     );
+    if !own_keyframes {
+        params.push_str(":keyint=infinite:scenecut=0");
+    }
+    options.set("x264-params", &params);
     setup
         .open_with(options)
         .map_err(internal("opening libx264"))

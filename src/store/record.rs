@@ -156,6 +156,14 @@ pub struct RenditionOutput {
     pub bandwidth: u64,
     /// Media playlist, relative to the upload's storage folder (`hls/720p/index.m3u8`).
     pub playlist: String,
+    /// False when the rendition is the source's video, copied (no re-encode);
+    /// true in records made before passthrough existed.
+    #[serde(default = "encoded_by_default")]
+    pub encoded: bool,
+}
+
+fn encoded_by_default() -> bool {
+    true
 }
 
 /// One status change, appended to the transitions table.
