@@ -8,24 +8,27 @@
 #   - with FULL=1, until the upload is completed too.
 # Target: the first playable preview segment in under 10 s on two cores.
 #
-#   benches/preview_latency.sh             # a 10-minute source
+#   benches/preview_latency.sh             # a 10-minute source at 12 Mb/s
 #   MINUTES=2 FULL=1 benches/preview_latency.sh
+#   MBPS=5 benches/preview_latency.sh      # within 1080p's cap: passthrough copies
+#                                          # the video, after one read of its packets
 #
 # Needs: ffmpeg (CLI), curl, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${MINUTES:-10}
+mbps=${MBPS:-12}
 cargo build --release -q --bin vidpipe
 bin=$PWD/target/release/vidpipe
 work=$(mktemp -d)
 pid=""
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; [ -n "${KEEP_LOG:-}" ] && cp "$work/server.log" "$KEEP_LOG"; rm -rf "$work"' EXIT
 
-echo "== input: ${minutes} min of 1080p30, H.264 at 12 Mb/s with a keyframe every 2 s, AAC stereo"
+echo "== input: ${minutes} min of 1080p30, H.264 at ${mbps} Mb/s with a keyframe every 2 s, AAC stereo"
 secs=$((minutes * 60))
 ffmpeg -v error -f lavfi -i "testsrc2=size=1920x1080:rate=30:duration=$secs" \
   -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=$secs" \
-  -c:v libx264 -preset ultrafast -b:v 12M -maxrate 12M -bufsize 24M -g 60 -pix_fmt yuv420p \
+  -c:v libx264 -preset ultrafast -b:v ${mbps}M -maxrate ${mbps}M -bufsize $((mbps * 2))M -g 60 -pix_fmt yuv420p \
   -c:a aac -b:a 128k -ac 2 -movflags +faststart "$work/long.mp4"
 ls -l "$work/long.mp4" | awk '{printf "   %.0f MB\n", $5 / 1e6}'
 

@@ -37,10 +37,17 @@ use synth::{AudioTrack, Clip, VideoTrack};
 /// How long a transcode of the test clips may take on two busy cores.
 const PROCESSING: Duration = Duration::from_secs(120);
 
-/// A clip with sound, long enough that its processing is seen to move.
+/// A clip with sound, long enough that its processing is seen to move: a
+/// keyframe only every 10 s, so that it is encoded, not copied (passthrough
+/// needs one at least every two segments).
 fn clip(dir: &Path, name: &str, seconds: f64, crf: &'static str) -> std::path::PathBuf {
     let mut video = VideoTrack::h264(854, 480, 25);
-    video.options = vec![("preset", "ultrafast"), ("crf", crf)];
+    video.options = vec![
+        ("preset", "ultrafast"),
+        ("crf", crf),
+        ("g", "250"),
+        ("x264-params", "scenecut=0"),
+    ];
     let clip = Clip {
         audio: vec![AudioTrack::new("aac", 2, 44_100)],
         ..Clip::mp4(video, seconds)

@@ -74,8 +74,18 @@ pub(crate) fn plan(
         tracing::info!(reason, "re-encoding the video");
         return Ok(Plan::default());
     }
-    let packets = scan_video_packets(input, source, limits)?;
     let peak = u64::from(max_kbps(top.0, top.1)) * 1000;
+    // The demuxer's own figure (MP4 and MOV count it from the sample sizes)
+    // spares the read of a file already known to be over.
+    let stated = u64::try_from(stream.parameters().bit_rate()).unwrap_or(0);
+    if stated > peak {
+        tracing::info!(
+            bit_rate = stated,
+            "re-encoding the video: the bit rate is above the top rendition's peak"
+        );
+        return Ok(Plan::default());
+    }
+    let packets = scan_video_packets(input, source, limits)?;
     let refusal = if !packets.clean {
         Some("a packet is marked corrupt, to be dropped, or has no timestamp")
     } else if !packets.starts_with_keyframe {

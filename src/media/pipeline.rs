@@ -250,14 +250,17 @@ impl Transcoder {
         let budget = profile.thread_budget();
         let mut ladder = RenditionLadder::plan(top, profile.hls, budget);
         let copy = passthrough::plan(input, ictx, source, profile, limits, top)?;
+        let mut decoder_threads = None;
         if copy.video.is_some() {
-            ladder = ladder.copying_top(budget);
+            let (copying, threads) = ladder.copying_top(budget);
+            (ladder, decoder_threads) = (copying, Some(threads));
         }
         let video = VideoStage::new(
             &video_stream,
             source,
             &ladder,
             copy.video.as_ref(),
+            decoder_threads,
             profile,
             limits,
         )?;

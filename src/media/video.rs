@@ -104,10 +104,12 @@ impl VideoStage {
         source: &Source,
         ladder: &RenditionLadder,
         copy: Option<&VideoCopy>,
+        decoder_threads: Option<usize>,
         profile: &OutputProfile,
         limits: &MediaLimits,
     ) -> Result<Self, MediaError> {
-        let mut decoder = open_video_decoder(stream, profile.decoder_threads(), limits)?;
+        let threads = decoder_threads.unwrap_or_else(|| profile.decoder_threads());
+        let mut decoder = open_video_decoder(stream, threads, limits)?;
         if copy.is_some() && ladder.rungs.len() == 1 {
             // Nothing to encode: the poster and the storyboard need keyframes only.
             decoder.skip_frame(Discard::NonKey);
@@ -309,34 +311,57 @@ impl VideoStage {
             }
         };
 
-        let mut top: Option<frame::Video> = None;
-        for index in 0..self.renditions.len() {
-            let mut picture = match &top {
-                None => self.scale_top(decoded)?,
-                Some(upright) => {
-                    let rendition = &mut self.renditions[index];
-                    scale(&mut rendition.scaler, rendition.size, upright)?
-                }
-            };
+        // The top rendition's picture, which the others are scaled from. A
+        // copied top needs none beyond the decoded frame when that already is
+        // yuv420p at its size (the passthrough rules make it upright): a
+        // same-size scale would copy every 1080p frame for nothing.
+        let top_size = self.size();
+        let as_decoded = self.copy.is_some()
+            && decoded.format() == Pixel::YUV420P
+            && (decoded.width(), decoded.height()) == top_size;
+        let scaled_top;
+        let upright = if as_decoded {
+            decoded
+        } else {
+            let mut picture = self.scale_top(decoded)?;
             picture.set_pts(Some(pts));
             if keyframe {
                 picture.set_kind(picture::Type::I);
             }
-            if let Some(encoder) = &mut self.renditions[index].encoder {
-                encoder
-                    .send_frame(&picture)
-                    .map_err(internal("encoding a video frame"))?;
-                drain_encoder(encoder, |packet| muxers.write_video(index, packet))?;
+            self.encode(0, &picture, muxers)?;
+            scaled_top = picture;
+            &scaled_top
+        };
+        let at = seconds(pts, self.time_base).unwrap_or(0.0);
+        self.poster.offer(upright, at);
+        self.storyboard.offer(upright, at)?;
+        for index in 1..self.renditions.len() {
+            let rendition = &mut self.renditions[index];
+            let mut picture = scale(&mut rendition.scaler, rendition.size, upright)?;
+            picture.set_pts(Some(pts));
+            if keyframe {
+                picture.set_kind(picture::Type::I);
             }
-            if top.is_none() {
-                let at = seconds(pts, self.time_base).unwrap_or(0.0);
-                self.poster.offer(&picture, at);
-                self.storyboard.offer(&picture, at)?;
-                top = Some(picture);
-            }
+            self.encode(index, &picture, muxers)?;
         }
         self.frames_encoded += 1;
         Ok(())
+    }
+
+    /// Encodes `picture` for rendition `index`, if that one is encoded.
+    fn encode(
+        &mut self,
+        index: usize,
+        picture: &frame::Video,
+        muxers: &mut Muxers,
+    ) -> Result<(), MediaError> {
+        let Some(encoder) = &mut self.renditions[index].encoder else {
+            return Ok(());
+        };
+        encoder
+            .send_frame(picture)
+            .map_err(internal("encoding a video frame"))?;
+        drain_encoder(encoder, |packet| muxers.write_video(index, packet))
     }
 
     /// The top rendition's frame: the decoded frame scaled to yuv420p, then turned upright.

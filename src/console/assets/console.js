@@ -311,6 +311,9 @@ let filters = { status: "", folder: "" };
 let listGeneration = 0;
 /** Uploads deleted while a page was on its way: the page must not bring them back. */
 const deletedWhileLoading = new Set();
+/** Records the events stream brought while a page was on its way, by id. */
+const changedWhileLoading = new Map();
+let listLoading = false;
 
 function matches(record) {
   return (
@@ -319,17 +322,25 @@ function matches(record) {
   );
 }
 
+/** The list again from its first page, swapped in whole when that page is
+ * here: the rows shown stay until then, so the list never flashes empty. */
 async function reloadList() {
   listGeneration += 1;
-  rows.clear();
-  $("uploads").replaceChildren();
   nextCursor = null;
-  await loadPage();
+  await loadPage(true);
 }
 
-async function loadPage() {
+/** The newer of a record from a page and one the events stream brought meanwhile. */
+function newest(fetched) {
+  const streamed = changedWhileLoading.get(fetched.id);
+  return streamed && Date.parse(streamed.updated_at) >= Date.parse(fetched.updated_at) ? streamed : fetched;
+}
+
+async function loadPage(replace = false) {
   const generation = listGeneration;
   deletedWhileLoading.clear();
+  changedWhileLoading.clear();
+  listLoading = true;
   $("more").disabled = true;
   const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
   if (filters.status) query.set("status", filters.status);
@@ -339,16 +350,24 @@ async function loadPage() {
   try {
     const page = await api(`/uploads?${query}`);
     if (generation !== listGeneration) return;
-    for (const record of page.data) {
-      if (!rows.has(record.id) && !deletedWhileLoading.has(record.id)) {
+    if (replace) {
+      rows.clear();
+      $("uploads").replaceChildren();
+    }
+    for (const record of page.data.map(newest)) {
+      if (!rows.has(record.id) && !deletedWhileLoading.has(record.id) && matches(record)) {
         $("uploads").append(row(record));
       }
     }
     nextCursor = page.next_cursor || null;
+    // Uploads the stream brought that the page did not have (newer ones) take their place.
+    if (replace) for (const record of changedWhileLoading.values()) if (!rows.has(record.id)) apply(record);
   } catch (error) {
     if (generation !== listGeneration) return;
     $("list-error").textContent = failureText(error);
   }
+  listLoading = false;
+  changedWhileLoading.clear();
   $("more").disabled = false;
   $("more").hidden = !nextCursor;
   $("empty").hidden = rows.size > 0;
@@ -418,6 +437,7 @@ function fill(el, record) {
 
 /** An upload changed (or appeared): its row follows, and the open details too. */
 function apply(record) {
+  if (listLoading) changedWhileLoading.set(record.id, record);
   const shown = rows.get(record.id);
   if (shown) {
     if (!matches(record)) {
@@ -882,7 +902,7 @@ function wire() {
     filters = { status: $("filter-status").value, folder: $("filter-folder").value.trim() };
     reloadList();
   });
-  $("more").addEventListener("click", loadPage);
+  $("more").addEventListener("click", () => loadPage());
 
   $("details-close").addEventListener("click", () => {
     details.id = null;
