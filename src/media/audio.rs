@@ -291,6 +291,19 @@ impl AudioTrack {
         }
     }
 
+    /// The bit rate (bit/s): the profile's when encoded, the stream's own
+    /// (or else the profile's) when copied.
+    pub(crate) fn bit_rate(&self, profile: &OutputProfile) -> u64 {
+        let stated = match self {
+            Self::Encoded(_) => 0,
+            Self::Copied(copy) => u64::try_from(copy.parameters.bit_rate()).unwrap_or(0),
+        };
+        match stated {
+            0 => profile.audio_bit_rate as u64,
+            stated => stated,
+        }
+    }
+
     /// Takes one packet of the source audio stream.
     pub(crate) fn transcode_packet(
         &mut self,
@@ -348,9 +361,11 @@ pub(crate) struct AudioCopy {
 impl AudioCopy {
     pub(crate) fn new(stream: &Stream, origin_secs: f64) -> Self {
         let time_base = stream.time_base();
-        let mut parameters = stream.parameters();
-        // SAFETY: `parameters` is our own copy of the stream's AVCodecParameters;
-        // the muxers choose the tag of their container when it is 0.
+        // A copy: setting the tag on the stream's own parameters would change
+        // the input under the demuxer.
+        let mut parameters = stream.parameters().clone();
+        // SAFETY: `parameters` owns its AVCodecParameters (a deep copy); the
+        // muxers choose the tag of their container when it is 0.
         unsafe { (*parameters.as_mut_ptr()).codec_tag = 0 };
         let origin = (origin_secs * f64::from(time_base.denominator())
             / f64::from(time_base.numerator().max(1)))

@@ -31,7 +31,7 @@ const TS_OFFSET_TICKS: i64 = 126_000;
 const MAX_INTERLEAVE_TICKS: i64 = 10 * 90_000;
 /// A segment shorter than this fraction of the target does not set `BANDWIDTH`
 /// (a short first or last segment with its keyframe would overstate the peak).
-const PEAK_MIN_FRACTION: f64 = 0.75;
+pub(crate) const PEAK_MIN_FRACTION: f64 = 0.75;
 
 /// A target segment length in 90 kHz ticks (at least one second).
 pub(crate) fn segment_ticks(segment_secs: f64) -> i64 {

@@ -296,16 +296,19 @@ impl Transcoder {
                 .collect(),
             segment_secs: profile.hls_segment_secs,
             frame_rate: source.info.frame_rate,
+            // Each rung's cap, a copied top's own peak if that is higher, plus the audio.
             peaks: ladder
                 .rungs
                 .iter()
-                .map(|r| {
-                    let audio = if audio.is_some() {
-                        profile.audio_bit_rate
-                    } else {
-                        0
+                .enumerate()
+                .map(|(index, r)| {
+                    let audio = audio.as_ref().map_or(0, |a| a.bit_rate(profile));
+                    let cap = u64::from(r.max_kbps) * 1000;
+                    let video = match &copy.video {
+                        Some(copied) if index == 0 => cap.max(copied.peak_bit_rate),
+                        _ => cap,
                     };
-                    u64::from(r.max_kbps) * 1000 + audio as u64
+                    video + audio
                 })
                 .collect(),
             min_target: copy.video.as_ref().map_or(0, |c| c.longest_segment),

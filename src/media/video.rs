@@ -232,7 +232,7 @@ impl VideoStage {
         muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
         if let Some(copy) = &mut self.copy {
-            copy.write(packet, self.origin, muxers)?;
+            copy.write(packet, (self.origin, self.frame_step), muxers)?;
         }
         if let Err(err) = send_packet(&mut self.decoder, packet) {
             self.note_decode_error(err);
@@ -404,7 +404,7 @@ impl CopiedVideo {
     fn write(
         &mut self,
         packet: &Packet,
-        origin: i64,
+        (origin, frame_step): (i64, i64),
         muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
         let mut copied = packet.clone();
@@ -415,7 +415,12 @@ impl CopiedVideo {
             if packet.is_key() {
                 self.keyframes.insert(pts);
             }
-            let end = pts - origin + packet.duration().max(0);
+            // A packet without a duration (as MKV ones may be) lasts a frame.
+            let duration = match packet.duration() {
+                d if d > 0 => d,
+                _ => frame_step,
+            };
+            let end = pts - origin + duration;
             self.end = Some(self.end.map_or(end, |e| e.max(end)));
         }
         muxers.write_video(0, &copied)

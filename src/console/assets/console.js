@@ -364,6 +364,11 @@ async function loadPage(replace = false) {
     if (replace) for (const record of changedWhileLoading.values()) if (!rows.has(record.id)) apply(record);
   } catch (error) {
     if (generation !== listGeneration) return;
+    // A list under other filters, or one the server said to reload, is not shown as if current.
+    if (replace) {
+      rows.clear();
+      $("uploads").replaceChildren();
+    }
     $("list-error").textContent = failureText(error);
   }
   listLoading = false;
@@ -464,6 +469,7 @@ function apply(record) {
 
 function forget(id) {
   deletedWhileLoading.add(id);
+  changedWhileLoading.delete(id);
   const shown = rows.get(id);
   if (shown) shown.el.remove();
   rows.delete(id);
