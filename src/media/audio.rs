@@ -8,11 +8,11 @@ use ffmpeg_next::format::{sample, Sample};
 use ffmpeg_next::software::resampling;
 use ffmpeg_next::{decoder, encoder, frame, ChannelLayout, Error, Packet, Rational, Stream};
 
-use super::codec_io::{drain_encoder, receive_frame, send_packet, Decoded};
+use super::codec_io::{drain_encoder, receive_frame, restamped, send_packet, Decoded};
 use super::error::{internal, MediaError};
 use super::input::open_audio_decoder;
 use super::mux::Muxers;
-use super::probe::seconds;
+use super::probe::{seconds, ticks};
 use super::profile::{MediaLimits, OutputProfile};
 
 /// Sample format of the native AAC encoder.
@@ -367,27 +367,17 @@ impl AudioCopy {
         // SAFETY: `parameters` owns its AVCodecParameters (a deep copy); the
         // muxers choose the tag of their container when it is 0.
         unsafe { (*parameters.as_mut_ptr()).codec_tag = 0 };
-        let origin = (origin_secs * f64::from(time_base.denominator())
-            / f64::from(time_base.numerator().max(1)))
-        .round() as i64;
         Self {
             input_index: stream.index(),
             parameters,
             time_base,
-            origin,
+            origin: ticks(origin_secs, time_base),
             end: None,
         }
     }
 
     fn write(&mut self, packet: &Packet, muxers: &mut Muxers) -> Result<(), MediaError> {
-        let mut copied = packet.clone();
-        copied.set_pts(packet.pts().map(|ts| ts - self.origin));
-        copied.set_dts(packet.dts().map(|ts| ts - self.origin));
-        copied.set_position(-1);
-        if let Some(pts) = copied.pts() {
-            let end = pts + packet.duration().max(0);
-            self.end = Some(self.end.map_or(end, |e| e.max(end)));
-        }
+        let copied = restamped(packet, self.origin, 0, &mut self.end);
         muxers.write_audio(&copied)
     }
 }

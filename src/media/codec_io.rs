@@ -6,6 +6,30 @@ use ffmpeg_next::{decoder, encoder, Error, Frame, Packet};
 
 use super::error::MediaError;
 
+/// A source packet to copy: its timestamps moved back by `origin` (the
+/// output's 0, in its own time base), its position in the file dropped;
+/// `end` moves to where it ends (a packet without a duration lasting
+/// `default_duration`).
+pub(crate) fn restamped(
+    packet: &Packet,
+    origin: i64,
+    default_duration: i64,
+    end: &mut Option<i64>,
+) -> Packet {
+    let mut copied = packet.clone();
+    copied.set_pts(packet.pts().map(|ts| ts - origin));
+    copied.set_dts(packet.dts().map(|ts| ts - origin));
+    copied.set_position(-1);
+    if let Some(pts) = copied.pts() {
+        let duration = match packet.duration() {
+            d if d > 0 => d,
+            _ => default_duration,
+        };
+        *end = Some(end.map_or(pts + duration, |e| e.max(pts + duration)));
+    }
+    copied
+}
+
 /// Feeds one packet. An `Err` is a decode error on this packet: count it and
 /// go on (salvage). The stages drain after every packet, so EAGAIN cannot
 /// happen; were it to, the packet would be counted as lost the same way.

@@ -36,7 +36,7 @@ use super::error::MediaError;
 use super::hls::{extradata, next_cut, segment_ticks, PEAK_MIN_FRACTION, TS_TIME_BASE};
 use super::input::{open_audio_decoder, open_input, open_video_decoder};
 use super::ladder::max_kbps;
-use super::probe::Source;
+use super::probe::{ticks, Source};
 use super::profile::{MediaLimits, OutputProfile};
 use super::rotate::Rotation;
 
@@ -368,12 +368,8 @@ fn scan_video_packets(
         )
     };
     // As `VideoStage` stamps frames: the origin in the stream's time base first.
-    let in_stream = |secs: f64| {
-        (secs * f64::from(time_base.denominator()) / f64::from(time_base.numerator())).round()
-            as i64
-    };
-    let origin = in_stream(source.origin_secs);
-    let frame_step = in_stream(1.0 / f64::from(source.frame_rate)).max(1);
+    let origin = ticks(source.origin_secs, time_base);
+    let frame_step = ticks(1.0 / f64::from(source.frame_rate), time_base).max(1);
     let to_ticks = |ts: i64| (ts - origin).rescale(time_base, TS_TIME_BASE);
     let unwanted = ffmpeg_next::ffi::AV_PKT_FLAG_DISCARD | ffmpeg_next::ffi::AV_PKT_FLAG_CORRUPT;
     let mut packets = VideoPackets::new(segment_secs);

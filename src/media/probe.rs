@@ -212,6 +212,12 @@ pub(crate) fn seconds(ts: i64, time_base: Rational) -> Option<f64> {
     Some(ts as f64 * f64::from(time_base.numerator()) / f64::from(time_base.denominator()))
 }
 
+/// `secs` as a timestamp in `time_base`, rounded: the inverse of [`seconds`].
+pub(crate) fn ticks(secs: f64, time_base: Rational) -> i64 {
+    (secs * f64::from(time_base.denominator()) / f64::from(time_base.numerator().max(1))).round()
+        as i64
+}
+
 /// A frame rate between 1 and 240 fps, else `None` (libx264 picks absurd levels otherwise).
 fn sane_rate(rate: Rational) -> Option<Rational> {
     let fps = (rate.denominator() > 0).then(|| f64::from(rate));

@@ -18,7 +18,7 @@ use ffmpeg_next::{
     decoder, encoder, frame, picture, Dictionary, Discard, Error, Packet, Rational, Stream,
 };
 
-use super::codec_io::{drain_encoder, receive_frame, send_packet, Decoded};
+use super::codec_io::{drain_encoder, receive_frame, restamped, send_packet, Decoded};
 use super::error::{internal, MediaError};
 use super::hls::{next_cut, segment_ticks, TS_TIME_BASE};
 use super::input::open_video_decoder;
@@ -26,7 +26,7 @@ use super::ladder::{RenditionLadder, Rung};
 use super::mux::Muxers;
 use super::passthrough::VideoCopy;
 use super::poster::PosterPicker;
-use super::probe::{seconds, Source};
+use super::probe::{seconds, ticks, Source};
 use super::profile::{MediaLimits, OutputProfile};
 use super::rotate::{rotate_frame, Rotation};
 use super::scale::{scale, Scaler};
@@ -143,10 +143,6 @@ impl VideoStage {
             })
             .collect::<Result<Vec<_>, MediaError>>()?;
 
-        let to_ticks = |secs: f64| {
-            (secs * f64::from(time_base.denominator()) / f64::from(time_base.numerator())).round()
-                as i64
-        };
         Ok(Self {
             input_index: stream.index(),
             decoder,
@@ -159,8 +155,8 @@ impl VideoStage {
             time_base,
             frame_rate: source.frame_rate,
             rotation: source.rotation,
-            origin: to_ticks(source.origin_secs),
-            frame_step: to_ticks(1.0 / f64::from(source.frame_rate)).max(1),
+            origin: ticks(source.origin_secs, time_base),
+            frame_step: ticks(1.0 / f64::from(source.frame_rate), time_base).max(1),
             last_pts: None,
             segment_ticks: segment_ticks(profile.hls_segment_secs),
             next_keyframe: 0,
@@ -407,22 +403,10 @@ impl CopiedVideo {
         (origin, frame_step): (i64, i64),
         muxers: &mut Muxers,
     ) -> Result<(), MediaError> {
-        let mut copied = packet.clone();
-        copied.set_pts(packet.pts().map(|ts| ts - origin));
-        copied.set_dts(packet.dts().map(|ts| ts - origin));
-        copied.set_position(-1);
-        if let Some(pts) = packet.pts() {
-            if packet.is_key() {
-                self.keyframes.insert(pts);
-            }
-            // A packet without a duration (as MKV ones may be) lasts a frame.
-            let duration = match packet.duration() {
-                d if d > 0 => d,
-                _ => frame_step,
-            };
-            let end = pts - origin + duration;
-            self.end = Some(self.end.map_or(end, |e| e.max(end)));
+        if let Some(pts) = packet.pts().filter(|_| packet.is_key()) {
+            self.keyframes.insert(pts);
         }
+        let copied = restamped(packet, origin, frame_step, &mut self.end);
         muxers.write_video(0, &copied)
     }
 
